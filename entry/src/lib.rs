@@ -1,0 +1,108 @@
+//! Ordo entry: the MQTT and WAMP front doors, the router and the advance-segment owner.
+//!
+//! ```text
+//!   MQTT (TCP) ──┐                         ┌──► sequencer thread ── Store (RocksDB)
+//!                ├─► connection tasks ─────┤         │ committed, ids ascending
+//!   WAMP (WS) ───┘        ▲                │         ▼
+//!                         └── session queue ◄── Router::dispatch
+//! ```
+//!
+//! In `--standalone` mode the ndb and sync roles run inside this process
+//! through the same cores ([`ordo_ndb::NdbCore`], [`ordo_sync::Elector`]) the
+//! separate binaries use.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod mqtt;
+pub mod router;
+pub mod sequencer;
+pub mod wamp;
+
+use anyhow::Context;
+pub use config::Config;
+use router::Router;
+use sequencer::Sequencer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What the front doors share.
+#[derive(Clone)]
+pub struct Shared {
+    /// The routing table.
+    pub router: Arc<Router>,
+    /// Where publishes go to be ordered and stored.
+    pub sequencer: Sequencer,
+    /// The store, for replay reads.
+    pub store: ordo_ndb::Store,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// MQTT client-id registry and persistent sessions.
+    pub mqtt_sessions: Arc<mqtt::SessionRegistry>,
+    /// WAMP RPC registrations.
+    pub dealer: Arc<wamp::dealer::Dealer>,
+}
+
+/// A running embedded node: the bound addresses, and a handle to stop it.
+pub struct Running {
+    /// Bound MQTT address.
+    pub mqtt: SocketAddr,
+    /// Bound WAMP address.
+    pub wamp: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting connections.
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Open the store, start the sequencer and bind both listeners.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+    let db_dir = config.data_dir.join("db");
+    let store = ordo_ndb::Store::open(&db_dir)
+        .with_context(|| format!("open store {}", db_dir.display()))?;
+    let last = store.last_id()?;
+    let retained = store.load_retained()?;
+    tracing::info!(data_dir = %config.data_dir.display(), last_id = last.0, retained = retained.len(), "store opened");
+    let router = Router::new(last, retained, config.session_queue);
+    let sequencer = sequencer::start(
+        store.clone(),
+        router.clone(),
+        config.owner,
+        config.max_batch,
+    )?;
+    let mqtt_listener = TcpListener::bind(config.mqtt)
+        .await
+        .with_context(|| format!("bind MQTT {}", config.mqtt))?;
+    let wamp_listener = TcpListener::bind(config.wamp)
+        .await
+        .with_context(|| format!("bind WAMP {}", config.wamp))?;
+    let mqtt_addr = mqtt_listener.local_addr()?;
+    let wamp_addr = wamp_listener.local_addr()?;
+    let shared = Shared {
+        router,
+        sequencer,
+        store,
+        config: Arc::new(config),
+        mqtt_sessions: Arc::new(mqtt::SessionRegistry::default()),
+        dealer: Arc::new(wamp::dealer::Dealer::default()),
+    };
+    tracing::info!(addr = %mqtt_addr, "MQTT listening on mqtt://{mqtt_addr}");
+    tracing::info!(addr = %wamp_addr, "WAMP listening on ws://{wamp_addr}/");
+    let tasks = vec![
+        tokio::spawn(mqtt::serve(mqtt_listener, shared.clone())),
+        tokio::spawn(wamp::serve(wamp_listener, shared)),
+    ];
+    Ok(Running {
+        mqtt: mqtt_addr,
+        wamp: wamp_addr,
+        tasks,
+    })
+}

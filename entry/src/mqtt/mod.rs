@@ -1,0 +1,139 @@
+//! The MQTT 3.1.1 front door.
+//!
+//! One task per connection ([`connection`]). Client ids are registered in a
+//! [`SessionRegistry`] so a second connection with the same id takes the first
+//! one over, and persistent sessions (clean session = 0) keep their
+//! subscriptions and a resume point: on reconnect, every message after that
+//! point is replayed from the store in id order, then delivery goes live.
+
+mod connection;
+
+use crate::Shared;
+use ordo_common::PermanentId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// What a persistent session keeps while its client is away.
+#[derive(Clone, Debug, Default)]
+pub struct PersistedSession {
+    /// Topic filters with their granted QoS.
+    pub subscriptions: Vec<(String, u8)>,
+    /// Every message up to this id was delivered and acknowledged.
+    pub resume_after: PermanentId,
+}
+
+struct Live {
+    generation: u64,
+    kick: Option<oneshot::Sender<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    next_generation: u64,
+    live: HashMap<String, Live>,
+    persisted: HashMap<String, PersistedSession>,
+}
+
+/// Client ids in use and persistent sessions, shared by all MQTT connections.
+#[derive(Default)]
+pub struct SessionRegistry {
+    state: Mutex<RegistryState>,
+}
+
+/// A connection's claim on a client id; held for the connection's lifetime.
+pub struct Claim {
+    client_id: String,
+    generation: u64,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl SessionRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim a client id, disconnecting any connection that holds it, and wait
+    /// until that connection has saved its session. Returns the claim and a
+    /// receiver that fires if a later connection takes this one over.
+    pub async fn claim(&self, client_id: &str) -> (Claim, oneshot::Receiver<()>) {
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let lock = {
+            let mut state = self.lock();
+            state.next_generation += 1;
+            let generation = state.next_generation;
+            let lock = match state.live.get_mut(client_id) {
+                Some(old) => {
+                    if let Some(kick) = old.kick.take() {
+                        let _ = kick.send(());
+                    }
+                    old.lock.clone()
+                }
+                None => Arc::new(tokio::sync::Mutex::new(())),
+            };
+            state.live.insert(
+                client_id.to_owned(),
+                Live {
+                    generation,
+                    kick: Some(kick_tx),
+                    lock: lock.clone(),
+                },
+            );
+            (lock, generation)
+        };
+        let guard = lock.0.lock_owned().await;
+        (
+            Claim {
+                client_id: client_id.to_owned(),
+                generation: lock.1,
+                _guard: guard,
+            },
+            kick_rx,
+        )
+    }
+
+    /// Release a claim when its connection ends.
+    pub fn release(&self, claim: Claim) {
+        let mut state = self.lock();
+        if state
+            .live
+            .get(&claim.client_id)
+            .is_some_and(|l| l.generation == claim.generation)
+        {
+            state.live.remove(&claim.client_id);
+        }
+    }
+
+    /// Take a persistent session's saved state, if any.
+    pub fn take_persisted(&self, client_id: &str) -> Option<PersistedSession> {
+        self.lock().persisted.remove(client_id)
+    }
+
+    /// Save a persistent session's state for its next connection.
+    pub fn save_persisted(&self, client_id: &str, session: PersistedSession) {
+        self.lock().persisted.insert(client_id.to_owned(), session);
+    }
+}
+
+/// Accept MQTT connections until the listener fails or the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Shared) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection::run(stream, shared).await {
+                        tracing::info!(%peer, error = %e, "mqtt connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The router: subscriptions, retained messages and fan-out in permanent-id order.
+//!
+//! ```text
+//!  sequencer ──(committed batch, ids ascending)──► Router::dispatch
+//!                                                    │  one Delivery per (message, session)
+//!                                                    ▼
+//!                                  session queue (bounded) ──► front-door connection task
+//! ```
+//!
+//! `dispatch` is called by one task, batch after batch, so every session queue
+//! receives messages in id order. `last_dispatched` is read under the same lock
+//! as a new subscription is added, which gives replay its seam: ids up to it are
+//! on disk, ids above it arrive live.
+
+use ordo_common::topic::Filter;
+use ordo_common::{PermanentId, StoredMessage};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+
+/// Identifies a client session on this entry (also its WAMP session id).
+pub type SessionId = u64;
+/// Identifies one subscription.
+pub type SubscriptionId = u64;
+
+/// One message for one session, with every subscription of that session it matched.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The message's permanent id.
+    pub id: PermanentId,
+    /// The message.
+    pub message: Arc<StoredMessage>,
+    /// Matching subscriptions with their granted QoS.
+    pub matches: Vec<(SubscriptionId, u8)>,
+}
+
+/// What a subscriber asked for.
+#[derive(Clone, Debug)]
+pub struct SubscriptionSpec {
+    /// Realm the subscription lives in.
+    pub realm: String,
+    /// Which topics it matches.
+    pub filter: Filter,
+    /// Granted QoS (MQTT); 0 for WAMP.
+    pub qos: u8,
+    /// Skip messages published by the subscribing session (WAMP publisher exclusion).
+    pub exclude_own: bool,
+}
+
+/// The result of adding subscriptions.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// One id per requested subscription, in request order.
+    pub ids: Vec<SubscriptionId>,
+    /// Every message up to this id was dispatched before the subscriptions existed.
+    pub last_dispatched: PermanentId,
+    /// Retained messages matching any of the new subscriptions, in id order.
+    pub retained: Vec<(PermanentId, Arc<StoredMessage>)>,
+}
+
+struct Session {
+    tx: Option<mpsc::Sender<Delivery>>,
+}
+
+struct Subscription {
+    session: SessionId,
+    spec: SubscriptionSpec,
+}
+
+#[derive(Default)]
+struct State {
+    next_session: SessionId,
+    next_subscription: SubscriptionId,
+    last_dispatched: PermanentId,
+    sessions: HashMap<SessionId, Session>,
+    subscriptions: BTreeMap<SubscriptionId, Subscription>,
+    /// Exact-topic subscriptions by realm, then topic: the common case, looked up directly.
+    exact: HashMap<String, HashMap<String, Vec<SubscriptionId>>>,
+    /// Subscriptions with wildcards or prefixes, matched one by one.
+    patterns: Vec<SubscriptionId>,
+    retained: BTreeMap<(String, String), (PermanentId, Arc<StoredMessage>)>,
+}
+
+/// Shared routing table of one entry.
+pub struct Router {
+    state: Mutex<State>,
+    queue_capacity: usize,
+}
+
+impl Router {
+    /// Create a router that continues after `last` with the given retained messages.
+    pub fn new(
+        last: PermanentId,
+        retained: Vec<(PermanentId, StoredMessage)>,
+        queue_capacity: usize,
+    ) -> Arc<Router> {
+        let mut state = State {
+            next_session: 1,
+            next_subscription: 1,
+            last_dispatched: last,
+            ..Default::default()
+        };
+        for (id, message) in retained {
+            state.retained.insert(
+                (message.realm.clone(), message.topic.clone()),
+                (id, Arc::new(message)),
+            );
+        }
+        Arc::new(Router {
+            state: Mutex::new(state),
+            queue_capacity,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; keep routing rather than cascade it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Open a session and return its id and its delivery queue.
+    ///
+    /// The queue closes when the session falls `queue_capacity` deliveries behind;
+    /// the connection should then close (a persistent session resumes from disk).
+    pub fn open_session(&self) -> (SessionId, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let mut state = self.lock();
+        let id = state.next_session;
+        state.next_session += 1;
+        state.sessions.insert(id, Session { tx: Some(tx) });
+        (id, rx)
+    }
+
+    /// Close a session and drop its subscriptions; return the last id dispatched before.
+    pub fn close_session(&self, session: SessionId) -> PermanentId {
+        let mut state = self.lock();
+        state.sessions.remove(&session);
+        let ids: Vec<SubscriptionId> = state
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            remove_subscription(&mut state, id);
+        }
+        state.last_dispatched
+    }
+
+    /// Add subscriptions for a session atomically with respect to dispatch.
+    pub fn subscribe(&self, session: SessionId, specs: Vec<SubscriptionSpec>) -> Subscribed {
+        let mut state = self.lock();
+        let mut ids = Vec::with_capacity(specs.len());
+        let mut retained = Vec::new();
+        for spec in specs {
+            let id = state.next_subscription;
+            state.next_subscription += 1;
+            for ((realm, topic), (rid, message)) in &state.retained {
+                if *realm == spec.realm && spec.filter.matches(topic) {
+                    retained.push((*rid, message.clone()));
+                }
+            }
+            match exact_topic(&spec.filter) {
+                Some(topic) => state
+                    .exact
+                    .entry(spec.realm.clone())
+                    .or_default()
+                    .entry(topic)
+                    .or_default()
+                    .push(id),
+                None => state.patterns.push(id),
+            }
+            state
+                .subscriptions
+                .insert(id, Subscription { session, spec });
+            ids.push(id);
+        }
+        retained.sort_by_key(|(id, _)| *id);
+        retained.dedup_by_key(|(id, _)| *id);
+        Subscribed {
+            ids,
+            last_dispatched: state.last_dispatched,
+            retained,
+        }
+    }
+
+    /// Remove one subscription of a session; return whether it existed.
+    pub fn unsubscribe(&self, session: SessionId, id: SubscriptionId) -> bool {
+        let mut state = self.lock();
+        match state.subscriptions.get(&id) {
+            Some(s) if s.session == session => {
+                remove_subscription(&mut state, id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Return the highest id dispatched so far.
+    pub fn last_dispatched(&self) -> PermanentId {
+        self.lock().last_dispatched
+    }
+
+    /// Return the retained messages of a realm matching a filter, in id order.
+    pub fn retained(&self, realm: &str, filter: &Filter) -> Vec<(PermanentId, Arc<StoredMessage>)> {
+        let state = self.lock();
+        let mut out: Vec<_> = state
+            .retained
+            .iter()
+            .filter(|((r, t), _)| r == realm && filter.matches(t))
+            .map(|(_, (id, m))| (*id, m.clone()))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Fan out a committed batch, in id order, to every matching session queue.
+    ///
+    /// Call from one task only, with batches in id order.
+    pub fn dispatch(&self, batch: &[(PermanentId, Arc<StoredMessage>)]) {
+        let mut state = self.lock();
+        let mut per_session: BTreeMap<SessionId, Vec<(SubscriptionId, u8)>> = BTreeMap::new();
+        for (id, message) in batch {
+            if message.retain {
+                let key = (message.realm.clone(), message.topic.clone());
+                if message.payload.is_empty() {
+                    state.retained.remove(&key);
+                } else {
+                    state.retained.insert(key, (*id, message.clone()));
+                }
+            }
+            per_session.clear();
+            let exact = state
+                .exact
+                .get(message.realm.as_str())
+                .and_then(|topics| topics.get(message.topic.as_str()));
+            let candidates = exact.into_iter().flatten().chain(state.patterns.iter());
+            for sub_id in candidates {
+                let Some(sub) = state.subscriptions.get(sub_id) else {
+                    continue;
+                };
+                if sub.spec.realm != message.realm
+                    || ((sub.spec.exclude_own || message.exclude_publisher)
+                        && sub.session == message.publisher)
+                    || !sub.spec.filter.matches(&message.topic)
+                {
+                    continue;
+                }
+                per_session
+                    .entry(sub.session)
+                    .or_default()
+                    .push((*sub_id, sub.spec.qos));
+            }
+            for (session, matches) in std::mem::take(&mut per_session) {
+                let Some(entry) = state.sessions.get_mut(&session) else {
+                    continue;
+                };
+                let Some(tx) = &entry.tx else { continue };
+                let delivery = Delivery {
+                    id: *id,
+                    message: message.clone(),
+                    matches,
+                };
+                if tx.try_send(delivery).is_err() {
+                    // Full or gone: drop the sender so the session sees its queue close.
+                    tracing::warn!(session, "session queue overflowed; closing it");
+                    entry.tx = None;
+                }
+            }
+            state.last_dispatched = *id;
+        }
+    }
+}
+
+fn exact_topic(filter: &Filter) -> Option<String> {
+    match filter {
+        Filter::Prefix(_) => None,
+        Filter::Levels(levels) => {
+            let mut parts = Vec::with_capacity(levels.len());
+            for level in levels {
+                match level {
+                    ordo_common::topic::Level::Exact(text) => parts.push(text.as_str()),
+                    _ => return None,
+                }
+            }
+            Some(parts.join("/"))
+        }
+    }
+}
+
+fn remove_subscription(state: &mut State, id: SubscriptionId) {
+    let Some(sub) = state.subscriptions.remove(&id) else {
+        return;
+    };
+    match exact_topic(&sub.spec.filter) {
+        Some(topic) => {
+            if let Some(topics) = state.exact.get_mut(&sub.spec.realm) {
+                if let Some(list) = topics.get_mut(&topic) {
+                    list.retain(|s| *s != id);
+                    if list.is_empty() {
+                        topics.remove(&topic);
+                    }
+                }
+            }
+        }
+        None => state.patterns.retain(|s| *s != id),
+    }
+}

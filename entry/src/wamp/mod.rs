@@ -1,0 +1,88 @@
+//! The WAMP front door: WebSocket with `wamp.2.json` and `wamp.2.msgpack`.
+//!
+//! Each connection negotiates a serializer in the WebSocket handshake, then
+//! runs one [`session`] task. Publications go through the sequencer like MQTT
+//! publishes, so PUBLISHED and EVENT carry the message's permanent id.
+
+pub mod dealer;
+mod session;
+
+use crate::Shared;
+use ordo_common::wamp::Serializer;
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Accept WAMP WebSocket connections until the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Shared) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = accept(stream, shared).await {
+                        tracing::info!(%peer, error = %e, "wamp connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "wamp accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept(stream: TcpStream, shared: Shared) -> anyhow::Result<()> {
+    let chosen: Arc<Mutex<Option<Serializer>>> = Arc::new(Mutex::new(None));
+    let slot = chosen.clone();
+    // The error type is tungstenite's; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    let callback = move |request: &Request,
+                         mut response: Response|
+          -> Result<Response, ErrorResponse> {
+        let offered = request
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .find_map(Serializer::from_subprotocol);
+        match offered {
+            Some(ser) => {
+                response.headers_mut().insert(
+                    "sec-websocket-protocol",
+                    HeaderValue::from_static(ser.subprotocol()),
+                );
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(ser);
+                }
+                Ok(response)
+            }
+            None => {
+                let mut refuse = ErrorResponse::new(Some(
+                    "no supported WAMP subprotocol (offer wamp.2.json or wamp.2.msgpack)".into(),
+                ));
+                *refuse.status_mut() = StatusCode::BAD_REQUEST;
+                Err(refuse)
+            }
+        }
+    };
+    let max = shared.config.max_wamp_message_size;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await?;
+    let serializer = chosen
+        .lock()
+        .ok()
+        .and_then(|s| *s)
+        .ok_or_else(|| anyhow::anyhow!("handshake finished without a serializer"))?;
+    session::run(ws, serializer, shared).await?;
+    Ok(())
+}

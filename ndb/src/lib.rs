@@ -1,0 +1,19 @@
+//! Ordo storage node.
+//!
+//! ```text
+//!   KEEP_ADVANCE_HISTORY ──► NdbCore ──(temporary history, keyed by AdvanceId)
+//!   ADVANCE_SEGMENT_RESOLVED ──► NdbCore ──► Persist { PermanentId -> StoredMessage }
+//!                                                  │
+//!                                                  ▼
+//!                                      Store (RocksDB, one synced WriteBatch)
+//! ```
+//!
+//! [`NdbCore`] is sans-IO: it decides what to persist; [`Store`] does the disk
+//! work. In the embedded mode both live in the entry process and share its disk.
+#![warn(missing_docs)]
+
+pub mod core;
+pub mod store;
+
+pub use crate::core::{NdbCore, ResolveError};
+pub use crate::store::{CommitBatch, Store, StoreError};

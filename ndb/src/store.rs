@@ -1,0 +1,308 @@
+//! The RocksDB store: the permanent log, retained messages and small metadata.
+//!
+//! Every commit is one `WriteBatch` written with `sync = true`, so a batch is
+//! either wholly on disk or absent after a crash, and whoever waits on
+//! [`Store::commit`] may acknowledge what it contains once it returns `Ok`.
+
+use ordo_common::{PermanentId, StoredMessage};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const CF_PERM: &str = "perm";
+const CF_RETAINED: &str = "retained";
+const CF_META: &str = "meta";
+const RECORD_VERSION: u8 = 1;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB reported an error (I/O, full disk, corruption).
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record at {key}: {reason}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An earlier write failed; the store refuses writes so nothing is acked past a lost write.
+    #[error("store is poisoned by an earlier failed write; restart after fixing the disk")]
+    Poisoned,
+}
+
+/// One group commit: messages under their permanent ids plus retained-index and metadata changes.
+#[derive(Debug, Default)]
+pub struct CommitBatch {
+    /// Messages to add to the permanent log.
+    pub messages: Vec<(PermanentId, Arc<StoredMessage>)>,
+    /// Retained index changes: `(realm, topic, Some(id))` sets, `None` clears.
+    pub retained: Vec<(String, String, Option<PermanentId>)>,
+    /// Metadata key/value pairs to write.
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+/// Handle to the RocksDB database of one node; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    poisoned: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        let cfs = [CF_PERM, CF_RETAINED, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        Ok(Store {
+            db: Arc::new(db),
+            poisoned: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // The three families are created in `open`, so the handle always exists.
+        #[allow(clippy::expect_used)]
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// Return the highest permanent id in the log (`PermanentId::ZERO` when empty).
+    pub fn last_id(&self) -> Result<PermanentId, StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_PERM), IteratorMode::End);
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item?;
+                Ok(PermanentId(decode_key(&key)?))
+            }
+            None => Ok(PermanentId::ZERO),
+        }
+    }
+
+    /// Write a batch durably (one fsync of the WAL) and return once it is on disk.
+    ///
+    /// After any failure the store is poisoned and refuses every later commit.
+    pub fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        let mut wb = WriteBatch::default();
+        for (id, message) in &batch.messages {
+            wb.put_cf(self.cf(CF_PERM), id.0.to_be_bytes(), encode_record(message));
+        }
+        for (realm, topic, id) in &batch.retained {
+            let key = retained_key(realm, topic);
+            match id {
+                Some(id) => wb.put_cf(self.cf(CF_RETAINED), key, id.0.to_be_bytes()),
+                None => wb.delete_cf(self.cf(CF_RETAINED), key),
+            }
+        }
+        for (key, value) in &batch.meta {
+            wb.put_cf(self.cf(CF_META), key.as_bytes(), value);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        if let Err(e) = self.db.write_opt(wb, &wo) {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Tell whether an earlier write failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Read up to `limit` messages with ids in `(after, upto]`, in id order.
+    pub fn read_range(
+        &self,
+        after: PermanentId,
+        upto: PermanentId,
+        limit: usize,
+    ) -> Result<Vec<(PermanentId, StoredMessage)>, StoreError> {
+        let start = after.0.saturating_add(1).to_be_bytes();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_PERM),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            let id = decode_key(&key)?;
+            if id > upto.0 || out.len() >= limit {
+                break;
+            }
+            out.push((PermanentId(id), decode_record(id, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// Read one message by id.
+    pub fn get(&self, id: PermanentId) -> Result<Option<StoredMessage>, StoreError> {
+        match self.db.get_cf(self.cf(CF_PERM), id.0.to_be_bytes())? {
+            Some(value) => Ok(Some(decode_record(id.0, &value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Load every retained message with its id.
+    pub fn load_retained(&self) -> Result<Vec<(PermanentId, StoredMessage)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_RETAINED), IteratorMode::Start)
+        {
+            let (_, value) = item?;
+            let id = PermanentId(decode_key(&value)?);
+            if let Some(message) = self.get(id)? {
+                out.push((id, message));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read a metadata value.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+    }
+}
+
+fn retained_key(realm: &str, topic: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(realm.len() + topic.len() + 1);
+    key.extend_from_slice(realm.as_bytes());
+    key.push(0);
+    key.extend_from_slice(topic.as_bytes());
+    key
+}
+
+fn decode_key(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::Corrupt {
+        key: format!("{key:?}"),
+        reason: "key is not 8 bytes".into(),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn encode_record(message: &StoredMessage) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // Encoding a plain struct into a Vec cannot fail.
+    #[allow(clippy::expect_used)]
+    rmp_serde::encode::write(&mut out, message).expect("encode stored message");
+    out
+}
+
+fn decode_record(id: u64, value: &[u8]) -> Result<StoredMessage, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: id.to_string(),
+        reason,
+    };
+    match value.split_first() {
+        Some((&RECORD_VERSION, body)) => {
+            rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(corrupt(format!("unknown record version {v}"))),
+        None => Err(corrupt("empty record".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordo_common::Payload;
+
+    fn msg(topic: &str, body: &[u8]) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            realm: "realm1".into(),
+            topic: topic.into(),
+            payload: Payload::Raw(body.to_vec().into()),
+            qos: 1,
+            retain: false,
+            publisher: 3,
+            exclude_publisher: false,
+        })
+    }
+
+    #[test]
+    fn commit_survives_reopen_in_a_loop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut next = 1u64;
+        for round in 0..5 {
+            let store = Store::open(dir.path()).expect("open");
+            assert_eq!(
+                store.last_id().expect("last"),
+                PermanentId(next - 1),
+                "round {round}"
+            );
+            let batch = CommitBatch {
+                messages: (0..10)
+                    .map(|i| (PermanentId(next + i), msg("a/b", &[round as u8, i as u8])))
+                    .collect(),
+                ..Default::default()
+            };
+            store.commit(&batch).expect("commit");
+            next += 10;
+        }
+        let store = Store::open(dir.path()).expect("open");
+        let all = store
+            .read_range(PermanentId::ZERO, PermanentId(u64::MAX), 1000)
+            .expect("read");
+        assert_eq!(all.len(), 50);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        let tail = store
+            .read_range(PermanentId(45), PermanentId(48), 10)
+            .expect("read");
+        assert_eq!(
+            tail.iter().map(|(id, _)| id.0).collect::<Vec<_>>(),
+            vec![46, 47, 48]
+        );
+    }
+
+    #[test]
+    fn retained_index_sets_and_clears() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let batch = CommitBatch {
+            messages: vec![
+                (PermanentId(1), msg("x", b"1")),
+                (PermanentId(2), msg("y", b"2")),
+            ],
+            retained: vec![
+                ("realm1".into(), "x".into(), Some(PermanentId(1))),
+                ("realm1".into(), "y".into(), Some(PermanentId(2))),
+            ],
+            ..Default::default()
+        };
+        store.commit(&batch).expect("commit");
+        let clear = CommitBatch {
+            retained: vec![("realm1".into(), "x".into(), None)],
+            ..Default::default()
+        };
+        store.commit(&clear).expect("commit");
+        drop(store);
+        let store = Store::open(dir.path()).expect("open");
+        let retained = store.load_retained().expect("load");
+        assert_eq!(retained.len(), 1);
+        assert_eq!(retained[0].0, PermanentId(2));
+    }
+}
