@@ -41,6 +41,8 @@ pub struct Shared {
     pub mqtt_sessions: Arc<mqtt::SessionRegistry>,
     /// WAMP RPC registrations.
     pub dealer: Arc<wamp::dealer::Dealer>,
+    /// Turns `true` when the node is stopping; connections close on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A running embedded node: the bound addresses, and a handle to stop it.
@@ -50,13 +52,40 @@ pub struct Running {
     /// Bound WAMP address.
     pub wamp: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    sequencer: std::thread::JoinHandle<()>,
 }
 
 impl Running {
-    /// Stop accepting connections.
+    /// Begin stopping without waiting: listeners close, connections end, and
+    /// the sequencer thread finishes on its own once they have.
     pub fn stop(self) {
-        for t in self.tasks {
+        for t in &self.tasks {
             t.abort();
+        }
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Stop: close listeners and connections, let the sequencer finish its
+    /// segment, and close the store. Returns once the store is closed (or after
+    /// `timeout`, with a warning).
+    ///
+    /// Acknowledged messages are durable whether or not this runs; it exists so
+    /// RocksDB is closed by its owner rather than torn down under a live thread.
+    pub async fn shutdown(self, timeout: std::time::Duration) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.shutdown.send(true);
+        // The sequencer thread ends when the last publish handle (held by the
+        // connections) is dropped; it owns the last store handle but replay readers'.
+        let sequencer = self.sequencer;
+        let joined = tokio::task::spawn_blocking(move || sequencer.join());
+        match tokio::time::timeout(timeout, joined).await {
+            Ok(_) => tracing::info!("stopped; store closed"),
+            Err(_) => tracing::warn!(
+                "connections did not close in time; exiting without closing the store"
+            ),
         }
     }
 }
@@ -72,12 +101,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let retained = store.load_retained()?;
     tracing::info!(data_dir = %config.data_dir.display(), last_id = last.0, retained = retained.len(), "store opened");
     let router = Router::new(last, retained, config.session_queue);
-    let sequencer = sequencer::start(
+    let (sequencer, sequencer_thread) = sequencer::start(
         store.clone(),
         router.clone(),
         config.owner,
         config.max_batch,
     )?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mqtt_listener = TcpListener::bind(config.mqtt)
         .await
         .with_context(|| format!("bind MQTT {}", config.mqtt))?;
@@ -93,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: Arc::new(config),
         mqtt_sessions: Arc::new(mqtt::SessionRegistry::default()),
         dealer: Arc::new(wamp::dealer::Dealer::default()),
+        shutdown: shutdown_rx,
     };
     tracing::info!(addr = %mqtt_addr, "MQTT listening on mqtt://{mqtt_addr}");
     tracing::info!(addr = %wamp_addr, "WAMP listening on ws://{wamp_addr}/");
@@ -104,5 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mqtt: mqtt_addr,
         wamp: wamp_addr,
         tasks,
+        shutdown: shutdown_tx,
+        sequencer: sequencer_thread,
     })
 }

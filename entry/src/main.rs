@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let running = ordo_entry::start(config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
-    running.stop();
+    running.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())
 }
 

@@ -80,16 +80,17 @@ struct Committed {
 
 const META_NEXT_SEGMENT: &str = "entry/next_segment";
 
-/// Start the sequencer thread and the dispatcher task; return the publish handle.
-///
-/// `max_batch` bounds messages per segment. The thread stops when every
+/// Start the sequencer thread and the dispatcher task; return the publish handle
+/// and the thread, which ends (closing its store handle) once every
 /// [`Sequencer`] handle is dropped.
+///
+/// `max_batch` bounds messages per segment.
 pub fn start(
     store: Store,
     router: Arc<Router>,
     owner: u64,
     max_batch: usize,
-) -> Result<Sequencer, ordo_ndb::StoreError> {
+) -> Result<(Sequencer, std::thread::JoinHandle<()>), ordo_ndb::StoreError> {
     let last = store.last_id()?;
     let next_segment = store
         .get_meta(META_NEXT_SEGMENT)?
@@ -104,7 +105,7 @@ pub fn start(
         ndb: NdbCore::new(),
         elector: Elector::new(last),
     };
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("ordo-sequencer".into())
         .spawn(move || run_sequencer(rx, done_tx, store, core, max_batch))
         .map_err(|e| ordo_ndb::StoreError::Corrupt {
@@ -112,7 +113,7 @@ pub fn start(
             reason: e.to_string(),
         })?;
     tokio::spawn(run_dispatcher(done_rx, router));
-    Ok(Sequencer { tx })
+    Ok((Sequencer { tx }, thread))
 }
 
 struct Cores {

@@ -123,15 +123,21 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
     if let Some(p) = &persisted {
         conn.restore(p);
     }
+    let mut shutdown = shared.shutdown.clone();
     let result = conn
         .serve(
             &mut reader,
             &mut inbuf,
             deliveries,
             kick,
+            &mut shutdown,
             connect.keep_alive,
         )
         .await;
+    if *shutdown.borrow() {
+        // The node is stopping: the will is for a client's failure, not ours.
+        conn.graceful = true;
+    }
     // Tear down: stop deliveries, save a persistent session, publish the will.
     shared.router.close_session(session_id);
     if !connect.clean_session {
@@ -286,6 +292,7 @@ impl Connection {
         inbuf: &mut BytesMut,
         mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
         mut kick: tokio::sync::oneshot::Receiver<()>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
         keep_alive: u16,
     ) -> Result<(), ConnectionError> {
         let max = self.shared.config.max_packet_size;
@@ -341,6 +348,7 @@ impl Connection {
                     }
                 }
                 _ = sleep_until(deadline) => return Err(ConnectionError::Timeout("keepalive expired")),
+                _ = shutdown.changed() => return Ok(()),
                 _ = &mut kick => {
                     tracing::info!(session = self.session_id, "session taken over by a new connection");
                     return Ok(());

@@ -95,7 +95,9 @@ pub async fn run(
     session.feed(&welcome).await?;
     session.sink.flush().await?;
     tracing::debug!(session = session_id, realm = %session.realm, "wamp session joined");
-    let result = session.serve(&mut stream, deliveries, rpc).await;
+    let result = session
+        .serve(&mut stream, deliveries, rpc, shared.shutdown.clone())
+        .await;
     shared.router.close_session(session_id);
     shared.dealer.leave(session_id);
     result
@@ -199,9 +201,16 @@ impl Session {
         stream: &mut Stream,
         mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
         mut rpc: tokio::sync::mpsc::UnboundedReceiver<Message>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         loop {
             tokio::select! {
+                _ = shutdown.changed() => {
+                    let bye = Message::Goodbye { details: Dict::new(), reason: "wamp.close.system_shutdown".into() };
+                    self.feed(&bye).await?;
+                    self.sink.flush().await?;
+                    return Ok(());
+                }
                 frame = stream.next() => {
                     let bytes = match frame {
                         None => return Ok(()),
