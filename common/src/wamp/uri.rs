@@ -2,7 +2,8 @@
 
 /// Check a URI against WAMP's loose rules.
 ///
-/// Components are separated by `.` and contain neither whitespace nor `#`.
+/// Components are separated by `.` and contain neither whitespace, `#` nor
+/// control characters (a leading U+0000 would read as binary in WAMP JSON).
 /// Without `allow_empty_components` every component is non-empty (regex
 /// `^([^\s\.#]+\.)*([^\s\.#]+)$`); with it, any component may be empty, as in
 /// wildcard patterns like `com..update` (regex `^(([^\s\.#]+\.)|\.)*([^\s\.#]+)?$`,
@@ -10,7 +11,9 @@
 pub fn validate_uri(uri: &str, allow_empty_components: bool) -> bool {
     uri.split('.').all(|component| {
         (allow_empty_components || !component.is_empty())
-            && !component.chars().any(|c| c == '#' || c.is_whitespace())
+            && !component
+                .chars()
+                .any(|c| c == '#' || c.is_whitespace() || c.is_control())
     })
 }
 
@@ -37,6 +40,8 @@ mod tests {
         for bad in [
             "",
             ".",
+            "\0AAAA",
+            "a.b\u{1}",
             "com.",
             ".com",
             "com..x",

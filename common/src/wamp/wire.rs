@@ -47,9 +47,26 @@ pub(crate) fn read_msgpack(bytes: &[u8]) -> Result<Vec<Value>, DecodeError> {
     if depth_exceeds(&value, MAX_DEPTH) {
         return Err(DecodeError::TooDeep);
     }
+    // A msgpack str must be UTF-8; kept as is, it would re-encode as bin and
+    // reach subscribers as a different type (found by the wamp_msgpack fuzzer).
+    if has_invalid_str(&value) {
+        return Err(DecodeError::Syntax("msgpack str is not valid UTF-8".into()));
+    }
     match value {
         Value::Array(items) => Ok(items),
         _ => Err(DecodeError::NotAnArray),
+    }
+}
+
+/// Tell whether any string in `value` (keys included) is not valid UTF-8.
+///
+/// Recursion is bounded: the caller has already checked the depth.
+fn has_invalid_str(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.as_str().is_none(),
+        Value::Array(items) => items.iter().any(has_invalid_str),
+        Value::Map(entries) => entries.iter().any(|(k, v)| has_invalid_str(k) || has_invalid_str(v)),
+        _ => false,
     }
 }
 
