@@ -8,7 +8,6 @@
 pub mod ids;
 pub mod message;
 pub mod mqtt;
-pub mod proto;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod topic;
