@@ -8,6 +8,7 @@
 pub mod ids;
 pub mod message;
 pub mod mqtt;
+pub mod proto;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod topic;

@@ -12,6 +12,7 @@
 //! separate binaries use.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod mqtt;
 pub mod router;

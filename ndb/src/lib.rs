@@ -12,6 +12,7 @@
 //! work. In the embedded mode both live in the entry process and share its disk.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod core;
 pub mod store;
 

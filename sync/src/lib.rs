@@ -14,6 +14,8 @@
 //! id, recovered from disk at start.
 #![warn(missing_docs)]
 
+pub mod log;
+
 use ordo_common::PermanentId;
 use std::collections::BTreeMap;
 

@@ -65,7 +65,9 @@ fn has_invalid_str(value: &Value) -> bool {
     match value {
         Value::String(s) => s.as_str().is_none(),
         Value::Array(items) => items.iter().any(has_invalid_str),
-        Value::Map(entries) => entries.iter().any(|(k, v)| has_invalid_str(k) || has_invalid_str(v)),
+        Value::Map(entries) => entries
+            .iter()
+            .any(|(k, v)| has_invalid_str(k) || has_invalid_str(v)),
         _ => false,
     }
 }

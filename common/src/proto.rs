@@ -1,0 +1,286 @@
+//! Node-to-node messages of the cluster protocol (`docs/protocol.md`) and the
+//! actions every sans-IO core returns.
+//!
+//! Message bodies are opaque bytes here (the shell encodes a
+//! [`crate::StoredMessage`]): the ordering protocol never looks inside them.
+
+use crate::PermanentId;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Time as the caller's clock reads it, in microseconds; cores never read a clock.
+pub type Micros = u64;
+
+/// An opaque message body, exactly the bytes the publisher's entry accepted.
+pub type Body = Bytes;
+
+/// The address of a node of any role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum NodeId {
+    /// An entry, named by its owner id.
+    Entry(u64),
+    /// A storage node.
+    Ndb(u32),
+    /// A sync (consensus) node.
+    Sync(u32),
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeId::Entry(n) => write!(f, "entry{n}"),
+            NodeId::Ndb(n) => write!(f, "ndb{n}"),
+            NodeId::Sync(n) => write!(f, "sync{n}"),
+        }
+    }
+}
+
+/// ELECT_SEGMENT: one closed, quorum-stored segment asking for a range of ids.
+///
+/// It is a log entry's item in the sync log, and the payload of ADVANCE_SEGMENT_OVER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Elect {
+    /// Entry that owns the segment.
+    pub owner: u64,
+    /// Segment number, unique per owner forever.
+    pub segment: u64,
+    /// Messages in the segment (at least 1).
+    pub count: u32,
+    /// The segment the owner began just before this one in the same incarnation.
+    pub prev: Option<u64>,
+}
+
+/// ADVANCE_SEGMENT_RESOLVED's payload: offset `o < count` is permanent id `base + o`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Entry that owns the segment.
+    pub owner: u64,
+    /// Segment number.
+    pub segment: u64,
+    /// Messages in the segment.
+    pub count: u32,
+    /// First permanent id of the range.
+    pub base: PermanentId,
+}
+
+impl Resolution {
+    /// Return the id just past this range.
+    pub fn end(&self) -> PermanentId {
+        PermanentId(self.base.0 + u64::from(self.count))
+    }
+}
+
+/// One replicated log entry of the sync cluster: a batch of elections proposed in `term`.
+///
+/// An empty batch is the no-op a new leader appends to commit earlier terms.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Term of the leader that appended it.
+    pub term: u64,
+    /// The segments it orders, in order.
+    pub elects: Vec<Elect>,
+}
+
+/// A node-to-node message. See `docs/protocol.md` §2 for who sends what.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Msg {
+    /// BEGIN_ADVANCE_SEGMENT, entry → ndb: a closed segment of `count` messages; `bodies`
+    /// holds offsets `0..bodies.len()`.
+    Begin {
+        /// Owner entry.
+        owner: u64,
+        /// Segment number.
+        segment: u64,
+        /// Messages in the segment.
+        count: u32,
+        /// Bodies from offset 0.
+        bodies: Vec<Body>,
+    },
+    /// KEEP_ADVANCE_HISTORY, entry → ndb: bodies of offsets `offset..offset+bodies.len()`.
+    Keep {
+        /// Owner entry.
+        owner: u64,
+        /// Segment number.
+        segment: u64,
+        /// Offset of the first body.
+        offset: u32,
+        /// Bodies.
+        bodies: Vec<Body>,
+    },
+    /// TRIM_ADVANCE_SEGMENT, ndb → entry: offsets `0..count` are durable here.
+    Trim {
+        /// Owner entry.
+        owner: u64,
+        /// Segment number.
+        segment: u64,
+        /// Contiguous durable offsets from 0.
+        count: u32,
+    },
+    /// ADVANCE_SEGMENT_OVER, entry → sync: order this segment.
+    Over(Elect),
+    /// GENERATE_DRAFT, sync leader → follower: append `entries` after `prev_index`.
+    Draft {
+        /// Leader's term.
+        term: u64,
+        /// Index just before `entries` (0 = start of the log).
+        prev_index: u64,
+        /// Term of the entry at `prev_index` (0 for index 0).
+        prev_term: u64,
+        /// Entries to append.
+        entries: Vec<LogEntry>,
+        /// Leader's commit index.
+        commit: u64,
+    },
+    /// Answer to [`Msg::Draft`].
+    DraftAck {
+        /// Responder's term.
+        term: u64,
+        /// Whether the entries were appended (and are durable).
+        ok: bool,
+        /// On success the last index known to match the leader; on failure a hint to retry from.
+        match_index: u64,
+    },
+    /// PICK_CHALLENGER, candidate → sync peers: vote for me in `term`.
+    PickChallenger {
+        /// Candidate's term.
+        term: u64,
+        /// Index of the candidate's last log entry.
+        last_index: u64,
+        /// Term of the candidate's last log entry.
+        last_term: u64,
+    },
+    /// VOTE, sync → candidate.
+    Vote {
+        /// Voter's term.
+        term: u64,
+        /// Whether the vote is granted (and persisted).
+        granted: bool,
+    },
+    /// ADVANCE_SEGMENT_RESOLVED, sync → ndb and entry: committed decisions, ascending `base`.
+    Resolved {
+        /// The resolutions.
+        resolutions: Vec<Resolution>,
+    },
+    /// ndb → sync: send me the resolutions from id `from` on.
+    FetchResolved {
+        /// The first id the asker lacks.
+        from: PermanentId,
+    },
+    /// ndb → ndb: send me a segment's bodies.
+    FetchBodies {
+        /// Owner entry.
+        owner: u64,
+        /// Segment number.
+        segment: u64,
+    },
+    /// ndb → ndb: a whole segment's bodies, offsets `0..bodies.len()`.
+    Bodies {
+        /// Owner entry.
+        owner: u64,
+        /// Segment number.
+        segment: u64,
+        /// All bodies of the segment.
+        bodies: Vec<Body>,
+    },
+    /// entry → ndb: send me permanent records from `from` on, at most `max`.
+    FetchPermanent {
+        /// First id wanted.
+        from: PermanentId,
+        /// Most records wanted.
+        max: u32,
+    },
+    /// ndb → entry: records `from, from+1, ...`; `tip` is the ndb's next id to apply.
+    Permanent {
+        /// Id of the first record.
+        from: PermanentId,
+        /// The ndb's next unapplied id.
+        tip: PermanentId,
+        /// Bodies in id order.
+        records: Vec<Body>,
+    },
+}
+
+/// What a core asks its shell to do.
+///
+/// Correctness (the Persist rule): an action may run only after every
+/// [`Action::Persist`] the same core emitted before it, in this call or an
+/// earlier one, is durable. A shell keeps one FIFO per node and releases the
+/// actions behind a write once an fsync covers it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action<W> {
+    /// Send a message.
+    Send {
+        /// Destination.
+        to: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Make this write durable before anything emitted after it runs.
+    Persist(W),
+    /// Acknowledge one publish: it is durable on a quorum of ndbs and its id is final.
+    Ack {
+        /// Publisher session.
+        publisher: u64,
+        /// The publisher's sequence number for the message.
+        seq: u64,
+        /// Its permanent id.
+        id: PermanentId,
+    },
+    /// Deliver a message to local subscribers; ids arrive strictly ascending with no gap.
+    Deliver {
+        /// Permanent id.
+        id: PermanentId,
+        /// The body.
+        body: Body,
+    },
+}
+
+/// Return the quorum (majority) size of a group of `n` nodes.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_msgpack() {
+        let msgs = vec![
+            Msg::Begin {
+                owner: 1,
+                segment: 2,
+                count: 1,
+                bodies: vec![Bytes::from_static(b"x")],
+            },
+            Msg::Over(Elect {
+                owner: 1,
+                segment: 2,
+                count: 1,
+                prev: None,
+            }),
+            Msg::Draft {
+                term: 3,
+                prev_index: 1,
+                prev_term: 1,
+                entries: vec![LogEntry {
+                    term: 3,
+                    elects: vec![],
+                }],
+                commit: 1,
+            },
+        ];
+        for m in msgs {
+            let bytes = rmp_serde::to_vec(&m).expect("encode");
+            assert_eq!(rmp_serde::from_slice::<Msg>(&bytes).expect("decode"), m);
+        }
+    }
+
+    #[test]
+    fn majority_of_three_is_two() {
+        assert_eq!(majority(3), 2);
+        assert_eq!(majority(5), 3);
+        assert_eq!(majority(1), 1);
+    }
+}

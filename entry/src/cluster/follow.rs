@@ -1,0 +1,98 @@
+//! Following one ndb's permanent log and delivering it strictly in id order.
+
+use super::EntryConfig;
+use ordo_common::proto::{Body, Micros};
+use ordo_common::PermanentId;
+
+/// Where delivery stands and whom it asks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Follow {
+    /// The next id to deliver; everything below was delivered, in order.
+    pub(super) next: PermanentId,
+    /// The highest range end heard of (from Resolved or an ndb's tip).
+    tip: PermanentId,
+    /// Which ndb (index into the config's list) is followed.
+    turn: usize,
+    /// The ndb asked and when, while an answer is awaited.
+    outstanding: Option<(u32, Micros)>,
+}
+
+impl Follow {
+    pub(super) fn new(from: PermanentId, turn: usize) -> Self {
+        Follow {
+            next: from,
+            tip: from,
+            turn,
+            outstanding: None,
+        }
+    }
+
+    pub(super) fn learn_tip(&mut self, end: PermanentId) {
+        self.tip = self.tip.max(end);
+    }
+
+    /// Ask the followed ndb for more when something is known to be missing and no ask is out.
+    pub(super) fn maybe_fetch(&mut self, now: Micros, ndbs: &[u32]) -> Option<(u32, PermanentId)> {
+        if self.outstanding.is_some() || self.tip <= self.next || ndbs.is_empty() {
+            return None;
+        }
+        self.ask(now, ndbs)
+    }
+
+    fn ask(&mut self, now: Micros, ndbs: &[u32]) -> Option<(u32, PermanentId)> {
+        let ndb = *ndbs.get(self.turn % ndbs.len().max(1))?;
+        self.outstanding = Some((ndb, now));
+        Some((ndb, self.next))
+    }
+
+    /// Give up on a silent ndb (follow the next one) and poll even when idle, to learn the tip.
+    pub(super) fn on_tick(
+        &mut self,
+        now: Micros,
+        retry: Micros,
+        ndbs: &[u32],
+    ) -> Option<(u32, PermanentId)> {
+        if let Some((_, at)) = self.outstanding {
+            if now < at + retry {
+                return None;
+            }
+            self.turn = self.turn.wrapping_add(1);
+            self.outstanding = None;
+        }
+        self.ask(now, ndbs)
+    }
+
+    /// Take an ndb's records: deliver the ones from `next` on; return them and a follow-up ask.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn on_permanent(
+        &mut self,
+        now: Micros,
+        ndb: u32,
+        from: PermanentId,
+        tip: PermanentId,
+        records: Vec<Body>,
+        cfg: &EntryConfig,
+    ) -> (Vec<(PermanentId, Body)>, Option<(u32, PermanentId)>) {
+        self.learn_tip(tip);
+        if self.outstanding.is_some_and(|(n, _)| n == ndb) {
+            self.outstanding = None;
+        }
+        let mut delivered = Vec::new();
+        if from <= self.next {
+            let skip = usize::try_from(self.next.0 - from.0).unwrap_or(usize::MAX);
+            for body in records.into_iter().skip(skip) {
+                delivered.push((self.next, body));
+                self.next = self.next.next();
+            }
+        }
+        if delivered.is_empty() {
+            if from == self.next && self.tip > self.next {
+                // This ndb lags behind what is known to be ordered: try another next time.
+                self.turn = self.turn.wrapping_add(1);
+            }
+            return (delivered, None);
+        }
+        let fetch = self.maybe_fetch(now, &cfg.ndbs);
+        (delivered, fetch)
+    }
+}

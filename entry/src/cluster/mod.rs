@@ -1,0 +1,357 @@
+//! The entry's cluster core, sans-IO: owns advance segments, collects TRIMs,
+//! sends OVERs, acks on RESOLVED, and delivers the permanent log in id order.
+//!
+//! ```text
+//!  handle_publish ──► waiting ──(window has room)──► segment s: Persist(Reserve) if s >= mark
+//!                                                     Begin/Keep ──► every ndb
+//!  Trim (count == segment count) from f+1 ndbs ──► Over {owner, s, count, prev} ──► every sync
+//!  Resolved (own segment) ──► Ack each publish (id = base + offset)
+//!  follow: FetchPermanent{next} ──► one ndb ──► Permanent ──► Deliver in id order, no gap
+//! ```
+//!
+//! See `docs/protocol.md`. No tokio, no clock, no I/O: the shell feeds time in
+//! and runs the actions under the Persist rule of [`Action`].
+
+mod follow;
+#[cfg(test)]
+mod tests;
+
+use ordo_common::proto::{majority, Action, Body, Elect, Micros, Msg, NodeId, Resolution};
+use ordo_common::PermanentId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Static configuration of one entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EntryConfig {
+    /// This entry's owner id (unique in the cluster).
+    pub owner: u64,
+    /// Every ndb id.
+    pub ndbs: Vec<u32>,
+    /// Every sync id.
+    pub syncs: Vec<u32>,
+    /// Most messages in one segment.
+    pub max_segment: usize,
+    /// Most bodies in one Begin or Keep frame.
+    pub max_frame: usize,
+    /// Most segments in flight at once.
+    pub window: usize,
+    /// Resend interval for Begin, Over and FetchPermanent.
+    pub retry: Micros,
+    /// Segments reserved by one high-water-mark write.
+    pub reserve: u64,
+    /// Most records asked for in one FetchPermanent.
+    pub fetch_max: u32,
+    /// First permanent id to deliver.
+    pub deliver_from: PermanentId,
+    /// Testing only: send OVER after this many TRIMs instead of a majority (breaks durability).
+    pub trim_quorum_override: Option<usize>,
+}
+
+impl EntryConfig {
+    /// Return a configuration with default limits and timings.
+    pub fn new(owner: u64, ndbs: Vec<u32>, syncs: Vec<u32>) -> Self {
+        EntryConfig {
+            owner,
+            ndbs,
+            syncs,
+            max_segment: 1024,
+            max_frame: 256,
+            window: 4,
+            retry: 50_000,
+            reserve: 64,
+            fetch_max: 256,
+            deliver_from: PermanentId(1),
+            trim_quorum_override: None,
+        }
+    }
+
+    fn trim_quorum(&self) -> usize {
+        self.trim_quorum_override
+            .unwrap_or_else(|| majority(self.ndbs.len()))
+    }
+}
+
+/// What an entry keeps on disk: the segment high-water mark.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EntryDisk {
+    /// Every segment this owner ever began is below this.
+    pub next_segment: u64,
+}
+
+impl Default for EntryDisk {
+    fn default() -> Self {
+        EntryDisk { next_segment: 1 }
+    }
+}
+
+/// One durable write of an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryWrite {
+    /// Reserve segments below this mark.
+    Reserve(u64),
+}
+
+impl EntryDisk {
+    /// Apply a write, as the shell does when it makes it durable.
+    pub fn apply(&mut self, w: &EntryWrite) {
+        match w {
+            EntryWrite::Reserve(mark) => self.next_segment = self.next_segment.max(*mark),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Publish {
+    publisher: u64,
+    seq: u64,
+    body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Segment {
+    prev: Option<u64>,
+    publishes: Vec<(u64, u64)>,
+    /// Kept until a quorum trimmed, for resending.
+    bodies: Vec<Body>,
+    trimmed: BTreeSet<u32>,
+    over: bool,
+}
+
+impl Segment {
+    fn count(&self) -> u32 {
+        self.publishes.len() as u32
+    }
+}
+
+/// One entry's view of the cluster protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EntryCore {
+    cfg: EntryConfig,
+    reserved: u64,
+    next_segment: u64,
+    last_begun: Option<u64>,
+    waiting: VecDeque<Publish>,
+    inflight: BTreeMap<u64, Segment>,
+    retry_due: Micros,
+    follow: follow::Follow,
+    out: VecDeque<Action<EntryWrite>>,
+}
+
+impl EntryCore {
+    /// Start (or restart) from what the disk holds: segments start at its mark, `prev` is `None`.
+    pub fn recover(cfg: EntryConfig, disk: EntryDisk, now: Micros) -> Self {
+        let follow = follow::Follow::new(cfg.deliver_from, cfg.owner as usize);
+        EntryCore {
+            reserved: disk.next_segment,
+            next_segment: disk.next_segment,
+            last_begun: None,
+            waiting: VecDeque::new(),
+            inflight: BTreeMap::new(),
+            retry_due: now + cfg.retry,
+            follow,
+            cfg,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Return the next action to run, obeying the Persist rule of [`Action`].
+    pub fn poll_action(&mut self) -> Option<Action<EntryWrite>> {
+        self.out.pop_front()
+    }
+
+    /// Return every queued action, in order.
+    pub fn take_actions(&mut self) -> Vec<Action<EntryWrite>> {
+        self.out.drain(..).collect()
+    }
+
+    /// Return when [`EntryCore::handle_tick`] should next be called.
+    pub fn poll_timeout(&self) -> Micros {
+        self.retry_due
+    }
+
+    /// Return how many publishes wait for an ack (queued or in a segment).
+    pub fn unacked(&self) -> usize {
+        self.waiting.len()
+            + self
+                .inflight
+                .values()
+                .map(|s| s.publishes.len())
+                .sum::<usize>()
+    }
+
+    /// Return the next permanent id this entry will deliver.
+    pub fn next_delivery(&self) -> PermanentId {
+        self.follow.next
+    }
+
+    /// Accept one publish; it is acked by an [`Action::Ack`] once durable and ordered.
+    pub fn handle_publish(&mut self, now: Micros, publisher: u64, seq: u64, body: Body) {
+        self.waiting.push_back(Publish {
+            publisher,
+            seq,
+            body,
+        });
+        self.open_segments(now);
+    }
+
+    /// Resend what is unanswered and poll the followed ndb.
+    pub fn handle_tick(&mut self, now: Micros) {
+        if now < self.retry_due {
+            return;
+        }
+        self.retry_due = now + self.cfg.retry;
+        let segments: Vec<u64> = self.inflight.keys().copied().collect();
+        for s in segments {
+            self.resend(s);
+        }
+        self.open_segments(now);
+        let fetch = self.follow.on_tick(now, self.cfg.retry, &self.cfg.ndbs);
+        self.emit_fetch(fetch);
+    }
+
+    /// Feed one message from `from`; queue the actions it causes.
+    pub fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg) {
+        match (from, msg) {
+            (
+                NodeId::Ndb(n),
+                Msg::Trim {
+                    owner,
+                    segment,
+                    count,
+                },
+            ) if owner == self.cfg.owner => self.on_trim(n, segment, count),
+            (_, Msg::Resolved { resolutions }) => self.on_resolved(now, resolutions),
+            (NodeId::Ndb(n), Msg::Permanent { from, tip, records }) => {
+                let (delivered, fetch) = self
+                    .follow
+                    .on_permanent(now, n, from, tip, records, &self.cfg);
+                for (id, body) in delivered {
+                    self.out.push_back(Action::Deliver { id, body });
+                }
+                self.emit_fetch(fetch);
+            }
+            _ => {}
+        }
+    }
+
+    fn open_segments(&mut self, now: Micros) {
+        let _ = now;
+        while self.inflight.len() < self.cfg.window && !self.waiting.is_empty() {
+            let take = self.waiting.len().min(self.cfg.max_segment.max(1));
+            let batch: Vec<Publish> = self.waiting.drain(..take).collect();
+            let s = self.next_segment;
+            if s >= self.reserved {
+                self.reserved = s + self.cfg.reserve.max(1);
+                self.out
+                    .push_back(Action::Persist(EntryWrite::Reserve(self.reserved)));
+            }
+            self.next_segment = s + 1;
+            let seg = Segment {
+                prev: self.last_begun.replace(s),
+                publishes: batch.iter().map(|p| (p.publisher, p.seq)).collect(),
+                bodies: batch.into_iter().map(|p| p.body).collect(),
+                trimmed: BTreeSet::new(),
+                over: false,
+            };
+            self.inflight.insert(s, seg);
+            self.resend(s);
+        }
+    }
+
+    /// Send Begin/Keep to ndbs that have not trimmed, or Over to every sync.
+    fn resend(&mut self, s: u64) {
+        let Some(seg) = self.inflight.get(&s) else {
+            return;
+        };
+        let owner = self.cfg.owner;
+        let mut sends = Vec::new();
+        if seg.over {
+            let e = Elect {
+                owner,
+                segment: s,
+                count: seg.count(),
+                prev: seg.prev,
+            };
+            for sync in &self.cfg.syncs {
+                sends.push((NodeId::Sync(*sync), Msg::Over(e)));
+            }
+        } else {
+            let frame = self.cfg.max_frame.max(1);
+            for n in self.cfg.ndbs.iter().filter(|n| !seg.trimmed.contains(n)) {
+                for (k, chunk) in seg.bodies.chunks(frame).enumerate() {
+                    let msg = if k == 0 {
+                        Msg::Begin {
+                            owner,
+                            segment: s,
+                            count: seg.count(),
+                            bodies: chunk.to_vec(),
+                        }
+                    } else {
+                        Msg::Keep {
+                            owner,
+                            segment: s,
+                            offset: (k * frame) as u32,
+                            bodies: chunk.to_vec(),
+                        }
+                    };
+                    sends.push((NodeId::Ndb(*n), msg));
+                }
+            }
+        }
+        for (to, msg) in sends {
+            self.out.push_back(Action::Send { to, msg });
+        }
+    }
+
+    fn on_trim(&mut self, ndb: u32, segment: u64, count: u32) {
+        let quorum = self.cfg.trim_quorum();
+        let Some(seg) = self.inflight.get_mut(&segment) else {
+            return;
+        };
+        if seg.over || count < seg.count() {
+            return;
+        }
+        seg.trimmed.insert(ndb);
+        if seg.trimmed.len() >= quorum {
+            seg.over = true;
+            seg.bodies = Vec::new();
+            self.resend(segment);
+        }
+    }
+
+    fn on_resolved(&mut self, now: Micros, resolutions: Vec<Resolution>) {
+        for r in resolutions {
+            self.follow.learn_tip(r.end());
+            if r.owner != self.cfg.owner {
+                continue;
+            }
+            let matches = self
+                .inflight
+                .get(&r.segment)
+                .is_some_and(|s| s.over && s.count() == r.count);
+            if !matches {
+                continue;
+            }
+            if let Some(seg) = self.inflight.remove(&r.segment) {
+                for (i, (publisher, seq)) in seg.publishes.into_iter().enumerate() {
+                    let id = PermanentId(r.base.0 + i as u64);
+                    self.out.push_back(Action::Ack { publisher, seq, id });
+                }
+            }
+        }
+        self.open_segments(now);
+        let fetch = self.follow.maybe_fetch(now, &self.cfg.ndbs);
+        self.emit_fetch(fetch);
+    }
+
+    fn emit_fetch(&mut self, fetch: Option<(u32, PermanentId)>) {
+        if let Some((ndb, from)) = fetch {
+            let max = self.cfg.fetch_max;
+            self.out.push_back(Action::Send {
+                to: NodeId::Ndb(ndb),
+                msg: Msg::FetchPermanent { from, max },
+            });
+        }
+    }
+}

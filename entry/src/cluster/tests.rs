@@ -1,0 +1,244 @@
+//! Unit tests: one input, the exact actions.
+
+use super::*;
+use bytes::Bytes;
+
+fn core() -> EntryCore {
+    let mut cfg = EntryConfig::new(7, vec![0, 1, 2], vec![0, 1, 2]);
+    cfg.window = 2;
+    EntryCore::recover(cfg, EntryDisk { next_segment: 5 }, 0)
+}
+
+fn b(s: &'static str) -> Body {
+    Bytes::from_static(s.as_bytes())
+}
+
+fn sends(actions: &[Action<EntryWrite>]) -> Vec<(NodeId, Msg)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, msg } => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn trim(segment: u64, count: u32) -> Msg {
+    Msg::Trim {
+        owner: 7,
+        segment,
+        count,
+    }
+}
+
+#[test]
+fn high_water_mark_is_persisted_before_the_first_begin() {
+    let mut e = core();
+    e.handle_publish(0, 1, 1, b("a"));
+    let actions = e.take_actions();
+    assert_eq!(actions[0], Action::Persist(EntryWrite::Reserve(69)));
+    assert_eq!(
+        sends(&actions),
+        (0..3)
+            .map(|n| (
+                NodeId::Ndb(n),
+                Msg::Begin {
+                    owner: 7,
+                    segment: 5,
+                    count: 1,
+                    bodies: vec![b("a")]
+                }
+            ))
+            .collect::<Vec<_>>()
+    );
+    // Segment 6 is within the reservation: no second write.
+    e.handle_publish(0, 1, 2, b("b"));
+    assert!(e
+        .take_actions()
+        .iter()
+        .all(|a| !matches!(a, Action::Persist(_))));
+}
+
+#[test]
+fn over_waits_for_a_quorum_of_full_trims_and_chains_prev() {
+    let mut e = core();
+    e.handle_publish(0, 1, 1, b("a"));
+    e.handle_publish(0, 1, 2, b("b"));
+    e.take_actions();
+    e.handle_message(0, NodeId::Ndb(0), trim(6, 1));
+    e.handle_message(0, NodeId::Ndb(0), trim(6, 1)); // duplicate: still one ndb
+    assert!(e.take_actions().is_empty());
+    e.handle_message(0, NodeId::Ndb(1), trim(6, 0)); // not the full count
+    assert!(e.take_actions().is_empty());
+    e.handle_message(0, NodeId::Ndb(2), trim(6, 1));
+    let over = Msg::Over(Elect {
+        owner: 7,
+        segment: 6,
+        count: 1,
+        prev: Some(5),
+    });
+    assert_eq!(
+        sends(&e.take_actions()),
+        (0..3)
+            .map(|s| (NodeId::Sync(s), over.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn acks_on_resolved_and_only_for_its_own_segment() {
+    let mut e = core();
+    e.handle_publish(0, 1, 1, b("a"));
+    e.handle_publish(0, 2, 9, b("b"));
+    e.take_actions();
+    for n in 0..2 {
+        e.handle_message(0, NodeId::Ndb(n), trim(5, 1));
+    }
+    e.take_actions();
+    let res = |owner, segment, base| Resolution {
+        owner,
+        segment,
+        count: 1,
+        base: PermanentId(base),
+    };
+    e.handle_message(
+        0,
+        NodeId::Sync(1),
+        Msg::Resolved {
+            resolutions: vec![res(8, 1, 1), res(7, 5, 2), res(7, 6, 3)],
+        },
+    );
+    let actions = e.take_actions();
+    // Segment 6 is not over yet (no quorum of trims), so it is not acked.
+    assert_eq!(
+        actions[0],
+        Action::Ack {
+            publisher: 1,
+            seq: 1,
+            id: PermanentId(2)
+        }
+    );
+    assert_eq!(
+        sends(&actions),
+        vec![(
+            NodeId::Ndb(1),
+            Msg::FetchPermanent {
+                from: PermanentId(1),
+                max: 256
+            }
+        )]
+    );
+    assert_eq!(e.unacked(), 1);
+}
+
+#[test]
+fn delivers_in_id_order_without_gaps_and_switches_from_a_lagging_ndb() {
+    let mut e = core();
+    e.handle_message(
+        0,
+        NodeId::Sync(0),
+        Msg::Resolved {
+            resolutions: vec![Resolution {
+                owner: 8,
+                segment: 1,
+                count: 3,
+                base: PermanentId(1),
+            }],
+        },
+    );
+    e.take_actions();
+    // A stale answer that starts above `next` is ignored.
+    e.handle_message(
+        0,
+        NodeId::Ndb(1),
+        Msg::Permanent {
+            from: PermanentId(2),
+            tip: PermanentId(4),
+            records: vec![b("y")],
+        },
+    );
+    assert!(e.take_actions().is_empty());
+    e.handle_message(
+        0,
+        NodeId::Ndb(1),
+        Msg::Permanent {
+            from: PermanentId(1),
+            tip: PermanentId(3),
+            records: vec![b("x"), b("y")],
+        },
+    );
+    let actions = e.take_actions();
+    assert_eq!(
+        actions[..2],
+        [
+            Action::Deliver {
+                id: PermanentId(1),
+                body: b("x")
+            },
+            Action::Deliver {
+                id: PermanentId(2),
+                body: b("y")
+            }
+        ]
+    );
+    assert_eq!(
+        sends(&actions),
+        vec![(
+            NodeId::Ndb(1),
+            Msg::FetchPermanent {
+                from: PermanentId(3),
+                max: 256
+            }
+        )]
+    );
+    // Ndb 1 has nothing more though id 3 is ordered: the next poll goes to ndb 2.
+    e.handle_message(
+        0,
+        NodeId::Ndb(1),
+        Msg::Permanent {
+            from: PermanentId(3),
+            tip: PermanentId(3),
+            records: vec![],
+        },
+    );
+    assert!(e.take_actions().is_empty());
+    e.handle_tick(60_000);
+    assert_eq!(
+        sends(&e.take_actions()),
+        vec![(
+            NodeId::Ndb(2),
+            Msg::FetchPermanent {
+                from: PermanentId(3),
+                max: 256
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_restarted_entry_starts_above_its_mark_with_no_prev() {
+    let mut disk = EntryDisk::default();
+    let mut e = EntryCore::recover(EntryConfig::new(7, vec![0], vec![0]), disk.clone(), 0);
+    e.handle_publish(0, 1, 1, b("a"));
+    for a in e.take_actions() {
+        if let Action::Persist(w) = a {
+            disk.apply(&w);
+        }
+    }
+    let mut again = EntryCore::recover(EntryConfig::new(7, vec![0], vec![0]), disk, 0);
+    again.handle_publish(0, 1, 1, b("a"));
+    again.take_actions();
+    again.handle_message(0, NodeId::Ndb(0), trim(65, 1));
+    assert_eq!(
+        sends(&again.take_actions()),
+        vec![(
+            NodeId::Sync(0),
+            Msg::Over(Elect {
+                owner: 7,
+                segment: 65,
+                count: 1,
+                prev: None
+            })
+        )]
+    );
+}

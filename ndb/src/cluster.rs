@@ -1,0 +1,678 @@
+//! The storage node of the cluster, sans-IO: temporary history, TRIM after
+//! durability, resolutions applied strictly in id order, catch-up from peers.
+//!
+//! ```text
+//!  Begin/Keep ──► Persist(Temp) ──► Trim ──► entry
+//!  Resolved ──► buffer by base ──(base == next, bodies held)──► Persist(Apply): temp -> base+offset
+//!                   │ gap: FetchResolved ──► sync          │ missing bodies: FetchBodies ──► peers
+//!  FetchPermanent (entry) ──► Permanent {records from `from`, tip}
+//! ```
+//!
+//! See `docs/protocol.md`. [`NdbNode`] keeps its whole disk view in memory (the
+//! RocksDB shell will page the permanent log instead).
+
+use ordo_common::proto::{Action, Body, Micros, Msg, NodeId, Resolution};
+use ordo_common::PermanentId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Static configuration of one ndb.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NdbConfig {
+    /// This node's id.
+    pub id: u32,
+    /// Every ndb id, this one included.
+    pub peers: Vec<u32>,
+    /// Every sync id.
+    pub syncs: Vec<u32>,
+    /// How often to poll for resolutions and re-ask for missing bodies.
+    pub retry: Micros,
+    /// Most records in one Permanent answer.
+    pub max_records: u32,
+}
+
+impl NdbConfig {
+    /// Return a configuration with default timings.
+    pub fn new(id: u32, peers: Vec<u32>, syncs: Vec<u32>) -> Self {
+        NdbConfig {
+            id,
+            peers,
+            syncs,
+            retry: 50_000,
+            max_records: 256,
+        }
+    }
+}
+
+/// A segment held in the temporary keyspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TempSegment {
+    /// The segment's message count, once a BEGIN (or peer's Bodies) said it.
+    pub count: Option<u32>,
+    /// Bodies by offset.
+    pub bodies: BTreeMap<u32, Body>,
+}
+
+impl TempSegment {
+    /// Return how many offsets from 0 are held without a gap.
+    pub fn held(&self) -> u32 {
+        self.bodies
+            .keys()
+            .enumerate()
+            .take_while(|(i, o)| *i as u32 == **o)
+            .count() as u32
+    }
+}
+
+/// What an ndb keeps on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NdbDisk {
+    /// Temporary history by `(owner, segment)`.
+    pub temp: BTreeMap<(u64, u64), TempSegment>,
+    /// The permanent log.
+    pub perm: BTreeMap<PermanentId, Body>,
+    /// Resolutions applied here, by `(owner, segment)`.
+    pub applied: BTreeMap<(u64, u64), Resolution>,
+    /// Last applied segment per owner.
+    pub last: BTreeMap<u64, u64>,
+    /// The next permanent id to apply (end of the last applied range).
+    pub next: PermanentId,
+}
+
+impl Default for NdbDisk {
+    fn default() -> Self {
+        NdbDisk {
+            temp: BTreeMap::new(),
+            perm: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            last: BTreeMap::new(),
+            next: PermanentId(1),
+        }
+    }
+}
+
+/// One durable write of an ndb.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NdbWrite {
+    /// Keep bodies of offsets `offset..` of a segment (missing ones only); set its count if known.
+    Temp {
+        /// Owner entry.
+        owner: u64,
+        /// Segment.
+        segment: u64,
+        /// Segment count, if known.
+        count: Option<u32>,
+        /// First offset.
+        offset: u32,
+        /// Bodies.
+        bodies: Vec<Body>,
+    },
+    /// Move a fully held segment to `base + offset`, record it, drop abandoned lower segments.
+    Apply(Resolution),
+}
+
+impl NdbDisk {
+    /// Apply a write, as the shell does when it makes it durable (one atomic batch).
+    pub fn apply(&mut self, w: &NdbWrite) {
+        match w {
+            NdbWrite::Temp {
+                owner,
+                segment,
+                count,
+                offset,
+                bodies,
+            } => {
+                let seg = self.temp.entry((*owner, *segment)).or_default();
+                if seg.count.is_none() {
+                    seg.count = *count;
+                }
+                for (k, b) in bodies.iter().enumerate() {
+                    seg.bodies
+                        .entry(offset + k as u32)
+                        .or_insert_with(|| b.clone());
+                }
+            }
+            NdbWrite::Apply(r) => {
+                let Some(seg) = self.temp.remove(&(r.owner, r.segment)) else {
+                    return;
+                };
+                for (o, body) in seg.bodies.into_iter().take(r.count as usize) {
+                    self.perm.insert(PermanentId(r.base.0 + u64::from(o)), body);
+                }
+                self.temp
+                    .retain(|(owner, segment), _| *owner != r.owner || *segment > r.segment);
+                self.applied.insert((r.owner, r.segment), *r);
+                self.last.insert(r.owner, r.segment);
+                self.next = r.end();
+            }
+        }
+    }
+
+    /// Return the body at a permanent id.
+    pub fn permanent(&self, id: PermanentId) -> Option<&Body> {
+        self.perm.get(&id)
+    }
+
+    /// Return a body of the temporary history.
+    pub fn temporary(&self, owner: u64, segment: u64, offset: u32) -> Option<&Body> {
+        self.temp.get(&(owner, segment))?.bodies.get(&offset)
+    }
+
+    fn abandoned(&self, owner: u64, segment: u64) -> bool {
+        !self.applied.contains_key(&(owner, segment))
+            && self.last.get(&owner).is_some_and(|l| segment <= *l)
+    }
+
+    fn segment_bodies(&self, owner: u64, segment: u64) -> Option<Vec<Body>> {
+        if let Some(r) = self.applied.get(&(owner, segment)) {
+            return (0..u64::from(r.count))
+                .map(|o| self.perm.get(&PermanentId(r.base.0 + o)).cloned())
+                .collect();
+        }
+        let seg = self.temp.get(&(owner, segment))?;
+        let count = seg.count?;
+        (seg.held() >= count).then(|| seg.bodies.values().take(count as usize).cloned().collect())
+    }
+}
+
+/// One storage node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NdbNode {
+    cfg: NdbConfig,
+    disk: NdbDisk,
+    pending: BTreeMap<PermanentId, Resolution>,
+    poll_due: Micros,
+    sync_turn: usize,
+    asked_bodies: Option<((u64, u64), Micros)>,
+    out: VecDeque<Action<NdbWrite>>,
+}
+
+impl NdbNode {
+    /// Start (or restart) from what the disk holds.
+    pub fn recover(cfg: NdbConfig, disk: NdbDisk, now: Micros) -> Self {
+        NdbNode {
+            poll_due: now + cfg.retry,
+            sync_turn: cfg.id as usize,
+            cfg,
+            disk,
+            pending: BTreeMap::new(),
+            asked_bodies: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Return the next action to run, obeying the Persist rule of [`Action`].
+    pub fn poll_action(&mut self) -> Option<Action<NdbWrite>> {
+        self.out.pop_front()
+    }
+
+    /// Return every queued action, in order.
+    pub fn take_actions(&mut self) -> Vec<Action<NdbWrite>> {
+        self.out.drain(..).collect()
+    }
+
+    /// Return when [`NdbNode::handle_tick`] should next be called.
+    pub fn poll_timeout(&self) -> Micros {
+        self.poll_due
+    }
+
+    /// Return this node's view of its disk (durable or about to be).
+    pub fn disk(&self) -> &NdbDisk {
+        &self.disk
+    }
+
+    /// Poll a sync node for resolutions and re-ask for missing bodies when due.
+    pub fn handle_tick(&mut self, now: Micros) {
+        if now < self.poll_due {
+            return;
+        }
+        self.poll_due = now + self.cfg.retry;
+        if !self.cfg.syncs.is_empty() {
+            let to = self.cfg.syncs[self.sync_turn % self.cfg.syncs.len()];
+            self.sync_turn = self.sync_turn.wrapping_add(1);
+            let from = self.disk.next;
+            self.send(NodeId::Sync(to), Msg::FetchResolved { from });
+        }
+        self.asked_bodies = None;
+        self.try_apply(now);
+    }
+
+    /// Feed one message from `from`; queue the actions it causes.
+    pub fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::Begin {
+                owner,
+                segment,
+                count,
+                bodies,
+            } => self.on_keep(now, from, owner, segment, Some(count), 0, bodies),
+            Msg::Keep {
+                owner,
+                segment,
+                offset,
+                bodies,
+            } => self.on_keep(now, from, owner, segment, None, offset, bodies),
+            Msg::Resolved { resolutions } => self.on_resolved(now, resolutions),
+            Msg::FetchBodies { owner, segment } => {
+                if let Some(bodies) = self.disk.segment_bodies(owner, segment) {
+                    self.send(
+                        from,
+                        Msg::Bodies {
+                            owner,
+                            segment,
+                            bodies,
+                        },
+                    );
+                }
+            }
+            Msg::Bodies {
+                owner,
+                segment,
+                bodies,
+            } => {
+                let wanted = self
+                    .pending
+                    .values()
+                    .any(|r| r.owner == owner && r.segment == segment);
+                if wanted && !bodies.is_empty() {
+                    let count = Some(bodies.len() as u32);
+                    self.write(NdbWrite::Temp {
+                        owner,
+                        segment,
+                        count,
+                        offset: 0,
+                        bodies,
+                    });
+                    self.asked_bodies = None;
+                    self.try_apply(now);
+                }
+            }
+            Msg::FetchPermanent { from: first, max } => {
+                let max = max.min(self.cfg.max_records) as usize;
+                let records: Vec<Body> = self
+                    .disk
+                    .perm
+                    .range(first..)
+                    .take(max)
+                    .enumerate()
+                    .take_while(|(i, (id, _))| id.0 == first.0 + *i as u64)
+                    .map(|(_, (_, b))| b.clone())
+                    .collect();
+                let tip = self.disk.next;
+                self.send(
+                    from,
+                    Msg::Permanent {
+                        from: first,
+                        tip,
+                        records,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_keep(
+        &mut self,
+        now: Micros,
+        from: NodeId,
+        owner: u64,
+        segment: u64,
+        count: Option<u32>,
+        offset: u32,
+        bodies: Vec<Body>,
+    ) {
+        if let Some(r) = self.disk.applied.get(&(owner, segment)) {
+            let count = r.count;
+            self.send(
+                from,
+                Msg::Trim {
+                    owner,
+                    segment,
+                    count,
+                },
+            );
+            return;
+        }
+        if self.disk.abandoned(owner, segment) {
+            return;
+        }
+        let seg = self.disk.temp.get(&(owner, segment));
+        let new_count = count.is_some() && seg.is_none_or(|s| s.count.is_none());
+        let new_body = (0..bodies.len() as u32)
+            .any(|k| seg.is_none_or(|s| !s.bodies.contains_key(&(offset + k))));
+        if new_count || new_body {
+            self.write(NdbWrite::Temp {
+                owner,
+                segment,
+                count,
+                offset,
+                bodies,
+            });
+        }
+        let held = self
+            .disk
+            .temp
+            .get(&(owner, segment))
+            .map(TempSegment::held)
+            .unwrap_or(0);
+        self.send(
+            from,
+            Msg::Trim {
+                owner,
+                segment,
+                count: held,
+            },
+        );
+        self.try_apply(now);
+    }
+
+    fn on_resolved(&mut self, now: Micros, resolutions: Vec<Resolution>) {
+        for r in resolutions {
+            if r.base >= self.disk.next && r.count > 0 {
+                self.pending.insert(r.base, r);
+            }
+        }
+        self.try_apply(now);
+        let gap = self
+            .pending
+            .keys()
+            .next()
+            .is_some_and(|b| *b > self.disk.next);
+        if gap {
+            let to = self.cfg.syncs[self.sync_turn % self.cfg.syncs.len().max(1)];
+            let from = self.disk.next;
+            self.send(NodeId::Sync(to), Msg::FetchResolved { from });
+        }
+    }
+
+    /// Apply buffered resolutions strictly in id order while their bodies are held.
+    fn try_apply(&mut self, now: Micros) {
+        self.pending = self.pending.split_off(&self.disk.next);
+        while let Some(r) = self.pending.get(&self.disk.next).copied() {
+            let held = self
+                .disk
+                .temp
+                .get(&(r.owner, r.segment))
+                .map(TempSegment::held)
+                .unwrap_or(0);
+            if held < r.count {
+                let key = (r.owner, r.segment);
+                let asked = self
+                    .asked_bodies
+                    .is_some_and(|(k, at)| k == key && now < at + self.cfg.retry);
+                if !asked {
+                    self.asked_bodies = Some((key, now));
+                    let me = self.cfg.id;
+                    let peers: Vec<u32> = self
+                        .cfg
+                        .peers
+                        .iter()
+                        .copied()
+                        .filter(|p| *p != me)
+                        .collect();
+                    for p in peers {
+                        self.send(
+                            NodeId::Ndb(p),
+                            Msg::FetchBodies {
+                                owner: r.owner,
+                                segment: r.segment,
+                            },
+                        );
+                    }
+                }
+                return;
+            }
+            self.pending.remove(&r.base);
+            self.write(NdbWrite::Apply(r));
+        }
+    }
+
+    fn write(&mut self, w: NdbWrite) {
+        self.disk.apply(&w);
+        self.out.push_back(Action::Persist(w));
+    }
+
+    fn send(&mut self, to: NodeId, msg: Msg) {
+        self.out.push_back(Action::Send { to, msg });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn node() -> NdbNode {
+        NdbNode::recover(
+            NdbConfig::new(0, vec![0, 1, 2], vec![0]),
+            NdbDisk::default(),
+            0,
+        )
+    }
+
+    fn b(s: &'static str) -> Body {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    fn res(owner: u64, segment: u64, count: u32, base: u64) -> Resolution {
+        Resolution {
+            owner,
+            segment,
+            count,
+            base: PermanentId(base),
+        }
+    }
+
+    #[test]
+    fn trim_follows_the_write_it_counts() {
+        let mut n = node();
+        let begin = Msg::Begin {
+            owner: 7,
+            segment: 1,
+            count: 2,
+            bodies: vec![b("a"), b("b")],
+        };
+        n.handle_message(0, NodeId::Entry(7), begin.clone());
+        let actions = n.take_actions();
+        assert!(matches!(actions[0], Action::Persist(NdbWrite::Temp { .. })));
+        assert_eq!(
+            actions[1],
+            Action::Send {
+                to: NodeId::Entry(7),
+                msg: Msg::Trim {
+                    owner: 7,
+                    segment: 1,
+                    count: 2
+                }
+            }
+        );
+        // A duplicate writes nothing and repeats the answer.
+        n.handle_message(0, NodeId::Entry(7), begin);
+        assert_eq!(n.take_actions(), actions[1..]);
+    }
+
+    #[test]
+    fn resolutions_apply_in_id_order_only() {
+        let mut n = node();
+        for (seg, body) in [(1, "a"), (2, "b")] {
+            n.handle_message(
+                0,
+                NodeId::Entry(7),
+                Msg::Begin {
+                    owner: 7,
+                    segment: seg,
+                    count: 1,
+                    bodies: vec![b(body)],
+                },
+            );
+        }
+        n.take_actions();
+        // The second range arrives first: held back, and the gap is fetched.
+        n.handle_message(
+            0,
+            NodeId::Sync(0),
+            Msg::Resolved {
+                resolutions: vec![res(7, 2, 1, 2)],
+            },
+        );
+        assert_eq!(
+            n.take_actions(),
+            vec![Action::Send {
+                to: NodeId::Sync(0),
+                msg: Msg::FetchResolved {
+                    from: PermanentId(1)
+                }
+            }]
+        );
+        assert!(n.disk().perm.is_empty());
+        n.handle_message(
+            0,
+            NodeId::Sync(0),
+            Msg::Resolved {
+                resolutions: vec![res(7, 1, 1, 1)],
+            },
+        );
+        assert_eq!(
+            n.take_actions(),
+            vec![
+                Action::Persist(NdbWrite::Apply(res(7, 1, 1, 1))),
+                Action::Persist(NdbWrite::Apply(res(7, 2, 1, 2)))
+            ]
+        );
+        assert_eq!(n.disk().permanent(PermanentId(2)), Some(&b("b")));
+        assert_eq!(n.disk().next, PermanentId(3));
+    }
+
+    #[test]
+    fn missing_bodies_come_from_a_peer() {
+        let mut n = node();
+        n.handle_message(
+            0,
+            NodeId::Sync(0),
+            Msg::Resolved {
+                resolutions: vec![res(7, 1, 2, 1)],
+            },
+        );
+        let asks: Vec<_> = n.take_actions();
+        assert_eq!(asks.len(), 2, "asks both peers: {asks:?}");
+        let mut peer = NdbNode::recover(
+            NdbConfig::new(1, vec![0, 1, 2], vec![0]),
+            NdbDisk::default(),
+            0,
+        );
+        peer.handle_message(
+            0,
+            NodeId::Entry(7),
+            Msg::Begin {
+                owner: 7,
+                segment: 1,
+                count: 2,
+                bodies: vec![b("x"), b("y")],
+            },
+        );
+        peer.take_actions();
+        peer.handle_message(
+            0,
+            NodeId::Ndb(0),
+            Msg::FetchBodies {
+                owner: 7,
+                segment: 1,
+            },
+        );
+        let Some(Action::Send { msg, .. }) = peer.poll_action() else {
+            panic!("no answer");
+        };
+        n.handle_message(0, NodeId::Ndb(1), msg);
+        n.take_actions();
+        assert_eq!(n.disk().permanent(PermanentId(1)), Some(&b("x")));
+        assert_eq!(n.disk().permanent(PermanentId(2)), Some(&b("y")));
+    }
+
+    #[test]
+    fn applying_a_segment_drops_abandoned_lower_ones_and_refuses_late_keeps() {
+        let mut n = node();
+        for seg in [3u64, 10] {
+            n.handle_message(
+                0,
+                NodeId::Entry(7),
+                Msg::Begin {
+                    owner: 7,
+                    segment: seg,
+                    count: 1,
+                    bodies: vec![b("z")],
+                },
+            );
+        }
+        n.handle_message(
+            0,
+            NodeId::Sync(0),
+            Msg::Resolved {
+                resolutions: vec![res(7, 10, 1, 1)],
+            },
+        );
+        n.take_actions();
+        assert!(n.disk().temp.is_empty());
+        n.handle_message(
+            0,
+            NodeId::Entry(7),
+            Msg::Keep {
+                owner: 7,
+                segment: 3,
+                offset: 0,
+                bodies: vec![b("z")],
+            },
+        );
+        assert!(n.take_actions().is_empty());
+    }
+
+    #[test]
+    fn recovery_rebuilds_from_the_durable_disk() {
+        let mut n = node();
+        let mut disk = NdbDisk::default();
+        n.handle_message(
+            0,
+            NodeId::Entry(7),
+            Msg::Begin {
+                owner: 7,
+                segment: 1,
+                count: 1,
+                bodies: vec![b("q")],
+            },
+        );
+        n.handle_message(
+            0,
+            NodeId::Sync(0),
+            Msg::Resolved {
+                resolutions: vec![res(7, 1, 1, 1)],
+            },
+        );
+        for a in n.take_actions() {
+            if let Action::Persist(w) = a {
+                disk.apply(&w);
+            }
+        }
+        assert_eq!(&disk, n.disk());
+        let mut r = NdbNode::recover(NdbConfig::new(0, vec![0, 1, 2], vec![0]), disk, 0);
+        r.handle_message(
+            0,
+            NodeId::Entry(8),
+            Msg::FetchPermanent {
+                from: PermanentId(1),
+                max: 10,
+            },
+        );
+        assert_eq!(
+            r.take_actions(),
+            vec![Action::Send {
+                to: NodeId::Entry(8),
+                msg: Msg::Permanent {
+                    from: PermanentId(1),
+                    tip: PermanentId(2),
+                    records: vec![b("q")]
+                }
+            }]
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The sync cluster's replicated log: Raft with the blueprint's names, sans-IO.
+//!
+//! ```text
+//!  Over (entries) ──► leader: pending ──► LogEntry{term, elects} ──Persist──► Draft ──► followers
+//!                                                     ▲                              │ Persist
+//!                                                     └──────────── DraftAck ◄───────┘
+//!  commit (f+1 durable, own term) ──► Machine::apply in log order ──► Resolved ──► ndbs, entries
+//!  election: PickChallenger / Vote, term and vote persisted before answering
+//! ```
+//!
+//! [`SyncNode`] is a plain struct: feed it with [`SyncNode::handle_message`] and
+//! [`SyncNode::handle_tick`], drain [`SyncNode::poll_action`], wake it at
+//! [`SyncNode::poll_timeout`]. It reads no clock; randomness for election
+//! timeouts comes from a seed in its config. See `docs/protocol.md`.
+
+pub mod machine;
+mod raft;
+#[cfg(test)]
+mod tests;
+
+use machine::Machine;
+use ordo_common::proto::{Action, Elect, LogEntry, Micros, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Static configuration of one sync node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SyncConfig {
+    /// This node's id.
+    pub id: u32,
+    /// Every sync node's id, this one included.
+    pub peers: Vec<u32>,
+    /// Every ndb (receives ADVANCE_SEGMENT_RESOLVED).
+    pub ndbs: Vec<u32>,
+    /// Every entry owner (receives ADVANCE_SEGMENT_RESOLVED).
+    pub entries: Vec<u64>,
+    /// Election timeout range in microseconds, `[min, max)`.
+    pub election_timeout: (Micros, Micros),
+    /// Leader heartbeat (and Draft resend) interval.
+    pub heartbeat: Micros,
+    /// Most uncommitted entries the leader keeps in flight before batching further.
+    pub max_inflight: u64,
+    /// Most log entries in one Draft.
+    pub max_draft: usize,
+    /// Most resolutions in one answer to FetchResolved.
+    pub max_resolutions: usize,
+    /// Seed for election-timeout jitter.
+    pub seed: u64,
+    /// Testing only: commit with this many nodes instead of a majority (breaks safety).
+    pub commit_quorum_override: Option<usize>,
+}
+
+impl SyncConfig {
+    /// Return a configuration with the default timings for node `id`.
+    pub fn new(id: u32, peers: Vec<u32>, ndbs: Vec<u32>, entries: Vec<u64>, seed: u64) -> Self {
+        SyncConfig {
+            id,
+            peers,
+            ndbs,
+            entries,
+            election_timeout: (150_000, 300_000),
+            heartbeat: 50_000,
+            max_inflight: 2,
+            max_draft: 64,
+            max_resolutions: 256,
+            seed,
+            commit_quorum_override: None,
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        self.commit_quorum_override
+            .unwrap_or_else(|| ordo_common::proto::majority(self.peers.len()))
+    }
+}
+
+/// What a sync node keeps on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SyncDisk {
+    /// Current term.
+    pub term: u64,
+    /// Whom this node voted for in `term`.
+    pub voted_for: Option<u32>,
+    /// The log; index `i` (from 1) is `log[i - 1]`.
+    pub log: Vec<LogEntry>,
+}
+
+/// One durable write of a sync node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SyncWrite {
+    /// Term and vote.
+    Hard {
+        /// Current term.
+        term: u64,
+        /// Vote in that term.
+        voted_for: Option<u32>,
+    },
+    /// Drop every entry from index `from` on, then append `entries` there.
+    Log {
+        /// First index written (from 1).
+        from: u64,
+        /// Entries from that index on.
+        entries: Vec<LogEntry>,
+    },
+}
+
+impl SyncDisk {
+    /// Apply a write, as the shell does when it makes it durable.
+    pub fn apply(&mut self, w: &SyncWrite) {
+        match w {
+            SyncWrite::Hard { term, voted_for } => {
+                self.term = *term;
+                self.voted_for = *voted_for;
+            }
+            SyncWrite::Log { from, entries } => {
+                self.log
+                    .truncate(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX));
+                self.log.extend(entries.iter().cloned());
+            }
+        }
+    }
+}
+
+/// The role a node plays in its current term.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows `leader` (if known).
+    Follower {
+        /// The leader of this term, once heard from.
+        leader: Option<u32>,
+    },
+    /// Asks for votes.
+    Candidate {
+        /// Votes granted so far, its own included.
+        votes: BTreeSet<u32>,
+    },
+    /// Leads this term.
+    Leader(Box<Leading>),
+}
+
+/// A leader's volatile state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Leading {
+    /// Next index to send to each peer.
+    next: BTreeMap<u32, u64>,
+    /// Highest index known durable on each peer.
+    matched: BTreeMap<u32, u64>,
+    /// OVERs waiting to be proposed, by `(owner, segment)`.
+    pending: BTreeMap<(u64, u64), Elect>,
+}
+
+/// One sync node: the consensus log plus the segment machine it feeds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SyncNode {
+    cfg: SyncConfig,
+    disk: SyncDisk,
+    role: Role,
+    commit: u64,
+    applied: u64,
+    machine: Machine,
+    election_deadline: Micros,
+    heartbeat_due: Micros,
+    rng: u64,
+    out: VecDeque<Action<SyncWrite>>,
+}
+
+impl SyncNode {
+    /// Start (or restart) a node from what its disk holds, at time `now`.
+    pub fn recover(cfg: SyncConfig, disk: SyncDisk, now: Micros) -> Self {
+        let rng = cfg
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(cfg.id) + 1)
+            | 1;
+        let mut node = SyncNode {
+            cfg,
+            disk,
+            role: Role::Follower { leader: None },
+            commit: 0,
+            applied: 0,
+            machine: Machine::default(),
+            election_deadline: 0,
+            heartbeat_due: 0,
+            rng,
+            out: VecDeque::new(),
+        };
+        node.reset_election(now);
+        node
+    }
+
+    /// Return the next action to run, obeying the Persist rule of [`Action`].
+    pub fn poll_action(&mut self) -> Option<Action<SyncWrite>> {
+        self.out.pop_front()
+    }
+
+    /// Return every queued action, in order.
+    pub fn take_actions(&mut self) -> Vec<Action<SyncWrite>> {
+        self.out.drain(..).collect()
+    }
+
+    /// Return when [`SyncNode::handle_tick`] should next be called.
+    pub fn poll_timeout(&self) -> Micros {
+        match self.role {
+            Role::Leader(_) => self.heartbeat_due,
+            _ => self.election_deadline,
+        }
+    }
+
+    /// Return the current term.
+    pub fn term(&self) -> u64 {
+        self.disk.term
+    }
+
+    /// Tell whether this node leads its current term.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// Return the commit index this node knows.
+    pub fn commit_index(&self) -> u64 {
+        self.commit
+    }
+
+    /// Return the applied segment machine.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// Return this node's view of its disk (durable or about to be).
+    pub fn disk(&self) -> &SyncDisk {
+        &self.disk
+    }
+
+    /// Return this node's view of its log (durable or about to be).
+    pub fn log(&self) -> &[LogEntry] {
+        &self.disk.log
+    }
+
+    fn last_index(&self) -> u64 {
+        self.disk.log.len() as u64
+    }
+
+    fn term_at(&self, index: u64) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        let i = usize::try_from(index - 1).ok()?;
+        self.disk.log.get(i).map(|e| e.term)
+    }
+
+    fn entry(&self, index: u64) -> Option<&LogEntry> {
+        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.disk.log.get(i)
+    }
+
+    fn send(&mut self, to: NodeId, msg: ordo_common::proto::Msg) {
+        self.out.push_back(Action::Send { to, msg });
+    }
+
+    fn persist(&mut self, w: SyncWrite) {
+        self.out.push_back(Action::Persist(w));
+    }
+
+    fn random_below(&mut self, n: u64) -> u64 {
+        // xorshift64*: deterministic, seeded, and cheap to clone and hash.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+
+    fn reset_election(&mut self, now: Micros) {
+        let (lo, hi) = self.cfg.election_timeout;
+        let jitter = self.random_below(hi.saturating_sub(lo));
+        self.election_deadline = now + lo + jitter;
+    }
+}

@@ -1,0 +1,464 @@
+//! Election, replication, commit and apply for [`SyncNode`].
+
+use super::machine::Outcome;
+use super::{Leading, Role, SyncNode, SyncWrite};
+use ordo_common::proto::{Elect, LogEntry, Micros, Msg, NodeId, Resolution};
+use std::collections::BTreeSet;
+
+impl SyncNode {
+    /// Feed one message from `from`; queue the actions it causes.
+    pub fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg) {
+        match (from, msg) {
+            (_, Msg::Over(e)) => self.on_over(now, from, e),
+            (_, Msg::FetchResolved { from: id }) => {
+                let resolutions = self.machine.resolutions_from(id, self.cfg.max_resolutions);
+                if !resolutions.is_empty() {
+                    self.send(from, Msg::Resolved { resolutions });
+                }
+            }
+            (NodeId::Sync(peer), msg) => self.on_peer(now, peer, msg),
+            _ => {}
+        }
+    }
+
+    /// Advance timers: start an election, or send heartbeats and batch pending OVERs.
+    pub fn handle_tick(&mut self, now: Micros) {
+        if self.is_leader() {
+            if now >= self.heartbeat_due {
+                self.heartbeat_due = now + self.cfg.heartbeat;
+                self.broadcast_drafts();
+            }
+            self.propose();
+        } else if now >= self.election_deadline {
+            self.start_election(now);
+        }
+    }
+
+    fn on_over(&mut self, now: Micros, from: NodeId, e: Elect) {
+        let _ = now;
+        if let Some(r) = self.machine.resolution(e.owner, e.segment) {
+            self.send(
+                from,
+                Msg::Resolved {
+                    resolutions: vec![r],
+                },
+            );
+            return;
+        }
+        if let Role::Leader(l) = &mut self.role {
+            if e.count > 0 {
+                l.pending.insert((e.owner, e.segment), e);
+            }
+            self.propose();
+        }
+    }
+
+    fn on_peer(&mut self, now: Micros, peer: u32, msg: Msg) {
+        let term = match &msg {
+            Msg::Draft { term, .. }
+            | Msg::DraftAck { term, .. }
+            | Msg::PickChallenger { term, .. }
+            | Msg::Vote { term, .. } => *term,
+            _ => return,
+        };
+        if term > self.disk.term {
+            self.step_down(now, term, None);
+        }
+        match msg {
+            Msg::PickChallenger {
+                term,
+                last_index,
+                last_term,
+            } => self.on_pick_challenger(now, peer, term, last_index, last_term),
+            Msg::Vote { term, granted } => self.on_vote(now, peer, term, granted),
+            Msg::Draft {
+                term,
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => self.on_draft(now, peer, term, prev_index, prev_term, entries, commit),
+            Msg::DraftAck {
+                term,
+                ok,
+                match_index,
+            } => self.on_draft_ack(peer, term, ok, match_index),
+            _ => {}
+        }
+    }
+
+    /// Become a follower of `term` (persisting the new term), forgetting any vote.
+    fn step_down(&mut self, now: Micros, term: u64, leader: Option<u32>) {
+        let was_leader = self.is_leader();
+        if term != self.disk.term {
+            self.disk.term = term;
+            self.disk.voted_for = None;
+            self.persist(SyncWrite::Hard {
+                term,
+                voted_for: None,
+            });
+        }
+        self.role = Role::Follower { leader };
+        if was_leader {
+            self.reset_election(now);
+        }
+    }
+
+    fn start_election(&mut self, now: Micros) {
+        let term = self.disk.term + 1;
+        let me = self.cfg.id;
+        self.disk.term = term;
+        self.disk.voted_for = Some(me);
+        self.persist(SyncWrite::Hard {
+            term,
+            voted_for: Some(me),
+        });
+        self.role = Role::Candidate {
+            votes: BTreeSet::from([me]),
+        };
+        self.reset_election(now);
+        let (last_index, last_term) = (self.last_index(), self.term_at(self.last_index()));
+        for p in self.others() {
+            self.send(
+                NodeId::Sync(p),
+                Msg::PickChallenger {
+                    term,
+                    last_index,
+                    last_term: last_term.unwrap_or(0),
+                },
+            );
+        }
+        self.check_votes(now);
+    }
+
+    fn on_pick_challenger(
+        &mut self,
+        now: Micros,
+        peer: u32,
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+    ) {
+        let my_last_term = self.term_at(self.last_index()).unwrap_or(0);
+        let up_to_date = last_term > my_last_term
+            || (last_term == my_last_term && last_index >= self.last_index());
+        let free = self.disk.voted_for.is_none() || self.disk.voted_for == Some(peer);
+        let granted = term == self.disk.term && free && up_to_date;
+        if granted {
+            if self.disk.voted_for != Some(peer) {
+                self.disk.voted_for = Some(peer);
+                self.persist(SyncWrite::Hard {
+                    term,
+                    voted_for: Some(peer),
+                });
+            }
+            self.reset_election(now);
+        }
+        let term = self.disk.term;
+        self.send(NodeId::Sync(peer), Msg::Vote { term, granted });
+    }
+
+    fn on_vote(&mut self, now: Micros, peer: u32, term: u64, granted: bool) {
+        if term != self.disk.term || !granted {
+            return;
+        }
+        if let Role::Candidate { votes } = &mut self.role {
+            votes.insert(peer);
+            self.check_votes(now);
+        }
+    }
+
+    fn check_votes(&mut self, now: Micros) {
+        let won =
+            matches!(&self.role, Role::Candidate { votes } if votes.len() >= self.cfg.quorum());
+        if !won {
+            return;
+        }
+        let next = self.last_index() + 1;
+        let mut l = Leading::default();
+        for p in self.others() {
+            l.next.insert(p, next);
+            l.matched.insert(p, 0);
+        }
+        self.role = Role::Leader(Box::new(l));
+        self.heartbeat_due = now + self.cfg.heartbeat;
+        // A no-op of the new term lets earlier terms' entries commit (Raft §5.4.2).
+        self.append(Vec::new());
+    }
+
+    /// Append one entry of the current term, persist it, and send it to every peer.
+    fn append(&mut self, elects: Vec<Elect>) {
+        let from = self.last_index() + 1;
+        let entry = LogEntry {
+            term: self.disk.term,
+            elects,
+        };
+        self.disk.log.push(entry.clone());
+        self.persist(SyncWrite::Log {
+            from,
+            entries: vec![entry],
+        });
+        self.broadcast_drafts();
+        self.advance_commit();
+    }
+
+    /// Batch every ready pending OVER into one entry, if the pipeline has room.
+    fn propose(&mut self) {
+        let uncommitted = self.last_index() - self.commit;
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        if l.pending.is_empty() || uncommitted >= self.cfg.max_inflight {
+            return;
+        }
+        let mut proj = self.machine.projection();
+        for i in self.applied + 1..=self.last_index() {
+            if let Some(entry) = self.entry(i) {
+                for e in &entry.elects {
+                    proj.offer(&self.machine, e);
+                }
+            }
+        }
+        let mut pending = l.pending.clone();
+        let mut batch = Vec::new();
+        loop {
+            let mut progress = false;
+            let keys: Vec<(u64, u64)> = pending.keys().copied().collect();
+            for k in keys {
+                let Some(e) = pending.get(&k).copied() else {
+                    continue;
+                };
+                match proj.offer(&self.machine, &e) {
+                    Outcome::Elected(_) => {
+                        batch.push(e);
+                        pending.remove(&k);
+                        progress = true;
+                    }
+                    Outcome::Duplicate | Outcome::Abandoned => {
+                        pending.remove(&k);
+                    }
+                    Outcome::NotReady => {}
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        if let Role::Leader(l) = &mut self.role {
+            l.pending = pending;
+        }
+        if !batch.is_empty() {
+            self.append(batch);
+        }
+    }
+
+    fn broadcast_drafts(&mut self) {
+        for p in self.others() {
+            self.send_draft(p);
+        }
+    }
+
+    fn send_draft(&mut self, peer: u32) {
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let next = l.next.get(&peer).copied().unwrap_or(1).max(1);
+        let prev_index = next - 1;
+        let Some(prev_term) = self.term_at(prev_index) else {
+            return;
+        };
+        let start = usize::try_from(prev_index).unwrap_or(usize::MAX);
+        let entries: Vec<LogEntry> = self
+            .disk
+            .log
+            .iter()
+            .skip(start)
+            .take(self.cfg.max_draft)
+            .cloned()
+            .collect();
+        let msg = Msg::Draft {
+            term: self.disk.term,
+            prev_index,
+            prev_term,
+            entries,
+            commit: self.commit,
+        };
+        self.send(NodeId::Sync(peer), msg);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_draft(
+        &mut self,
+        now: Micros,
+        peer: u32,
+        term: u64,
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<LogEntry>,
+        commit: u64,
+    ) {
+        let me = self.disk.term;
+        if term < me {
+            let ack = Msg::DraftAck {
+                term: me,
+                ok: false,
+                match_index: 0,
+            };
+            self.send(NodeId::Sync(peer), ack);
+            return;
+        }
+        if !matches!(self.role, Role::Follower { leader: Some(l) } if l == peer) {
+            self.step_down(now, term, Some(peer));
+        }
+        self.reset_election(now);
+        if self.term_at(prev_index) != Some(prev_term) {
+            // Retry from our last entry if we are short, else one before the mismatch.
+            let hint = if prev_index > self.last_index() {
+                self.last_index()
+            } else {
+                prev_index.saturating_sub(1)
+            };
+            let ack = Msg::DraftAck {
+                term,
+                ok: false,
+                match_index: hint,
+            };
+            self.send(NodeId::Sync(peer), ack);
+            return;
+        }
+        let mut first_changed = None;
+        for (k, e) in entries.iter().enumerate() {
+            let index = prev_index + 1 + k as u64;
+            match self.term_at(index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    // Conflict: a committed entry never conflicts (leader completeness).
+                    let keep = usize::try_from(index - 1).unwrap_or(usize::MAX);
+                    self.disk.log.truncate(keep);
+                }
+                None => {}
+            }
+            first_changed.get_or_insert(index);
+            self.disk.log.push(e.clone());
+        }
+        if let Some(from) = first_changed {
+            let start = usize::try_from(from - 1).unwrap_or(usize::MAX);
+            let written = self.disk.log[start..].to_vec();
+            self.persist(SyncWrite::Log {
+                from,
+                entries: written,
+            });
+        }
+        let matched = prev_index + entries.len() as u64;
+        let new_commit = commit.min(matched);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+            self.apply_committed();
+        }
+        let ack = Msg::DraftAck {
+            term,
+            ok: true,
+            match_index: matched,
+        };
+        self.send(NodeId::Sync(peer), ack);
+    }
+
+    fn on_draft_ack(&mut self, peer: u32, term: u64, ok: bool, match_index: u64) {
+        if term != self.disk.term {
+            return;
+        }
+        let last = self.last_index();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let resend;
+        if ok {
+            let m = l.matched.entry(peer).or_insert(0);
+            *m = (*m).max(match_index.min(last));
+            let m = *m;
+            let n = l.next.entry(peer).or_insert(1);
+            *n = (*n).max(m + 1);
+            resend = *n <= last;
+        } else {
+            let n = l.next.entry(peer).or_insert(1);
+            *n = (match_index + 1).min(*n).max(1);
+            resend = true;
+        }
+        if ok {
+            self.advance_commit();
+            self.propose();
+        }
+        if resend {
+            self.send_draft(peer);
+        }
+    }
+
+    /// Commit the highest index of this term held by a quorum (the leader counts itself).
+    fn advance_commit(&mut self) {
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let last = self.last_index();
+        let mut new_commit = self.commit;
+        for n in (self.commit + 1..=last).rev() {
+            if self.term_at(n) != Some(self.disk.term) {
+                break;
+            }
+            let holders = 1 + l.matched.values().filter(|&&m| m >= n).count();
+            if holders >= self.cfg.quorum() {
+                new_commit = n;
+                break;
+            }
+        }
+        if new_commit > self.commit {
+            self.commit = new_commit;
+            self.apply_committed();
+            self.propose();
+        }
+    }
+
+    /// Apply committed entries in order; the leader announces what they elected.
+    fn apply_committed(&mut self) {
+        let mut resolved: Vec<Resolution> = Vec::new();
+        while self.applied < self.commit {
+            let index = self.applied + 1;
+            let Some(entry) = self.entry(index).cloned() else {
+                break;
+            };
+            for e in &entry.elects {
+                if let Outcome::Elected(r) = self.machine.apply(e) {
+                    resolved.push(r);
+                }
+            }
+            self.applied = index;
+        }
+        if resolved.is_empty() || !self.is_leader() {
+            return;
+        }
+        let targets: Vec<NodeId> = self
+            .cfg
+            .ndbs
+            .iter()
+            .map(|n| NodeId::Ndb(*n))
+            .chain(self.cfg.entries.iter().map(|e| NodeId::Entry(*e)))
+            .collect();
+        for to in targets {
+            self.send(
+                to,
+                Msg::Resolved {
+                    resolutions: resolved.clone(),
+                },
+            );
+        }
+    }
+
+    fn others(&self) -> Vec<u32> {
+        let me = self.cfg.id;
+        self.cfg
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| *p != me)
+            .collect()
+    }
+}

@@ -1,0 +1,339 @@
+//! Unit tests: single inputs with exact actions, and a tiny lossless in-order cluster.
+
+use super::*;
+use ordo_common::proto::{Msg, Resolution};
+use ordo_common::PermanentId;
+
+fn cfg(id: u32) -> SyncConfig {
+    SyncConfig::new(id, vec![0, 1, 2], vec![0], vec![7], 42)
+}
+
+fn over(owner: u64, segment: u64, count: u32, prev: Option<u64>) -> Msg {
+    Msg::Over(Elect {
+        owner,
+        segment,
+        count,
+        prev,
+    })
+}
+
+/// Three nodes, every write durable at once, messages delivered in order.
+struct Cluster {
+    nodes: Vec<SyncNode>,
+    disks: Vec<SyncDisk>,
+    now: Micros,
+    outside: Vec<(u32, NodeId, Msg)>,
+    down: BTreeSet<u32>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Cluster {
+            nodes: (0..3)
+                .map(|i| SyncNode::recover(cfg(i), SyncDisk::default(), 0))
+                .collect(),
+            disks: vec![SyncDisk::default(); 3],
+            now: 0,
+            outside: Vec::new(),
+            down: BTreeSet::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        let mut queue: VecDeque<(u32, u32, Msg)> = VecDeque::new();
+        loop {
+            for i in 0..3u32 {
+                let actions = self.nodes[i as usize].take_actions();
+                for a in actions {
+                    match a {
+                        Action::Persist(w) => self.disks[i as usize].apply(&w),
+                        Action::Send {
+                            to: NodeId::Sync(p),
+                            msg,
+                        } => queue.push_back((i, p, msg)),
+                        Action::Send { to, msg } => self.outside.push((i, to, msg)),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            let Some((from, to, msg)) = queue.pop_front() else {
+                break;
+            };
+            if self.down.contains(&to) || self.down.contains(&from) {
+                continue;
+            }
+            self.nodes[to as usize].handle_message(self.now, NodeId::Sync(from), msg);
+        }
+    }
+
+    fn tick_until_leader(&mut self) -> u32 {
+        for _ in 0..200 {
+            self.now += 10_000;
+            for i in 0..3u32 {
+                if !self.down.contains(&i) {
+                    self.nodes[i as usize].handle_tick(self.now);
+                }
+            }
+            self.run();
+            if let Some(l) =
+                (0..3u32).find(|i| !self.down.contains(i) && self.nodes[*i as usize].is_leader())
+            {
+                return l;
+            }
+        }
+        panic!("no leader");
+    }
+}
+
+#[test]
+fn vote_is_persisted_before_it_is_sent() {
+    let mut n = SyncNode::recover(cfg(1), SyncDisk::default(), 0);
+    n.handle_message(
+        0,
+        NodeId::Sync(0),
+        Msg::PickChallenger {
+            term: 1,
+            last_index: 0,
+            last_term: 0,
+        },
+    );
+    assert_eq!(
+        n.take_actions(),
+        vec![
+            Action::Persist(SyncWrite::Hard {
+                term: 1,
+                voted_for: None
+            }),
+            Action::Persist(SyncWrite::Hard {
+                term: 1,
+                voted_for: Some(0)
+            }),
+            Action::Send {
+                to: NodeId::Sync(0),
+                msg: Msg::Vote {
+                    term: 1,
+                    granted: true
+                }
+            },
+        ]
+    );
+    // One vote per term: a second challenger is refused.
+    n.handle_message(
+        0,
+        NodeId::Sync(2),
+        Msg::PickChallenger {
+            term: 1,
+            last_index: 5,
+            last_term: 1,
+        },
+    );
+    assert_eq!(
+        n.take_actions(),
+        vec![Action::Send {
+            to: NodeId::Sync(2),
+            msg: Msg::Vote {
+                term: 1,
+                granted: false
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_stale_term_draft_is_refused() {
+    let mut n = SyncNode::recover(cfg(1), SyncDisk::default(), 0);
+    n.handle_message(
+        0,
+        NodeId::Sync(2),
+        Msg::PickChallenger {
+            term: 3,
+            last_index: 0,
+            last_term: 0,
+        },
+    );
+    n.take_actions();
+    n.handle_message(
+        0,
+        NodeId::Sync(0),
+        Msg::Draft {
+            term: 2,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![LogEntry {
+                term: 2,
+                elects: vec![],
+            }],
+            commit: 1,
+        },
+    );
+    assert_eq!(
+        n.take_actions(),
+        vec![Action::Send {
+            to: NodeId::Sync(0),
+            msg: Msg::DraftAck {
+                term: 3,
+                ok: false,
+                match_index: 0
+            }
+        }]
+    );
+    assert!(n.log().is_empty());
+}
+
+#[test]
+fn follower_truncates_a_conflicting_suffix_and_persists_before_acking() {
+    let mut n = SyncNode::recover(cfg(1), SyncDisk::default(), 0);
+    let e = |term| LogEntry {
+        term,
+        elects: vec![],
+    };
+    n.handle_message(
+        0,
+        NodeId::Sync(0),
+        Msg::Draft {
+            term: 1,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![e(1), e(1)],
+            commit: 0,
+        },
+    );
+    n.take_actions();
+    n.handle_message(
+        0,
+        NodeId::Sync(2),
+        Msg::Draft {
+            term: 2,
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![e(2)],
+            commit: 0,
+        },
+    );
+    let actions = n.take_actions();
+    assert_eq!(
+        actions[1..],
+        [
+            Action::Persist(SyncWrite::Log {
+                from: 2,
+                entries: vec![e(2)]
+            }),
+            Action::Send {
+                to: NodeId::Sync(2),
+                msg: Msg::DraftAck {
+                    term: 2,
+                    ok: true,
+                    match_index: 2
+                }
+            }
+        ]
+    );
+    assert_eq!(n.log(), &[e(1), e(2)]);
+}
+
+#[test]
+fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
+    let mut c = Cluster::new();
+    let l = c.tick_until_leader();
+    // The successor arrives first; it waits for its predecessor.
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 2, 3, Some(1)));
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 2, None));
+    c.run();
+    let resolved: Vec<Resolution> = c
+        .outside
+        .iter()
+        .filter(|(_, to, _)| *to == NodeId::Ndb(0))
+        .flat_map(|(_, _, m)| match m {
+            Msg::Resolved { resolutions } => resolutions.clone(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(
+        resolved,
+        vec![
+            Resolution {
+                owner: 7,
+                segment: 1,
+                count: 2,
+                base: PermanentId(1)
+            },
+            Resolution {
+                owner: 7,
+                segment: 2,
+                count: 3,
+                base: PermanentId(3)
+            }
+        ]
+    );
+    // A duplicate OVER to a follower that applied it gets the same answer.
+    c.now += 60_000;
+    c.nodes[l as usize].handle_tick(c.now);
+    c.run();
+    let f = (l + 1) % 3;
+    c.outside.clear();
+    c.nodes[f as usize].handle_message(c.now, NodeId::Entry(7), over(7, 2, 3, Some(1)));
+    c.run();
+    assert_eq!(
+        c.outside,
+        vec![(
+            f,
+            NodeId::Entry(7),
+            Msg::Resolved {
+                resolutions: vec![resolved[1]]
+            }
+        )]
+    );
+}
+
+#[test]
+fn restarted_cluster_recomputes_the_same_ids_from_disk() {
+    let mut c = Cluster::new();
+    let l = c.tick_until_leader();
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 4, None));
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(8), over(8, 1, 1, None));
+    c.run();
+    let before = c.nodes[l as usize]
+        .machine()
+        .resolutions_from(PermanentId(1), 10);
+    assert_eq!(before.len(), 2);
+    // Power cut: every node restarts from its disk alone.
+    c.nodes = (0..3)
+        .map(|i| SyncNode::recover(cfg(i), c.disks[i as usize].clone(), c.now))
+        .collect();
+    let l2 = c.tick_until_leader();
+    c.run();
+    c.nodes[l2 as usize].handle_message(c.now, NodeId::Entry(8), over(8, 2, 1, Some(1)));
+    c.run();
+    let after = c.nodes[l2 as usize]
+        .machine()
+        .resolutions_from(PermanentId(1), 10);
+    assert_eq!(after[..2], before[..]);
+    assert_eq!(after[2].base, PermanentId(6));
+}
+
+#[test]
+fn a_minority_leader_cannot_commit() {
+    let mut c = Cluster::new();
+    let l = c.tick_until_leader();
+    let others: Vec<u32> = (0..3).filter(|i| *i != l).collect();
+    c.down.extend(others.iter().copied());
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 1, None));
+    c.run();
+    assert!(c.nodes[l as usize].machine().resolution(7, 1).is_none());
+    // The majority side elects its own leader and orders a different segment first.
+    c.down.clear();
+    c.down.insert(l);
+    let l2 = c.tick_until_leader();
+    assert_ne!(l2, l);
+    c.nodes[l2 as usize].handle_message(c.now, NodeId::Entry(8), over(8, 1, 1, None));
+    c.run();
+    let r = c.nodes[l2 as usize].machine().resolution(8, 1);
+    assert_eq!(r.map(|r| r.base), Some(PermanentId(1)));
+    // Healed: the old leader is fenced and adopts the majority's log.
+    c.down.clear();
+    c.now += 400_000;
+    c.nodes[l2 as usize].handle_tick(c.now);
+    c.run();
+    assert!(!c.nodes[l as usize].is_leader());
+    assert_eq!(c.nodes[l as usize].log(), c.nodes[l2 as usize].log());
+}

@@ -1,0 +1,191 @@
+//! The invariants, checked on a [`World`]: during the run (durability at every
+//! ack and after every crash) and at the end (everything else).
+
+use super::{body, decode, World};
+use ordo_common::proto::Body;
+use ordo_common::PermanentId;
+use ordo_ndb::cluster::NdbDisk;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn holds(disk: &NdbDisk, id: PermanentId, b: &Body) -> bool {
+    disk.permanent(id) == Some(b)
+        || disk
+            .temp
+            .values()
+            .any(|seg| seg.bodies.values().any(|x| x == b))
+}
+
+fn durable_copies(w: &World, id: PermanentId, b: &Body) -> usize {
+    w.ndbs.iter().filter(|n| holds(&n.synced, id, b)).count()
+}
+
+/// Invariant 4 at ack time: the acked body is on a quorum of ndb disks (synced).
+pub fn durable_at_ack(w: &mut World, publisher: u64, seq: u64, id: PermanentId) {
+    let b = body(publisher, seq);
+    let copies = durable_copies(w, id, &b);
+    if copies < 2 {
+        w.fail(format!(
+            "durability: {publisher}:{seq} acked as {id} is on {copies} ndb disks"
+        ));
+    }
+}
+
+/// Invariant 4 after a crash: every acked message is still on a quorum of ndb disks.
+pub fn durable_after_crash(w: &mut World) {
+    let acked: Vec<((u64, u64), PermanentId)> =
+        w.history.acked.iter().map(|(k, v)| (*k, *v)).collect();
+    for ((p, s), id) in acked {
+        let copies = durable_copies(w, id, &body(p, s));
+        if copies < 2 {
+            w.fail(format!(
+                "durability: after a crash {p}:{s} (acked as {id}) is on {copies} ndb disks"
+            ));
+            return;
+        }
+    }
+}
+
+/// Return the leader's next id (or the highest any sync node applied).
+pub fn tip(w: &World) -> PermanentId {
+    w.syncs
+        .iter()
+        .filter_map(|n| n.core.as_ref())
+        .map(|c| c.machine().next_id())
+        .max()
+        .unwrap_or(PermanentId(1))
+}
+
+/// Liveness after heal: every node caught up, every current publish acked and delivered.
+pub fn settled(w: &World) -> Result<(), String> {
+    let leader = w
+        .syncs
+        .iter()
+        .filter_map(|n| n.core.as_ref())
+        .find(|c| c.is_leader())
+        .ok_or("liveness: no sync leader")?;
+    let tip = leader.machine().next_id();
+    for (i, n) in w.ndbs.iter().enumerate() {
+        let core = n.core.as_ref().ok_or(format!("liveness: ndb{i} down"))?;
+        if core.disk().next != tip {
+            return Err(format!(
+                "liveness: ndb{i} applied up to {} of {tip}",
+                core.disk().next
+            ));
+        }
+    }
+    for n in &w.entries {
+        let core = n.core.as_ref().ok_or(format!("liveness: {} down", n.id))?;
+        if core.unacked() > 0 {
+            return Err(format!(
+                "liveness: {} has {} unacked publishes",
+                n.id,
+                core.unacked()
+            ));
+        }
+        if core.next_delivery() != tip {
+            return Err(format!(
+                "liveness: {} delivered up to {} of {tip}",
+                n.id,
+                core.next_delivery()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check every invariant at the end of a run.
+pub fn all(w: &World) -> Result<(), String> {
+    // The sync nodes' committed prefixes are prefixes of one log.
+    let logs: Vec<_> = w
+        .syncs
+        .iter()
+        .filter_map(|n| n.core.as_ref())
+        .map(|c| &c.log()[..c.commit_index() as usize])
+        .collect();
+    for a in &logs {
+        for b in &logs {
+            let k = a.len().min(b.len());
+            if a[..k] != b[..k] {
+                return Err("agreement: committed sync logs diverge".into());
+            }
+        }
+    }
+    // 1 and 2: one body per id everywhere; each ndb's log is 1..next without a gap.
+    let mut global: BTreeMap<PermanentId, Body> = BTreeMap::new();
+    for n in &w.ndbs {
+        let disks = [Some(&n.synced), n.core.as_ref().map(|c| c.disk())];
+        for disk in disks.into_iter().flatten() {
+            let len = disk.perm.len() as u64;
+            if disk.next.0 != len + 1 || disk.perm.keys().next_back().is_some_and(|k| k.0 != len) {
+                return Err(format!(
+                    "order: {}'s permanent log is not 1..{} without gaps",
+                    n.id, disk.next
+                ));
+            }
+            for (id, b) in &disk.perm {
+                agree(&mut global, *id, b, &n.id.to_string())?;
+            }
+        }
+    }
+    for ((owner, inc), list) in &w.history.delivered {
+        let mut expect = PermanentId(1);
+        for (id, b) in list {
+            if *id != expect {
+                return Err(format!(
+                    "order: entry{owner} incarnation {inc} delivered {id} after {}",
+                    expect.0 - 1
+                ));
+            }
+            expect = expect.next();
+            agree(&mut global, *id, b, &format!("entry{owner} delivery"))?;
+        }
+    }
+    // 3: integrity: an id names bytes that were published, each message once.
+    let mut seen = BTreeSet::new();
+    let mut last_seq: BTreeMap<u64, u64> = BTreeMap::new();
+    for (id, b) in &global {
+        let Some((p, s)) = decode(b).filter(|ps| w.history.published.get(b) == Some(ps)) else {
+            return Err(format!("integrity: id {id} holds bytes nobody published"));
+        };
+        if !seen.insert((p, s)) {
+            return Err(format!("integrity: {p}:{s} has two permanent ids"));
+        }
+        // 5: FIFO per publisher session.
+        if let Some(prev) = last_seq.insert(p, s) {
+            if prev > s {
+                return Err(format!("fifo: publisher {p} has {s} ordered after {prev}"));
+            }
+        }
+    }
+    // 4: every acked message is at its id.
+    for ((p, s), id) in &w.history.acked {
+        if global.get(id) != Some(&body(*p, *s)) {
+            return Err(format!(
+                "durability: {p}:{s} acked as {id} but the log holds {:?}",
+                global.get(id).and_then(decode)
+            ));
+        }
+    }
+    // 6: liveness after heal.
+    settled(w)
+}
+
+fn agree(
+    global: &mut BTreeMap<PermanentId, Body>,
+    id: PermanentId,
+    b: &Body,
+    who: &str,
+) -> Result<(), String> {
+    match global.get(&id) {
+        Some(x) if x != b => Err(format!(
+            "agreement: id {id} is {:?} elsewhere but {:?} on {who}",
+            decode(x),
+            decode(b)
+        )),
+        Some(_) => Ok(()),
+        None => {
+            global.insert(id, b.clone());
+            Ok(())
+        }
+    }
+}
