@@ -91,6 +91,8 @@ impl Running {
     }
 }
 
+const META_INCARNATION: &str = "entry/incarnation";
+
 /// Open the store, start the sequencer and bind both listeners.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
@@ -101,7 +103,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let last = store.last_id()?;
     let retained = store.load_retained()?;
     tracing::info!(data_dir = %config.data_dir.display(), last_id = last.0, retained = retained.len(), "store opened");
-    let router = Router::new(last, retained, config.session_queue);
+    // Session ids are (incarnation << 32) + n: unique across restarts, so a
+    // stored message's publisher id never matches a later session (WAMP ids stay below 2^53).
+    let incarnation = store
+        .get_meta(META_INCARNATION)?
+        .and_then(|v| v.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+        + 1;
+    store.commit(&ordo_ndb::CommitBatch {
+        meta: vec![(META_INCARNATION.into(), incarnation.to_be_bytes().to_vec())],
+        ..Default::default()
+    })?;
+    let router = Router::new(
+        last,
+        retained,
+        config.session_queue,
+        (incarnation % (1 << 20)) << 32,
+    );
     let (sequencer, sequencer_thread) = sequencer::start(
         store.clone(),
         router.clone(),

@@ -89,13 +89,17 @@ pub struct Router {
 
 impl Router {
     /// Create a router that continues after `last` with the given retained messages.
+    ///
+    /// Session ids start at `first_session`; callers pick a base no earlier
+    /// process used, so a stored publisher id never names a live session.
     pub fn new(
         last: PermanentId,
         retained: Vec<(PermanentId, StoredMessage)>,
         queue_capacity: usize,
+        first_session: SessionId,
     ) -> Arc<Router> {
         let mut state = State {
-            next_session: 1,
+            next_session: first_session.max(1),
             next_subscription: 1,
             last_dispatched: last,
             ..Default::default()

@@ -394,7 +394,6 @@ async fn kill9_under_load_loses_no_acknowledged_message() -> Result {
 /// of an old publisher must still see that publisher's stored messages on replay
 /// (publisher exclusion is about the publishing session, not a reused number).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: replay excludes stored messages whose publisher session id equals the reader's reused id"]
 async fn replay_after_restart_ignores_reused_session_ids() -> Result {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");

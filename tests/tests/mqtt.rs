@@ -206,7 +206,7 @@ async fn last_will_is_published_on_abnormal_disconnect_only() -> Result {
         "will/abrupt",
         b"gone",
         RawQoS::AtLeastOnce,
-        false,
+        true,
     ));
     let (client, _) = RawMqtt::connect_with(node.mqtt, abrupt).await?;
     drop(client);
@@ -217,6 +217,11 @@ async fn last_will_is_published_on_abnormal_disconnect_only() -> Result {
         ("will/abrupt", &b"gone"[..]),
         "the graceful client's will must not be published"
     );
+    // The will was retained: a later subscriber gets it with RETAIN set.
+    let mut later = Rumqtt::connect(node.mqtt, "will-later").await?;
+    later.subscribe("will/abrupt", QoS::AtLeastOnce).await?;
+    let p = later.next_publish().await?;
+    assert_eq!((&p.payload[..], p.retain), (&b"gone"[..], true));
     Ok(())
 }
 
@@ -314,18 +319,23 @@ async fn persistent_session_gets_missed_messages_in_order() -> Result {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn persistent_session_redelivers_unacknowledged_messages() -> Result {
-    let node = TestNode::start().await?;
-    let (mut sub, _) = RawMqtt::connect(node.mqtt, "redeliver", false, 0).await?;
-    sub.subscribe(1, &[("rd/t", RawQoS::AtLeastOnce)]).await?;
-    let (mut publisher, _) = RawMqtt::connect(node.mqtt, "redeliver-pub", true, 0).await?;
+/// Subscribe persistently, receive m1..m6, acknowledge only m1..m3, drop the socket,
+/// reconnect; return the reconnected client with the packet ids m4..m6 first had.
+async fn reconnect_with_three_unacked(
+    node: &TestNode,
+    client_id: &str,
+    topic: &str,
+) -> anyhow::Result<(RawMqtt, Vec<u16>)> {
+    let (mut sub, _) = RawMqtt::connect(node.mqtt, client_id, false, 0).await?;
+    sub.subscribe(1, &[(topic, RawQoS::AtLeastOnce)]).await?;
+    let (mut publisher, _) =
+        RawMqtt::connect(node.mqtt, &format!("{client_id}-pub"), true, 0).await?;
     for i in 1..=6u16 {
         publisher
-            .publish_acked("rd/t", format!("m{i}").as_bytes(), i, false)
+            .publish_acked(topic, format!("m{i}").as_bytes(), i, false)
             .await?;
     }
-    // Acknowledge m1..m3, receive but do not acknowledge m4..m6, then drop the socket.
+    let mut unacked = Vec::new();
     for i in 1..=6 {
         let p = match sub.recv().await? {
             Packet::Publish(p) => p,
@@ -334,21 +344,44 @@ async fn persistent_session_redelivers_unacknowledged_messages() -> Result {
         assert_eq!(String::from_utf8(p.payload.to_vec())?, format!("m{i}"));
         if i <= 3 {
             sub.send(&Packet::PubAck(p.pkid)).await?;
+        } else {
+            unacked.push(p.pkid);
         }
     }
     // Make sure the server processed the three PUBACKs before the socket drops.
     sub.send(&Packet::PingReq).await?;
     assert_eq!(sub.recv().await?, Packet::PingResp);
     drop(sub);
-
-    let (mut sub, ack) = RawMqtt::connect(node.mqtt, "redeliver", false, 0).await?;
+    let (sub, ack) = RawMqtt::connect(node.mqtt, client_id, false, 0).await?;
     assert!(ack.session_present);
+    Ok((sub, unacked))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_session_redelivers_unacknowledged_messages() -> Result {
+    let node = TestNode::start().await?;
+    let (mut sub, _) = reconnect_with_three_unacked(&node, "redeliver", "rd/t").await?;
     for i in 4..=6 {
         let p = sub.recv_publish().await?;
         assert_eq!(String::from_utf8(p.payload.to_vec())?, format!("m{i}"));
     }
+    let (mut publisher, _) = RawMqtt::connect(node.mqtt, "redeliver-pub2", true, 0).await?;
     publisher.publish_acked("rd/t", b"m7", 7, false).await?;
     assert_eq!(&sub.recv_publish().await?.payload[..], b"m7");
+    Ok(())
+}
+
+/// [MQTT-4.4.0-1]: on reconnect the server re-sends unacknowledged PUBLISH packets
+/// with their original packet ids; [MQTT-3.3.1-1]: with DUP set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_keeps_original_packet_ids_and_sets_dup() -> Result {
+    let node = TestNode::start().await?;
+    let (mut sub, unacked) = reconnect_with_three_unacked(&node, "redeliver-dup", "rdd/t").await?;
+    for (i, pkid) in (4..=6).zip(unacked) {
+        let p = sub.recv_publish().await?;
+        assert_eq!(String::from_utf8(p.payload.to_vec())?, format!("m{i}"));
+        assert_eq!((p.pkid, p.dup), (pkid, true), "m{i}");
+    }
     Ok(())
 }
 
@@ -572,7 +605,6 @@ async fn takeover_hands_a_persistent_session_to_the_new_connection() -> Result {
 /// reconnects with the same client id: the takeover must not wait for the
 /// stuck write to time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: takeover waits for the old connection's blocked write (WRITE_TIMEOUT, 30 s)"]
 async fn takeover_of_a_stuck_connection_is_prompt() -> Result {
     let node = TestNode::start().await?;
     let (mut stuck, _) = RawMqtt::connect(node.mqtt, "stuck", true, 0).await?;

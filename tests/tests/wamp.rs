@@ -177,11 +177,12 @@ async fn publisher_exclusion_is_on_by_default() -> Result {
 }
 
 /// `after: 0` replays everything stored, then continues live, with no gap or
-/// duplicate at the seam while a publisher keeps publishing.
+/// duplicate at the seam while a publisher keeps publishing: the publisher runs
+/// before the SUBSCRIBE is sent and goes on for 1,000 more after SUBSCRIBED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_zero_replays_history_then_live_without_gap_or_duplicate() -> Result {
     const BEFORE: u64 = 1_500;
-    const TOTAL: u64 = 5_000;
+    const AFTER_SUBSCRIBED: u64 = 1_000;
     let node = TestNode::start().await?;
     for ser in SERIALIZERS {
         let topic = format!("seam.{}", ser.subprotocol().replace('.', "_"));
@@ -195,17 +196,16 @@ async fn after_zero_replays_history_then_live_without_gap_or_duplicate() -> Resu
             .publish_acked(&topic, vec![Value::from(BEFORE)])
             .await?;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (subscribed_tx, mut subscribed_rx) = tokio::sync::oneshot::channel::<()>();
         let live_topic = topic.clone();
         let live = tokio::spawn(async move {
             let mut started = Some(started_tx);
+            let mut stop_at = u64::MAX;
             let mut i = BEFORE + 1;
-            while i < TOTAL {
+            while i < stop_at {
                 // Bursts of 50 acknowledged publishes keep the log moving during the subscribe.
                 let mut requests = Vec::new();
                 for _ in 0..50 {
-                    if i >= TOTAL {
-                        break;
-                    }
                     let options = dict([("acknowledge", Value::Boolean(true))]);
                     requests.push(
                         publisher
@@ -217,13 +217,15 @@ async fn after_zero_replays_history_then_live_without_gap_or_duplicate() -> Resu
                 for r in requests {
                     publisher.published(r).await?;
                 }
-                if i > BEFORE + 200 {
-                    if let Some(tx) = started.take() {
-                        let _ = tx.send(());
-                    }
+                if let Some(tx) = started.take() {
+                    let _ = tx.send(());
                 }
+                if stop_at == u64::MAX && subscribed_rx.try_recv().is_ok() {
+                    stop_at = i + AFTER_SUBSCRIBED;
+                }
+                ensure!(i < 1_000_000, "the subscriber never subscribed");
             }
-            anyhow::Ok(())
+            anyhow::Ok(i)
         });
         tokio::time::timeout(Duration::from_secs(30), started_rx)
             .await
@@ -232,8 +234,10 @@ async fn after_zero_replays_history_then_live_without_gap_or_duplicate() -> Resu
         let sid = sub
             .subscribe(&topic, dict([("after", Value::from(0u64))]))
             .await?;
+        let _ = subscribed_tx.send(());
+        let total = tokio::time::timeout(Duration::from_secs(60), live).await???;
         let mut last_id = 0u64;
-        for want in 0..TOTAL {
+        for want in 0..total {
             let e = sub.next_event().await?;
             let got = int(&e.args[0])?;
             ensure!(
@@ -246,7 +250,6 @@ async fn after_zero_replays_history_then_live_without_gap_or_duplicate() -> Resu
             last_id = e.publication;
         }
         assert!(last_id > last_before);
-        tokio::time::timeout(Duration::from_secs(30), live).await???;
         assert!(
             sub.event_within(Duration::from_millis(200))
                 .await?

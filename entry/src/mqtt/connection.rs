@@ -48,6 +48,12 @@ pub enum ConnectionError {
     /// Reading history for replay failed.
     #[error("replay failed: {0}")]
     Replay(String),
+    /// A new connection with the same client id took the session over.
+    #[error("session taken over by a new connection")]
+    TakenOver,
+    /// The node is stopping.
+    #[error("node stopping")]
+    Stopping,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = (Packet, Result<PermanentId, PublishError>)> + Send>>;
@@ -113,28 +119,23 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         subscriptions: HashMap::new(),
         pending: VecDeque::new(),
         inflight: BTreeMap::new(),
+        resend: BTreeMap::new(),
         next_pkid: 1,
         last_taken: shared.router.last_dispatched(),
         replay: None,
         qos2_received: HashSet::new(),
         acks: FuturesOrdered::new(),
         graceful: false,
+        kick,
+        shutdown: shared.shutdown.clone(),
     };
     if let Some(p) = &persisted {
         conn.restore(p);
     }
-    let mut shutdown = shared.shutdown.clone();
     let result = conn
-        .serve(
-            &mut reader,
-            &mut inbuf,
-            deliveries,
-            kick,
-            &mut shutdown,
-            connect.keep_alive,
-        )
+        .serve(&mut reader, &mut inbuf, deliveries, connect.keep_alive)
         .await;
-    if *shutdown.borrow() {
+    if *conn.shutdown.borrow() {
         // The node is stopping: the will is for a client's failure, not ours.
         conn.graceful = true;
     }
@@ -223,6 +224,8 @@ struct Connection {
     pending: VecDeque<(Delivery, bool)>,
     /// Sent QoS 1 deliveries awaiting PUBACK, by packet id (`None` for retained copies).
     inflight: BTreeMap<u16, Option<PermanentId>>,
+    /// Deliveries unacknowledged by the previous connection, to resend with these packet ids.
+    resend: BTreeMap<PermanentId, u16>,
     next_pkid: u16,
     /// Highest id taken into `pending`.
     last_taken: PermanentId,
@@ -231,6 +234,10 @@ struct Connection {
     qos2_received: HashSet<u16>,
     acks: FuturesOrdered<AckFuture>,
     graceful: bool,
+    /// Fires when a new connection takes this client id over.
+    kick: tokio::sync::oneshot::Receiver<()>,
+    /// Turns `true` when the node stops.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -247,6 +254,11 @@ impl Connection {
             self.replay = Some((persisted.resume_after, subscribed.last_dispatched));
         }
         self.last_taken = persisted.resume_after;
+        self.resend = persisted
+            .unacked
+            .iter()
+            .map(|(pkid, id)| (*id, *pkid))
+            .collect();
     }
 
     fn persisted(&self) -> PersistedSession {
@@ -255,6 +267,7 @@ impl Connection {
             .values()
             .flatten()
             .copied()
+            .chain(self.resend.keys().copied())
             .chain(
                 self.pending
                     .iter()
@@ -267,7 +280,14 @@ impl Connection {
             (None, Some((after, _))) => after,
             (None, None) => self.last_taken,
         };
+        let unacked = self
+            .inflight
+            .iter()
+            .filter_map(|(pkid, id)| id.map(|id| (*pkid, id)))
+            .chain(self.resend.iter().map(|(id, pkid)| (*pkid, *id)))
+            .collect();
         PersistedSession {
+            unacked,
             subscriptions: self
                 .subscriptions
                 .iter()
@@ -291,8 +311,6 @@ impl Connection {
         reader: &mut OwnedReadHalf,
         inbuf: &mut BytesMut,
         mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
-        mut kick: tokio::sync::oneshot::Receiver<()>,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
         keep_alive: u16,
     ) -> Result<(), ConnectionError> {
         let max = self.shared.config.max_packet_size;
@@ -348,11 +366,8 @@ impl Connection {
                     }
                 }
                 _ = sleep_until(deadline) => return Err(ConnectionError::Timeout("keepalive expired")),
-                _ = shutdown.changed() => return Ok(()),
-                _ = &mut kick => {
-                    tracing::info!(session = self.session_id, "session taken over by a new connection");
-                    return Ok(());
-                }
+                _ = self.shutdown.changed() => return Err(ConnectionError::Stopping),
+                _ = &mut self.kick => return Err(ConnectionError::TakenOver),
             }
         }
     }
@@ -367,7 +382,10 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.handle_publish(p).await?,
             Packet::PubAck(pkid) => {
-                self.inflight.remove(&pkid);
+                if self.inflight.remove(&pkid).is_none() {
+                    // An ack for a delivery of the previous connection not yet resent.
+                    self.resend.retain(|_, p| *p != pkid);
+                }
             }
             Packet::PubRel(pkid) => {
                 self.qos2_received.remove(&pkid);
@@ -539,12 +557,25 @@ impl Connection {
             };
             let granted = delivery.matches.iter().map(|(_, q)| *q).max().unwrap_or(0);
             let qos = granted.min(delivery.message.qos);
-            let pkid = if qos > 0 { self.allocate_pkid() } else { 0 };
+            // A message the last connection sent but never saw acknowledged goes
+            // out again with its packet id and DUP set ([MQTT-4.4.0-1], [MQTT-3.3.1-1]).
+            let resent = match retain {
+                false => self
+                    .resend
+                    .remove(&delivery.id)
+                    .filter(|p| !self.inflight.contains_key(p)),
+                true => None,
+            };
+            let pkid = match (qos, resent) {
+                (0, _) => 0,
+                (_, Some(pkid)) => pkid,
+                (_, None) => self.allocate_pkid(),
+            };
             if qos > 0 {
                 self.inflight.insert(pkid, (!retain).then_some(delivery.id));
             }
             let publish = Publish {
-                dup: false,
+                dup: resent.is_some() && qos > 0,
                 qos: if qos > 0 {
                     QoS::AtLeastOnce
                 } else {
@@ -567,7 +598,7 @@ impl Connection {
         loop {
             let id = self.next_pkid;
             self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
-            if !self.inflight.contains_key(&id) {
+            if !self.inflight.contains_key(&id) && !self.resend.values().any(|p| *p == id) {
                 return id;
             }
         }
@@ -578,10 +609,15 @@ impl Connection {
             return Ok(());
         }
         let out = self.out.split();
-        tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&out))
-            .await
-            .map_err(|_| ConnectionError::Timeout("client not reading"))??;
-        Ok(())
+        // A client that stops reading must not delay a takeover or a shutdown.
+        tokio::select! {
+            written = tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&out)) => {
+                written.map_err(|_| ConnectionError::Timeout("client not reading"))??;
+                Ok(())
+            }
+            _ = &mut self.kick => Err(ConnectionError::TakenOver),
+            _ = self.shutdown.changed() => Err(ConnectionError::Stopping),
+        }
     }
 }
 

@@ -22,6 +22,9 @@ pub struct PersistedSession {
     pub subscriptions: Vec<(String, u8)>,
     /// Every message up to this id was delivered and acknowledged.
     pub resume_after: PermanentId,
+    /// QoS 1 deliveries sent but not acknowledged, with their packet ids:
+    /// resent with the same packet id and DUP set ([MQTT-4.4.0-1]).
+    pub unacked: Vec<(u16, PermanentId)>,
 }
 
 struct Live {
