@@ -63,9 +63,13 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
     let (mut reader, mut writer) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(8 * 1024);
     let max = shared.config.max_packet_size;
-    let connect = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut reader, &mut inbuf, max))
-        .await
-        .map_err(|_| ConnectionError::Timeout("no CONNECT"))?;
+    let mut stop = shared.shutdown.clone();
+    let connect = tokio::select! {
+        c = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut reader, &mut inbuf, max)) => {
+            c.map_err(|_| ConnectionError::Timeout("no CONNECT"))?
+        }
+        _ = stop.changed() => return Err(ConnectionError::Stopping),
+    };
     let connect = match connect {
         Ok(c) => c,
         Err(ConnectionError::Protocol(DecodeError::UnsupportedProtocolLevel(level))) => {

@@ -76,8 +76,13 @@ async fn accept(stream: TcpStream, shared: Shared) -> anyhow::Result<()> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let ws =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await?;
+    // A client that never finishes the handshake must not hold a task (or shutdown) forever.
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    let mut stop = shared.shutdown.clone();
+    let ws = tokio::select! {
+        ws = tokio::time::timeout(std::time::Duration::from_secs(10), handshake) => ws??,
+        _ = stop.changed() => return Ok(()),
+    };
     let serializer = chosen
         .lock()
         .ok()

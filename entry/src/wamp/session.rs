@@ -46,7 +46,11 @@ pub async fn run(
     shared: Shared,
 ) -> Result<(), SessionError> {
     let (mut sink, mut stream) = ws.split();
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut stream, ser)).await;
+    let mut stop = shared.shutdown.clone();
+    let hello = tokio::select! {
+        h = tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut stream, ser)) => h,
+        _ = stop.changed() => return Ok(()),
+    };
     let realm = match hello {
         Ok(Ok(Some(Message::Hello { realm, .. }))) if validate_uri(&realm, false) => realm,
         Ok(Ok(Some(Message::Hello { .. }))) => {
@@ -214,6 +218,11 @@ impl Session {
                 frame = stream.next() => {
                     let bytes = match frame {
                         None => return Ok(()),
+                        Some(Err(e @ tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                            // An oversized frame: say why before closing.
+                            abort(&mut self.sink, self.ser, "wamp.error.protocol_violation", &e.to_string()).await;
+                            return Err(e.into());
+                        }
                         Some(frame) => match frame? {
                             WsMessage::Text(text) => text.as_bytes().to_vec(),
                             WsMessage::Binary(bytes) => bytes.to_vec(),
