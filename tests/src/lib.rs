@@ -76,6 +76,19 @@ impl TestNode {
     }
 }
 
+impl TestNode {
+    /// Stop the node and wait (at most [`TIMEOUT`]) until its store is closed.
+    ///
+    /// Call it at the end of a test. A node that is only dropped stops in the
+    /// background, and a test binary that exits while RocksDB is still closing
+    /// on the sequencer thread can abort ("pthread lock: Invalid argument").
+    pub async fn shutdown(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown(TIMEOUT).await;
+        }
+    }
+}
+
 impl Drop for TestNode {
     fn drop(&mut self) {
         if let Some(running) = self.running.take() {

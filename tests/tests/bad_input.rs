@@ -154,8 +154,9 @@ async fn assert_nothing_before_marker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_garbage_bytes_close_the_connection() -> Result {
-    let node = &TestNode::start().await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start().await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         // Before CONNECT: a reserved packet type.
         let mut raw = RawMqtt::tcp(node.mqtt).await?;
         raw.send_bytes(b"\x00\x05garbage\xff\xff").await?;
@@ -178,13 +179,16 @@ async fn mqtt_garbage_bytes_close_the_connection() -> Result {
         raw.expect_closed(CLOSE_WITHIN).await?;
         Ok(())
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_oversized_packet_closes_the_connection() -> Result {
-    let node = &TestNode::start_with(|c| c.max_packet_size = 64 * 1024).await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start_with(|c| c.max_packet_size = 64 * 1024).await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         let (mut sub, _) = RawMqtt::connect(node.mqtt, "big-sub", true, 0).await?;
         sub.subscribe(1, &[("big/t", RawQoS::AtLeastOnce)]).await?;
         // Just under the limit is fine.
@@ -210,13 +214,16 @@ async fn mqtt_oversized_packet_closes_the_connection() -> Result {
         );
         assert_nothing_before_marker(node, &mut sub, "big/t").await
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_publish_to_wildcard_topic_closes_the_connection() -> Result {
-    let node = &TestNode::start().await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start().await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         let (mut sub, _) = RawMqtt::connect(node.mqtt, "wild-sub", true, 0).await?;
         sub.subscribe(1, &[("wt/#", RawQoS::AtLeastOnce)]).await?;
         for (i, topic) in ["wt/+", "wt/#", "wt/+/x"].iter().enumerate() {
@@ -233,13 +240,16 @@ async fn mqtt_publish_to_wildcard_topic_closes_the_connection() -> Result {
         }
         assert_nothing_before_marker(node, &mut sub, "wt/marker").await
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_protocol_level_5_gets_connack_return_code_1() -> Result {
-    let node = &TestNode::start().await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start().await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         let mut raw = RawMqtt::tcp(node.mqtt).await?;
         // MQTT 5 CONNECT: "MQTT", level 5, clean start, keepalive 60, no properties, id "v5".
         let body: &[u8] = &[
@@ -262,7 +272,9 @@ async fn mqtt_protocol_level_5_gets_connack_return_code_1() -> Result {
         raw.expect_closed(CLOSE_WITHIN).await?;
         Ok(())
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }
 
 /// Assert the router answered with ABORT (reason `reason`) and closed the connection.
@@ -276,8 +288,9 @@ async fn expect_abort(client: &mut WampClient, reason: &str) -> Result {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wamp_bad_json_is_aborted() -> Result {
-    let node = &TestNode::start().await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start().await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         // Before HELLO.
         let mut c = WampClient::unjoined(node.wamp, Serializer::Json).await?;
         c.send_frame(WsMessage::Text("[1, \"realm1\", {".into()))
@@ -298,13 +311,16 @@ async fn wamp_bad_json_is_aborted() -> Result {
             .await?;
         expect_abort(&mut c, "wamp.error.protocol_violation").await
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wamp_unknown_message_code_is_aborted() -> Result {
-    let node = &TestNode::start().await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start().await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         for ser in [Serializer::Json, Serializer::MsgPack] {
             let mut c = WampClient::join(node.wamp, ser, REALM).await?;
             let bytes = match ser {
@@ -326,13 +342,16 @@ async fn wamp_unknown_message_code_is_aborted() -> Result {
         .await?;
         expect_abort(&mut c, "wamp.error.protocol_violation").await
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wamp_two_megabyte_frame_closes_the_connection() -> Result {
-    let node = &TestNode::start().await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start().await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         let mut sub = WampClient::join(node.wamp, Serializer::Json, REALM).await?;
         sub.subscribe("huge.t", Dict::new()).await?;
         let mut c = WampClient::join(node.wamp, Serializer::Json, REALM).await?;
@@ -354,12 +373,15 @@ async fn wamp_two_megabyte_frame_closes_the_connection() -> Result {
         ensure!(e.publication == marker, "the huge publish got through");
         Ok(())
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wamp_invalid_request_gets_error_and_session_survives() -> Result {
-    let node = &TestNode::start().await?;
+    let owned = TestNode::start().await?;
+    let node = &owned;
     let mut c = WampClient::join(node.wamp, Serializer::Json, REALM).await?;
     // SUBSCRIBE with a bad `match` value: ERROR for request 7, not ABORT.
     c.send_frame(WsMessage::Text(
@@ -380,13 +402,15 @@ async fn wamp_invalid_request_gets_error_and_session_survives() -> Result {
         )
         .await?;
     assert_eq!(c.next_event().await?.publication, id);
+    owned.shutdown().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_before_connect_and_hello() -> Result {
-    let node = &TestNode::start().await?;
-    around_healthy(node, move || async move {
+    let owned = TestNode::start().await?;
+    let node = &owned;
+    let result = around_healthy(node, move || async move {
         // Neither CONNECT nor HELLO: the router gives up after its 10 s handshake timeout.
         let wait = Duration::from_secs(20);
         let mut mqtt = RawMqtt::tcp(node.mqtt).await?;
@@ -396,5 +420,7 @@ async fn silent_connections_are_closed_before_connect_and_hello() -> Result {
         w?;
         Ok(())
     })
-    .await
+    .await;
+    owned.shutdown().await;
+    result
 }

@@ -215,6 +215,7 @@ async fn all_subscribers_see_one_identical_total_order() -> Result {
         switches > 3,
         "publishers never interleaved ({switches} switches)"
     );
+    node.shutdown().await;
     Ok(())
 }
 
@@ -249,6 +250,7 @@ async fn binary_mqtt_payload_reaches_wamp_intact() -> Result {
     let e = msgpack.next_event().await?;
     assert_eq!(e.args.len(), 1);
     assert_eq!(to_json(&e.args[0]), json!({"a": [1, 2.5, "x"], "b": null}));
+    node.shutdown().await;
     Ok(())
 }
 
@@ -285,6 +287,7 @@ async fn wamp_arguments_reach_mqtt_as_json_bytes() -> Result {
         );
         assert_eq!(p.qos, RawQoS::AtLeastOnce);
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -326,6 +329,7 @@ async fn realms_are_isolated_and_mqtt_lives_in_the_configured_realm() -> Result 
         .event_within(Duration::from_millis(200))
         .await?
         .is_none());
+    node.shutdown().await;
     Ok(())
 }
 
@@ -347,5 +351,6 @@ async fn wamp_retained_publish_reaches_a_later_mqtt_subscriber() -> Result {
         (p.topic.as_str(), &p.payload[..], p.retain),
         ("wret/t", &b"\"kept\""[..], true)
     );
+    node.shutdown().await;
     Ok(())
 }

@@ -31,6 +31,7 @@ async fn qos1_publish_is_acked_and_delivered() -> Result {
     raw.publish_acked("q1/t", b"raw", 4242, false).await?;
     let got = sub.next_publish().await?;
     assert_eq!(&got.payload[..], b"raw");
+    node.shutdown().await;
     Ok(())
 }
 
@@ -73,6 +74,7 @@ async fn plus_and_hash_filters_match_mqtt_rules() -> Result {
         }
         assert_eq!(got, want, "filter {filter}");
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -123,6 +125,7 @@ async fn retained_message_reaches_later_subscriber_and_empty_payload_clears_it()
         ("r/marker", false),
         "r/a was cleared"
     );
+    node.shutdown().await;
     Ok(())
 }
 
@@ -151,6 +154,7 @@ async fn qos0_is_delivered_at_min_of_publish_and_subscription() -> Result {
     assert_eq!((&p.payload[..], p.qos), (&b"one"[..], QoS::AtMostOnce));
     let p = s1.next_publish().await?;
     assert_eq!((&p.payload[..], p.qos), (&b"one"[..], QoS::AtLeastOnce));
+    node.shutdown().await;
     Ok(())
 }
 
@@ -180,6 +184,7 @@ async fn unsubscribe_stops_delivery() -> Result {
         ("u/marker", &b"marker"[..]),
         "nothing from u/a after UNSUBACK"
     );
+    node.shutdown().await;
     Ok(())
 }
 
@@ -222,6 +227,7 @@ async fn last_will_is_published_on_abnormal_disconnect_only() -> Result {
     later.subscribe("will/abrupt", QoS::AtLeastOnce).await?;
     let p = later.next_publish().await?;
     assert_eq!((&p.payload[..], p.retain), (&b"gone"[..], true));
+    node.shutdown().await;
     Ok(())
 }
 
@@ -275,6 +281,7 @@ async fn keepalive_expiry_closes_a_silent_connection() -> Result {
     let _ = stop_tx.send(());
     let pings = tokio::time::timeout(Duration::from_secs(10), pinging).await???;
     assert!(pings >= 3, "only {pings} pings");
+    node.shutdown().await;
     Ok(())
 }
 
@@ -316,6 +323,7 @@ async fn persistent_session_gets_missed_messages_in_order() -> Result {
         !ack.session_present,
         "clean session must have discarded the old one"
     );
+    node.shutdown().await;
     Ok(())
 }
 
@@ -368,6 +376,7 @@ async fn persistent_session_redelivers_unacknowledged_messages() -> Result {
     let (mut publisher, _) = RawMqtt::connect(node.mqtt, "redeliver-pub2", true, 0).await?;
     publisher.publish_acked("rd/t", b"m7", 7, false).await?;
     assert_eq!(&sub.recv_publish().await?.payload[..], b"m7");
+    node.shutdown().await;
     Ok(())
 }
 
@@ -382,6 +391,7 @@ async fn redelivery_keeps_original_packet_ids_and_sets_dup() -> Result {
         assert_eq!(String::from_utf8(p.payload.to_vec())?, format!("m{i}"));
         assert_eq!((p.pkid, p.dup), (pkid, true), "m{i}");
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -401,6 +411,7 @@ async fn second_connect_with_same_client_id_takes_the_session_over() -> Result {
     let (mut publisher, _) = RawMqtt::connect(node.mqtt, "takeover-pub", true, 0).await?;
     publisher.publish_acked("tk/t", b"x", 1, false).await?;
     assert_eq!(&second.recv_publish().await?.payload[..], b"x");
+    node.shutdown().await;
     Ok(())
 }
 
@@ -480,6 +491,7 @@ async fn packet_ids_wrap_from_65535_to_1_over_70000_deliveries() -> Result {
         .await
         .context("subscriber did not finish")???;
     assert!(saw_wrap, "delivery 65,535 must carry packet id 1");
+    node.shutdown().await;
     Ok(())
 }
 
@@ -520,6 +532,7 @@ async fn qos2_publish_is_stored_once_and_completes() -> Result {
     assert_eq!((&p.payload[..], p.qos), (&b"once"[..], RawQoS::AtLeastOnce));
     let p = sub.recv_publish().await?;
     assert_eq!(&p.payload[..], b"twice", "the DUP resend was stored twice");
+    node.shutdown().await;
     Ok(())
 }
 
@@ -562,6 +575,7 @@ async fn subscribe_grants_at_most_qos1_and_invalid_filters_close_the_connection(
             "{filter}: expected no SUBACK, got {seen:?}"
         );
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -582,6 +596,7 @@ async fn empty_client_id_requires_clean_session() -> Result {
         other => bail!("expected CONNACK, got {other:?}"),
     }
     raw.expect_closed(Duration::from_secs(5)).await?;
+    node.shutdown().await;
     Ok(())
 }
 
@@ -598,6 +613,7 @@ async fn takeover_hands_a_persistent_session_to_the_new_connection() -> Result {
     let (mut publisher, _) = RawMqtt::connect(node.mqtt, "tk-persist-pub", true, 0).await?;
     publisher.publish_acked("tkp/t", b"after", 1, false).await?;
     assert_eq!(&second.recv_publish().await?.payload[..], b"after");
+    node.shutdown().await;
     Ok(())
 }
 
@@ -643,6 +659,7 @@ async fn takeover_of_a_stuck_connection_is_prompt() -> Result {
         "CONNACK for the takeover took {elapsed:?}"
     );
     drop(stuck);
+    node.shutdown().await;
     Ok(())
 }
 
@@ -706,5 +723,6 @@ async fn slow_persistent_subscriber_loses_nothing() -> Result {
         }
     }
     eprintln!("reconnects: {reconnects}");
+    node.shutdown().await;
     Ok(())
 }

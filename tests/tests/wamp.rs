@@ -31,6 +31,7 @@ async fn hello_gets_welcome_with_broker_and_dealer_roles() -> Result {
         a.leave().await?;
         b.leave().await?;
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -97,6 +98,7 @@ async fn exact_prefix_and_wildcard_subscriptions() -> Result {
             "com.z.z matched nothing"
         );
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -129,6 +131,7 @@ async fn published_ids_equal_event_ids_and_strictly_increase() -> Result {
             assert_eq!(int(&e.args[0])?, i as u64);
         }
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -173,6 +176,7 @@ async fn publisher_exclusion_is_on_by_default() -> Result {
         .collect();
         assert_eq!(others, [excluded, included, explicit]);
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -257,6 +261,7 @@ async fn after_zero_replays_history_then_live_without_gap_or_duplicate() -> Resu
             "no duplicates"
         );
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -287,6 +292,7 @@ async fn after_replay_filters_by_topic_and_starts_after_the_given_id() -> Result
         .event_within(Duration::from_millis(200))
         .await?
         .is_none());
+    node.shutdown().await;
     Ok(())
 }
 
@@ -369,6 +375,7 @@ async fn rpc_register_call_yield_result() -> Result {
             "{err}"
         );
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -391,6 +398,7 @@ async fn call_to_unknown_procedure_is_no_such_procedure() -> Result {
             other => bail!("expected ERROR, got {other:?}"),
         }
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -424,6 +432,7 @@ async fn callee_leaving_fails_the_pending_call() -> Result {
         let err = caller.reply_to(request).await.expect_err("no callee");
         assert!(err.to_string().contains("no_such_procedure"), "{err}");
     }
+    node.shutdown().await;
     Ok(())
 }
 
@@ -463,5 +472,6 @@ async fn unsubscribe_stops_events() -> Result {
         let err = sub.reply_to(request).await.expect_err("already gone");
         assert!(err.to_string().contains("no_such_subscription"), "{err}");
     }
+    node.shutdown().await;
     Ok(())
 }
