@@ -56,7 +56,9 @@ async fn main() -> anyhow::Result<()> {
     config.wamp = cli.wamp.unwrap_or(config.wamp);
     config.data_dir = cli.data_dir.unwrap_or(config.data_dir);
     if !cli.standalone {
-        anyhow::bail!("only --standalone is available in this build; the cluster roles come with ordo-ndb and ordo-sync");
+        anyhow::bail!(
+            "run `ordo-entry --standalone`: the cluster roles (ordo-ndb, ordo-sync over QUIC) are not built yet"
+        );
     }
     let running = ordo_entry::start(config).await?;
     shutdown_signal().await;
