@@ -206,19 +206,6 @@ impl Router {
         self.lock().last_dispatched
     }
 
-    /// Return the retained messages of a realm matching a filter, in id order.
-    pub fn retained(&self, realm: &str, filter: &Filter) -> Vec<(PermanentId, Arc<StoredMessage>)> {
-        let state = self.lock();
-        let mut out: Vec<_> = state
-            .retained
-            .iter()
-            .filter(|((r, t), _)| r == realm && filter.matches(t))
-            .map(|(_, (id, m))| (*id, m.clone()))
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
-        out
-    }
-
     /// Fan out a committed batch, in id order, to every matching session queue.
     ///
     /// Call from one task only, with batches in id order.

@@ -216,6 +216,23 @@ async fn send_connack(
     Ok(())
 }
 
+/// One subscription of this connection, with its filter parsed once.
+struct Granted {
+    id: SubscriptionId,
+    qos: u8,
+    filter: Filter,
+}
+
+impl Granted {
+    fn new(id: SubscriptionId, qos: u8, filter: &str) -> Self {
+        Granted {
+            id,
+            qos,
+            filter: Filter::mqtt(filter),
+        }
+    }
+}
+
 struct Connection {
     shared: Shared,
     session_id: SessionId,
@@ -223,7 +240,7 @@ struct Connection {
     writer: OwnedWriteHalf,
     out: BytesMut,
     /// Filter text -> (subscription id, granted QoS).
-    subscriptions: HashMap<String, (SubscriptionId, u8)>,
+    subscriptions: HashMap<String, Granted>,
     /// Deliveries taken from the queue (or replay) but not yet sent.
     pending: VecDeque<(Delivery, bool)>,
     /// Sent QoS 1 deliveries awaiting PUBACK, by packet id (`None` for retained copies).
@@ -252,7 +269,8 @@ impl Connection {
             specs.iter().map(|(f, q)| self.spec(f, *q)).collect(),
         );
         for ((filter, qos), id) in specs.into_iter().zip(subscribed.ids) {
-            self.subscriptions.insert(filter, (id, qos));
+            self.subscriptions
+                .insert(filter.clone(), Granted::new(id, qos, &filter));
         }
         if subscribed.last_dispatched > persisted.resume_after {
             self.replay = Some((persisted.resume_after, subscribed.last_dispatched));
@@ -295,7 +313,7 @@ impl Connection {
             subscriptions: self
                 .subscriptions
                 .iter()
-                .map(|(f, (_, q))| (f.clone(), *q))
+                .map(|(f, sub)| (f.clone(), sub.qos))
                 .collect(),
             resume_after,
         }
@@ -400,8 +418,8 @@ impl Connection {
             Packet::Subscribe(s) => self.handle_subscribe(s),
             Packet::Unsubscribe(u) => {
                 for filter in &u.filters {
-                    if let Some((id, _)) = self.subscriptions.remove(filter) {
-                        self.shared.router.unsubscribe(self.session_id, id);
+                    if let Some(sub) = self.subscriptions.remove(filter) {
+                        self.shared.router.unsubscribe(self.session_id, sub.id);
                     }
                 }
                 let _ = mqtt::encode(&Packet::UnsubAck(u.pkid), &mut self.out);
@@ -422,9 +440,6 @@ impl Connection {
     }
 
     async fn handle_publish(&mut self, p: Publish) -> Result<(), ConnectionError> {
-        if !mqtt::validate_topic_name(&p.topic) {
-            return Err(ConnectionError::Violation("invalid topic name in PUBLISH"));
-        }
         if p.qos == QoS::ExactlyOnce && self.qos2_received.contains(&p.pkid) {
             // A resent QoS 2 publish we already stored: acknowledge again, store nothing.
             let _ = mqtt::encode(&Packet::PubRec(p.pkid), &mut self.out);
@@ -464,11 +479,9 @@ impl Connection {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut specs = Vec::new();
         let mut names = Vec::new();
+        // The codec has already refused invalid topic filters (mqtt::decode):
+        // such a SUBSCRIBE closes the connection before it gets here.
         for (filter, qos) in &s.filters {
-            if !mqtt::validate_topic_filter(filter) {
-                codes.push(SubAckCode::Failure);
-                continue;
-            }
             // Deliveries go out at QoS 0 or 1; QoS 2 requests are granted 1.
             let granted = (*qos as u8).min(1);
             codes.push(SubAckCode::Granted(if granted == 1 {
@@ -477,15 +490,16 @@ impl Connection {
                 QoS::AtMostOnce
             }));
             // [MQTT-3.8.4-3] a subscription to an existing filter replaces it.
-            if let Some((old, _)) = self.subscriptions.remove(filter) {
-                self.shared.router.unsubscribe(self.session_id, old);
+            if let Some(old) = self.subscriptions.remove(filter) {
+                self.shared.router.unsubscribe(self.session_id, old.id);
             }
             specs.push(self.spec(filter, granted));
             names.push((filter.clone(), granted));
         }
         let subscribed = self.shared.router.subscribe(self.session_id, specs);
         for ((filter, qos), id) in names.into_iter().zip(subscribed.ids) {
-            self.subscriptions.insert(filter, (id, qos));
+            self.subscriptions
+                .insert(filter.clone(), Granted::new(id, qos, &filter));
         }
         let _ = mqtt::encode(
             &Packet::SubAck(SubAck {
@@ -506,11 +520,12 @@ impl Connection {
         }
     }
 
+    /// Return the highest QoS granted by a subscription matching `topic` (0 if none matches).
     fn granted_for(&self, topic: &str) -> u8 {
         self.subscriptions
-            .keys()
-            .filter(|f| Filter::mqtt(f).matches(topic))
-            .filter_map(|f| self.subscriptions.get(f).map(|(_, q)| *q))
+            .values()
+            .filter(|sub| sub.filter.matches(topic))
+            .map(|sub| sub.qos)
             .max()
             .unwrap_or(0)
     }
@@ -530,16 +545,10 @@ impl Connection {
             if message.realm != self.realm {
                 continue;
             }
+            // Zero when no subscription matches; missed QoS 0 messages are
+            // not queued for an absent client either.
             let qos = self.granted_for(&message.topic).min(message.qos);
-            if qos == 0 {
-                // Missed QoS 0 messages are not queued for an absent client.
-                continue;
-            }
-            let matched = self
-                .subscriptions
-                .keys()
-                .any(|f| Filter::mqtt(f).matches(&message.topic));
-            if matched {
+            if qos > 0 {
                 self.take(Delivery {
                     id,
                     message: Arc::new(message),
