@@ -5,6 +5,7 @@
 //! from byte buffers and return typed errors, ids are newtypes.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod ids;
 pub mod message;
 pub mod mqtt;

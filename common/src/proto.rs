@@ -236,6 +236,23 @@ pub enum Action<W> {
     },
 }
 
+/// A sans-IO protocol core as a node shell drives it (the ndb and sync roles).
+///
+/// The shell feeds messages and ticks in, then drains [`Core::take_actions`]
+/// and runs them under the Persist rule of [`Action`].
+pub trait Core {
+    /// The durable writes this core asks for.
+    type Write;
+    /// Feed one message from a peer.
+    fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg);
+    /// Let timers fire; cheap when nothing is due.
+    fn handle_tick(&mut self, now: Micros);
+    /// Return when [`Core::handle_tick`] should next be called.
+    fn poll_timeout(&self) -> Micros;
+    /// Return every queued action, in order.
+    fn take_actions(&mut self) -> Vec<Action<Self::Write>>;
+}
+
 /// Return the quorum (majority) size of a group of `n` nodes.
 pub fn majority(n: usize) -> usize {
     n / 2 + 1

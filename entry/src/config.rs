@@ -26,8 +26,11 @@ pub struct Config {
     pub session_queue: usize,
     /// Unacknowledged QoS 1 messages in flight per MQTT connection.
     pub mqtt_inflight: usize,
-    /// This entry's owner id in advance ids.
+    /// This entry's owner id in advance ids (its `entry` id in a cluster file).
     pub owner: u64,
+    /// Cluster file: when set, join that cluster as entry `owner` instead of running standalone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             session_queue: 65_536,
             mqtt_inflight: 1024,
             owner: 1,
+            cluster: None,
         }
     }
 }

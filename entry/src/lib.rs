@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+mod cluster_shell;
 pub mod config;
 pub mod mqtt;
 pub mod router;
@@ -54,7 +55,13 @@ pub struct Running {
     pub wamp: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    sequencer: std::thread::JoinHandle<()>,
+    owner: SegmentOwner,
+}
+
+/// Whoever turns publishes into permanent ids: the embedded sequencer thread or the cluster shell.
+enum SegmentOwner {
+    Embedded(std::thread::JoinHandle<()>),
+    Cluster(tokio::task::JoinHandle<()>),
 }
 
 impl Running {
@@ -80,8 +87,16 @@ impl Running {
         let _ = self.shutdown.send(true);
         // The sequencer thread ends when the last publish handle (held by the
         // connections) is dropped; it owns the last store handle but replay readers'.
-        let sequencer = self.sequencer;
-        let joined = tokio::task::spawn_blocking(move || sequencer.join());
+        // The cluster shell ends on the shutdown signal.
+        let joined: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            match self.owner {
+                SegmentOwner::Embedded(thread) => Box::pin(async move {
+                    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                }),
+                SegmentOwner::Cluster(task) => Box::pin(async move {
+                    let _ = task.await;
+                }),
+            };
         match tokio::time::timeout(timeout, joined).await {
             Ok(_) => tracing::info!("stopped; store closed"),
             Err(_) => tracing::warn!(
@@ -121,13 +136,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.session_queue,
         (incarnation % (1 << 20)) << 32,
     );
-    let (sequencer, sequencer_thread) = sequencer::start(
-        store.clone(),
-        router.clone(),
-        config.owner,
-        config.max_batch,
-    )?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (sequencer, owner) = match &config.cluster {
+        None => {
+            let (sequencer, thread) = sequencer::start(
+                store.clone(),
+                router.clone(),
+                config.owner,
+                config.max_batch,
+            )?;
+            (sequencer, SegmentOwner::Embedded(thread))
+        }
+        Some(path) => {
+            let spec = ordo_common::cluster::ClusterSpec::load(path)?;
+            let shell = cluster_shell::start(
+                store.clone(),
+                router.clone(),
+                &spec,
+                config.owner,
+                config.max_batch,
+                shutdown_rx.clone(),
+            )?;
+            (shell.sequencer, SegmentOwner::Cluster(shell.task))
+        }
+    };
     let mqtt_listener = TcpListener::bind(config.mqtt)
         .await
         .with_context(|| format!("bind MQTT {}", config.mqtt))?;
@@ -156,6 +188,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         wamp: wamp_addr,
         tasks,
         shutdown: shutdown_tx,
-        sequencer: sequencer_thread,
+        owner,
     })
 }

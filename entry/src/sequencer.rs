@@ -51,6 +51,11 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
+    /// Wrap the sending half of a publish queue (the embedded thread's or the cluster shell's).
+    pub(crate) fn from_sender(tx: mpsc::Sender<PublishRequest>) -> Self {
+        Sequencer { tx }
+    }
+
     /// Queue a message; wait for a slot if the sequencer is saturated.
     ///
     /// Returns a receiver for the permanent id when `want_reply` is set.
@@ -78,7 +83,7 @@ struct Committed {
     replies: Vec<Option<oneshot::Sender<Result<PermanentId, PublishError>>>>,
 }
 
-const META_NEXT_SEGMENT: &str = "entry/next_segment";
+pub(crate) const META_NEXT_SEGMENT: &str = "entry/next_segment";
 
 /// Start the sequencer thread and the dispatcher task; return the publish handle
 /// and the thread, which ends (closing its store handle) once every
@@ -189,17 +194,7 @@ fn commit_segment(
         .into_iter()
         .map(|(id, m)| (id, Arc::new(m)))
         .collect();
-    let retained = messages
-        .iter()
-        .filter(|(_, m)| m.retain)
-        .map(|(id, m)| {
-            (
-                m.realm.clone(),
-                m.topic.clone(),
-                (!m.payload.is_empty()).then_some(*id),
-            )
-        })
-        .collect();
+    let retained = retained_changes(&messages);
     let batch = CommitBatch {
         messages,
         retained,
@@ -212,6 +207,24 @@ fn commit_segment(
     cores.next_segment = segment + 1;
     cores.elector.handle_applied(cores.owner, segment);
     Ok(batch.messages)
+}
+
+/// Return the retained-index changes a batch makes: a retained message sets its
+/// topic's entry, a retained empty payload clears it.
+pub(crate) fn retained_changes(
+    messages: &[(PermanentId, Arc<StoredMessage>)],
+) -> Vec<(String, String, Option<PermanentId>)> {
+    messages
+        .iter()
+        .filter(|(_, m)| m.retain)
+        .map(|(id, m)| {
+            (
+                m.realm.clone(),
+                m.topic.clone(),
+                (!m.payload.is_empty()).then_some(*id),
+            )
+        })
+        .collect()
 }
 
 async fn run_dispatcher(mut rx: mpsc::UnboundedReceiver<Committed>, router: Arc<Router>) {

@@ -103,6 +103,16 @@ impl Store {
     ///
     /// After any failure the store is poisoned and refuses every later commit.
     pub fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        self.write(batch, true)
+    }
+
+    /// Write a batch atomically without waiting for an fsync: for data another
+    /// node holds durably (an entry's cache of the permanent log).
+    pub fn commit_unsynced(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        self.write(batch, false)
+    }
+
+    fn write(&self, batch: &CommitBatch, sync: bool) -> Result<(), StoreError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
@@ -121,7 +131,7 @@ impl Store {
             wb.put_cf(self.cf(CF_META), key.as_bytes(), value);
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         if let Err(e) = self.db.write_opt(wb, &wo) {
             self.poisoned.store(true, Ordering::Release);
             return Err(e.into());

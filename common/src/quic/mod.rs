@@ -11,8 +11,11 @@
 //! so the tree gains no new serializer.
 
 mod certs;
+pub mod mesh;
+pub mod node;
 
 pub use certs::{generate_dev_certs, load_identity, NodeIdentity};
+pub use mesh::Mesh;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

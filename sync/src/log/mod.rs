@@ -277,3 +277,23 @@ impl SyncNode {
         self.election_deadline = now + lo + jitter;
     }
 }
+
+impl ordo_common::proto::Core for SyncNode {
+    type Write = SyncWrite;
+
+    fn handle_message(&mut self, now: Micros, from: NodeId, msg: ordo_common::proto::Msg) {
+        SyncNode::handle_message(self, now, from, msg);
+    }
+
+    fn handle_tick(&mut self, now: Micros) {
+        SyncNode::handle_tick(self, now);
+    }
+
+    fn poll_timeout(&self) -> Micros {
+        SyncNode::poll_timeout(self)
+    }
+
+    fn take_actions(&mut self) -> Vec<Action<SyncWrite>> {
+        SyncNode::take_actions(self)
+    }
+}

@@ -1,0 +1,247 @@
+//! The tokio shell around one sans-IO core: one owner task that drains the
+//! inbox, feeds the core, group-commits its writes and then sends what waited.
+//!
+//! ```text
+//!  inbox (from the mesh) ──► handle_message × up to MAX_DRAIN ──► handle_tick
+//!        ▲                                                           │ take_actions
+//!        │                          Send before any Persist ◄────────┤
+//!   Mesh::send ◄── Send after ◄── one fsync (Durable::persist) ◄─────┘ Persist(w) ...
+//! ```
+//!
+//! Correctness: the Persist rule of [`crate::proto::Action`]. A `Send` that
+//! follows a `Persist` in the core's action list leaves only after
+//! [`Durable::persist`] returned for every write before it; writes arriving
+//! while one commit runs queue in the inbox and share the next fsync.
+
+use super::mesh::Mesh;
+use crate::proto::{Action, Core, Micros, Msg, NodeId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Messages taken from the inbox before the actions they caused are run.
+const MAX_DRAIN: usize = 4096;
+
+/// Durable storage for a core's writes.
+///
+/// Correctness: `persist` returns `Ok` only once every write in the slice is on
+/// disk (fsynced), applied in order, each one atomically.
+pub trait Durable<W>: Send + Sync + 'static {
+    /// Why a write failed.
+    type Error: std::fmt::Display + Send + 'static;
+    /// Make `writes` durable, in order; return after one sync covering them all.
+    fn persist(&self, writes: &[W]) -> Result<(), Self::Error>;
+}
+
+/// Why a node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A write failed; the node stops rather than answer past a lost write.
+    #[error("storage failed, stopping: {0}")]
+    Storage(String),
+    /// The storage thread panicked or was cancelled.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// Microseconds since the node started: the clock every core reads through its shell.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock(Instant);
+
+impl Clock {
+    /// Start a clock at zero.
+    pub fn start() -> Clock {
+        Clock(Instant::now())
+    }
+
+    /// Return the time now.
+    pub fn now(&self) -> Micros {
+        self.0.elapsed().as_micros() as Micros
+    }
+
+    /// Return the instant a core's time stands for.
+    pub fn instant(&self, at: Micros) -> Instant {
+        self.0 + Duration::from_micros(at)
+    }
+}
+
+/// Run `core` until `shutdown` turns true or the inbox closes.
+///
+/// `observe` sees the core after every step (for metrics and logs).
+pub async fn drive<C, D>(
+    mut core: C,
+    disk: Arc<D>,
+    mesh: Mesh,
+    mut inbox: mpsc::Receiver<(NodeId, Msg)>,
+    mut shutdown: watch::Receiver<bool>,
+    clock: Clock,
+    mut observe: impl FnMut(&C),
+) -> Result<(), NodeError>
+where
+    C: Core,
+    C::Write: Send + 'static,
+    D: Durable<C::Write>,
+{
+    loop {
+        let deadline = tokio::time::Instant::from_std(clock.instant(core.poll_timeout()));
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Ok(()),
+            got = inbox.recv() => {
+                let Some((from, msg)) = got else { return Ok(()) };
+                core.handle_message(clock.now(), from, msg);
+                for _ in 1..MAX_DRAIN {
+                    match inbox.try_recv() {
+                        Ok((from, msg)) => core.handle_message(clock.now(), from, msg),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        core.handle_tick(clock.now());
+        run_actions(core.take_actions(), &disk, &mesh).await?;
+        observe(&core);
+    }
+}
+
+/// Run one step's actions: sends before the first write at once, then one
+/// durable commit of every write, then the rest.
+pub async fn run_actions<W, D>(
+    actions: Vec<Action<W>>,
+    disk: &Arc<D>,
+    mesh: &Mesh,
+) -> Result<(), NodeError>
+where
+    W: Send + 'static,
+    D: Durable<W>,
+{
+    let mut writes = Vec::new();
+    let mut gated = Vec::new();
+    for action in actions {
+        match action {
+            Action::Persist(w) => writes.push(w),
+            Action::Send { to, msg } if writes.is_empty() => mesh.send(to, msg),
+            other => gated.push(other),
+        }
+    }
+    if !writes.is_empty() {
+        let disk = disk.clone();
+        tokio::task::spawn_blocking(move || disk.persist(&writes))
+            .await
+            .map_err(|e| NodeError::Task(e.to_string()))?
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+    }
+    for action in gated {
+        if let Action::Send { to, msg } = action {
+            mesh.send(to, msg);
+        }
+    }
+    Ok(())
+}
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The node is not in the cluster file.
+    #[error("{0} is not in the cluster file")]
+    NotMember(NodeId),
+    /// Its certificate could not be loaded.
+    #[error("certificate of {node}: {source}")]
+    Identity {
+        /// The node.
+        node: NodeId,
+        /// What went wrong.
+        source: super::QuicError,
+    },
+    /// Its QUIC endpoint could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        source: super::QuicError,
+    },
+    /// Its store could not be opened.
+    #[error("open store: {0}")]
+    Store(String),
+    /// It stopped on an error.
+    #[error(transparent)]
+    Stopped(#[from] NodeError),
+}
+
+/// Join the mesh of `spec` as `me` and run `core` until shutdown.
+///
+/// `make_core` receives the clock's start time, so timers are in the shell's time.
+pub async fn serve<C, D>(
+    spec: &crate::cluster::ClusterSpec,
+    me: NodeId,
+    make_core: impl FnOnce(Micros) -> C,
+    disk: Arc<D>,
+    shutdown: watch::Receiver<bool>,
+    observe: impl FnMut(&C),
+) -> Result<(), RunError>
+where
+    C: Core,
+    C::Write: Send + 'static,
+    D: Durable<C::Write>,
+{
+    let addr = spec.addr_of(me).ok_or(RunError::NotMember(me))?;
+    let identity = super::load_identity(&spec.cert_dir, &me.to_string())
+        .map_err(|source| RunError::Identity { node: me, source })?;
+    let (tx, inbox) = mpsc::channel(65_536);
+    let mesh = Mesh::start(me, addr, &spec.addresses(), &identity, tx)
+        .map_err(|source| RunError::Bind { addr, source })?;
+    let clock = Clock::start();
+    let core = make_core(clock.now());
+    tracing::info!(%me, %addr, "serving the cluster over QUIC");
+    let result = drive(core, disk, mesh.clone(), inbox, shutdown, clock, observe).await;
+    mesh.close();
+    Ok(result?)
+}
+
+/// Calls `f` at most once per `every`: for periodic heartbeat log lines.
+#[derive(Debug)]
+pub struct Every {
+    every: Duration,
+    last: Instant,
+}
+
+impl Every {
+    /// Fire first after `every`.
+    pub fn new(every: Duration) -> Every {
+        Every {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// Tell whether `every` has passed since the last time this returned true.
+    pub fn due(&mut self) -> bool {
+        if self.last.elapsed() >= self.every {
+            self.last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,235 @@
+//! The entry's cluster shell: the tokio task that runs [`EntryCore`] against
+//! real ndb and sync nodes over QUIC.
+//!
+//! ```text
+//!  front doors ──PublishRequest──► [shell task] ──handle_publish──► EntryCore
+//!                                       │  Send ──► Mesh (QUIC) ──► ndbs, syncs
+//!       Mesh inbox (Trim, Resolved, ────┘  Persist(Reserve) ──► local store meta (fsync)
+//!        Permanent) ──handle_message──►    Ack ──► held until delivered here
+//!                                          Deliver ──► local store (cache) ──► Router::dispatch
+//!                                                       then release held acks (id < next)
+//! ```
+//!
+//! The publisher's ack waits for two things: RESOLVED (durable on a quorum of
+//! ndbs, id final: the core's `Ack`) and this entry's own delivery of that id,
+//! so a publisher that reads back after its ack (replay, `after`) sees its
+//! message. The local RocksDB keeps the delivered permanent log as a cache for
+//! replay and retained messages; it is written without fsync because the ndbs
+//! hold the truth and a restart re-fetches from the local store's last id.
+
+use crate::cluster::{EntryConfig, EntryCore, EntryDisk, EntryWrite};
+use crate::router::Router;
+use crate::sequencer::{retained_changes, PublishError, PublishRequest, Sequencer};
+use anyhow::Context;
+use bytes::Bytes;
+use ordo_common::cluster::ClusterSpec;
+use ordo_common::proto::{Action, Msg, NodeId};
+use ordo_common::quic::node::Clock;
+use ordo_common::quic::{load_identity, Mesh};
+use ordo_common::{PermanentId, StoredMessage};
+use ordo_ndb::{CommitBatch, Store};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Metadata key of the entry's segment reservation (`EntryDisk::next_segment`).
+const META_RESERVED: &str = "entry/reserved_segment";
+/// Messages taken from a queue before the actions they caused are run.
+const MAX_DRAIN: usize = 4096;
+
+type Reply = oneshot::Sender<Result<PermanentId, PublishError>>;
+
+/// A running cluster shell.
+pub(crate) struct Shell {
+    pub(crate) sequencer: Sequencer,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+/// Join the cluster described by `spec` as entry `owner`, delivering into `router`.
+pub(crate) fn start(
+    store: Store,
+    router: Arc<Router>,
+    spec: &ClusterSpec,
+    owner: u64,
+    max_batch: usize,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Shell> {
+    let me = NodeId::Entry(owner);
+    let addr = spec
+        .addr_of(me)
+        .with_context(|| format!("{me} is not in the cluster file"))?;
+    let identity = load_identity(&spec.cert_dir, &me.to_string())
+        .with_context(|| format!("load {me}'s certificate from {}", spec.cert_dir.display()))?;
+    let (inbox_tx, inbox) = mpsc::channel(65_536);
+    let mesh = Mesh::start(me, addr, &spec.addresses(), &identity, inbox_tx)
+        .with_context(|| format!("bind cluster address {addr}"))?;
+    let reserved = [META_RESERVED, crate::sequencer::META_NEXT_SEGMENT]
+        .into_iter()
+        .filter_map(|key| store.get_meta(key).ok().flatten())
+        .filter_map(|v| v.try_into().ok().map(u64::from_be_bytes))
+        .max()
+        .unwrap_or(1);
+    let mut cfg = EntryConfig::new(owner, spec.ndb_ids(), spec.sync_ids());
+    cfg.max_segment = max_batch;
+    cfg.deliver_from = store.last_id()?.next();
+    let clock = Clock::start();
+    let core = EntryCore::recover(
+        cfg,
+        EntryDisk {
+            next_segment: reserved,
+        },
+        clock.now(),
+    );
+    tracing::info!(%me, %addr, next_segment = reserved, deliver_from = core.next_delivery().0,
+        "joined the cluster");
+    let (tx, rx) = mpsc::channel(max_batch * 4);
+    let shell = ShellTask {
+        core,
+        clock,
+        store,
+        router,
+        mesh: mesh.clone(),
+        replies: HashMap::new(),
+        held: BTreeMap::new(),
+        seq: 0,
+        limit: max_batch * 8,
+    };
+    let task = tokio::spawn(shell.run(rx, inbox, shutdown));
+    Ok(Shell {
+        sequencer: Sequencer::from_sender(tx),
+        task,
+    })
+}
+
+struct ShellTask {
+    core: EntryCore,
+    clock: Clock,
+    store: Store,
+    router: Arc<Router>,
+    mesh: Mesh,
+    /// Replies by the core's publish sequence number.
+    replies: HashMap<u64, Reply>,
+    /// Resolved publishes waiting for this entry to deliver their id.
+    held: BTreeMap<PermanentId, Reply>,
+    seq: u64,
+    /// Most unacknowledged publishes taken in before the front doors are made to wait.
+    limit: usize,
+}
+
+impl ShellTask {
+    async fn run(
+        mut self,
+        mut publishes: mpsc::Receiver<PublishRequest>,
+        mut inbox: mpsc::Receiver<(NodeId, Msg)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let deadline =
+                tokio::time::Instant::from_std(self.clock.instant(self.core.poll_timeout()));
+            let room = self.core.unacked() < self.limit;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                got = inbox.recv() => {
+                    let Some((from, msg)) = got else { break };
+                    self.core.handle_message(self.clock.now(), from, msg);
+                    for _ in 1..MAX_DRAIN {
+                        match inbox.try_recv() {
+                            Ok((from, msg)) => self.core.handle_message(self.clock.now(), from, msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                got = publishes.recv(), if room => {
+                    let Some(req) = got else { break };
+                    self.publish(req);
+                    for _ in 1..MAX_DRAIN {
+                        match publishes.try_recv() {
+                            Ok(req) => self.publish(req),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            self.core.handle_tick(self.clock.now());
+            if let Err(e) = self.run_actions().await {
+                tracing::error!(error = %e, "entry storage failed; no further acks from this entry");
+                break;
+            }
+        }
+        let held = std::mem::take(&mut self.held).into_values();
+        for reply in self.replies.drain().map(|(_, r)| r).chain(held) {
+            let _ = reply.send(Err(PublishError::Stopped));
+        }
+        self.mesh.close();
+    }
+
+    fn publish(&mut self, req: PublishRequest) {
+        let body = match rmp_serde::to_vec(&req.message) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode a message");
+                return;
+            }
+        };
+        self.seq += 1;
+        if let Some(reply) = req.reply {
+            self.replies.insert(self.seq, reply);
+        }
+        self.core
+            .handle_publish(self.clock.now(), 0, self.seq, body);
+    }
+
+    async fn run_actions(&mut self) -> anyhow::Result<()> {
+        let mut delivered: Vec<(PermanentId, Arc<StoredMessage>)> = Vec::new();
+        // Actions run in order and a write is awaited in place, so whatever
+        // follows a Persist runs after it is durable (the Persist rule).
+        for action in self.core.take_actions() {
+            match action {
+                Action::Persist(EntryWrite::Reserve(mark)) => {
+                    // Rare (one per `reserve` segments): write it before anything behind it.
+                    let store = self.store.clone();
+                    tokio::task::spawn_blocking(move || {
+                        store.commit(&CommitBatch {
+                            meta: vec![(META_RESERVED.into(), mark.to_be_bytes().to_vec())],
+                            ..Default::default()
+                        })
+                    })
+                    .await??;
+                }
+                Action::Send { to, msg } => self.mesh.send(to, msg),
+                Action::Deliver { id, body } => match rmp_serde::from_slice(&body) {
+                    Ok(message) => delivered.push((id, Arc::new(message))),
+                    Err(e) => tracing::error!(id = id.0, error = %e, "undecodable record; skipped"),
+                },
+                Action::Ack { seq, id, .. } => {
+                    if let Some(reply) = self.replies.remove(&seq) {
+                        self.held.insert(id, reply);
+                    }
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            let batch = CommitBatch {
+                retained: retained_changes(&delivered),
+                messages: delivered,
+                meta: Vec::new(),
+            };
+            let store = self.store.clone();
+            let batch =
+                tokio::task::spawn_blocking(move || store.commit_unsynced(&batch).map(|()| batch))
+                    .await??;
+            self.router.dispatch(&batch.messages);
+        }
+        let next = self.core.next_delivery();
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() >= next {
+                break;
+            }
+            let (id, reply) = entry.remove_entry();
+            let _ = reply.send(Ok(id));
+        }
+        Ok(())
+    }
+}
