@@ -13,8 +13,10 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod cluster_store;
 pub mod core;
 pub mod store;
 
+pub use crate::cluster_store::NdbClusterStore;
 pub use crate::core::{NdbCore, ResolveError};
 pub use crate::store::{CommitBatch, Store, StoreError};
