@@ -10,6 +10,8 @@
 //!
 //! [`NdbCore`] is sans-IO: it decides what to persist; [`Store`] does the disk
 //! work. In the embedded mode both live in the entry process and share its disk.
+//! In the cluster, [`cluster::NdbNode`] is the sans-IO core and
+//! [`NdbClusterStore`] makes its `Persist` writes durable.
 #![warn(missing_docs)]
 
 pub mod cluster;
