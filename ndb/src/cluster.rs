@@ -8,8 +8,9 @@
 //!  FetchPermanent (entry) ──► Permanent {records from `from`, tip}
 //! ```
 //!
-//! See `docs/protocol.md`. [`NdbNode`] keeps its whole disk view in memory (the
-//! RocksDB shell will page the permanent log instead).
+//! See `docs/protocol.md`. [`NdbNode`] keeps its whole disk view in memory;
+//! [`NdbClusterStore`](crate::cluster_store::NdbClusterStore) makes its writes
+//! durable and loads that whole view back on open (no paging yet).
 
 use ordo_common::proto::{Action, Body, Micros, Msg, NodeId, Resolution};
 use ordo_common::PermanentId;

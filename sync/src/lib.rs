@@ -15,6 +15,9 @@
 #![warn(missing_docs)]
 
 pub mod log;
+pub mod store;
+
+pub use crate::store::{SyncStore, SyncStoreError};
 
 use ordo_common::PermanentId;
 use std::collections::BTreeMap;

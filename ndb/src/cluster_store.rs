@@ -1,0 +1,578 @@
+//! The RocksDB shell of a cluster ndb's disk state: makes [`NdbWrite`]s durable
+//! and rebuilds [`NdbDisk`] on open.
+//!
+//! Key layout (all integers big-endian, so key order is numeric order):
+//!
+//! | column family | key | value |
+//! | --- | --- | --- |
+//! | `temp_seg` | `owner u64, segment u64` | version byte + rmp `Option<u32>` (the count) |
+//! | `temp_body` | `owner u64, segment u64, offset u32` | the body's raw bytes |
+//! | `perm` | `id u64` | the body's raw bytes |
+//! | `applied` | `owner u64, segment u64` | version byte + rmp [`Resolution`] |
+//!
+//! Every temporary segment has a `temp_seg` row, even one without count or
+//! bodies, so an `Apply` can tell "not held" from "held and empty" as
+//! [`NdbDisk::apply`] does. `last` and `next` are not stored: on open they are
+//! derived from the applied resolution with the highest `base` (overall, and per
+//! owner). That equals "the most recent Apply" because the core applies strictly
+//! in id order (`base == next`, `count > 0`).
+//!
+//! [`NdbClusterStore::persist`] turns each write into one `WriteBatch` written
+//! without sync, in order, so a later write in the same call reads what earlier
+//! ones wrote; then one `flush_wal(true)` fsyncs the WAL, which covers every one
+//! of them. After a crash RocksDB recovers a prefix of the writes, each whole or
+//! absent. Any failure poisons the store.
+//!
+//! Limit: [`NdbClusterStore::open`] loads the whole disk (temporary history and
+//! the permanent log) into memory, because [`NdbNode`](crate::cluster::NdbNode)
+//! keeps its disk view in memory.
+
+use crate::cluster::{NdbDisk, NdbWrite, TempSegment};
+use crate::store::StoreError;
+use bytes::Bytes;
+use ordo_common::proto::{Body, Resolution};
+use ordo_common::PermanentId;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+const CF_TEMP_SEG: &str = "temp_seg";
+const CF_TEMP_BODY: &str = "temp_body";
+const CF_PERM: &str = "perm";
+const CF_APPLIED: &str = "applied";
+const VALUE_VERSION: u8 = 1;
+
+/// Durable store of one cluster ndb; cheap to clone (clones share the database).
+#[derive(Clone)]
+pub struct NdbClusterStore {
+    db: Arc<DB>,
+    poisoned: Arc<AtomicBool>,
+    /// Serialises `persist` calls: a write reads what earlier writes left.
+    writing: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for NdbClusterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NdbClusterStore")
+            .field("path", &self.db.path())
+            .field("poisoned", &self.is_poisoned())
+            .finish()
+    }
+}
+
+impl NdbClusterStore {
+    /// Open (creating if needed) the database in `dir` and return it with the disk it holds.
+    pub fn open(dir: &Path) -> Result<(Self, NdbDisk), StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        let cfs = [CF_TEMP_SEG, CF_TEMP_BODY, CF_PERM, CF_APPLIED]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let store = NdbClusterStore {
+            db: Arc::new(db),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            writing: Arc::new(Mutex::new(())),
+        };
+        let disk = store.load()?;
+        Ok((store, disk))
+    }
+
+    /// Make `writes` durable in order; return after one WAL fsync covering all of them.
+    ///
+    /// After any failure the store is poisoned and refuses every later call.
+    pub fn persist(&self, writes: &[NdbWrite]) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_poisoned() {
+            return Err(StoreError::Poisoned);
+        }
+        let result = self.persist_all(writes);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "ndb store write failed; store poisoned");
+            self.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Tell whether an earlier write failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn persist_all(&self, writes: &[NdbWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let wo = WriteOptions::default();
+        for w in writes {
+            let batch = match w {
+                NdbWrite::Temp {
+                    owner,
+                    segment,
+                    count,
+                    offset,
+                    bodies,
+                } => self.temp_batch(*owner, *segment, *count, *offset, bodies)?,
+                NdbWrite::Apply(r) => self.apply_batch(r)?,
+            };
+            if !batch.is_empty() {
+                self.db.write_opt(batch, &wo)?;
+            }
+        }
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // The families are created in `open`, so the handle always exists.
+        #[allow(clippy::expect_used)]
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// Keep the count if none is known yet, and the bodies of offsets not held yet.
+    fn temp_batch(
+        &self,
+        owner: u64,
+        segment: u64,
+        count: Option<u32>,
+        offset: u32,
+        bodies: &[Body],
+    ) -> Result<WriteBatch, StoreError> {
+        let mut batch = WriteBatch::default();
+        let seg = seg_key(owner, segment);
+        let known = match self.db.get_cf(self.cf(CF_TEMP_SEG), seg)? {
+            Some(v) => Some(decode_value::<Option<u32>>(&v, &seg)?),
+            None => None,
+        };
+        if known.is_none() || known.is_some_and(|c| c.is_none() && count.is_some()) {
+            batch.put_cf(self.cf(CF_TEMP_SEG), seg, encode_value(&count));
+        }
+        let held = self.held_offsets(owner, segment, offset, bodies.len())?;
+        let mut put = BTreeSet::new();
+        for (k, body) in bodies.iter().enumerate() {
+            // Same arithmetic as `NdbDisk::apply`.
+            let o = offset.wrapping_add(k as u32);
+            if !held.contains(&o) && put.insert(o) {
+                batch.put_cf(self.cf(CF_TEMP_BODY), body_key(owner, segment, o), body);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Return which offsets the write `offset..offset+n` would touch are already held.
+    fn held_offsets(
+        &self,
+        owner: u64,
+        segment: u64,
+        offset: u32,
+        n: usize,
+    ) -> Result<BTreeSet<u32>, StoreError> {
+        let mut ro = ReadOptions::default();
+        let end = u64::from(offset) + n as u64;
+        match u32::try_from(end) {
+            Ok(end) => {
+                ro.set_iterate_lower_bound(body_key(owner, segment, offset).to_vec());
+                ro.set_iterate_upper_bound(body_key(owner, segment, end).to_vec());
+            }
+            // The offsets wrap (or reach the last one): look at the whole segment.
+            Err(_) => {
+                ro.set_iterate_lower_bound(body_key(owner, segment, 0).to_vec());
+                ro.set_iterate_upper_bound(seg_bodies_end(owner, segment));
+            }
+        }
+        let mut held = BTreeSet::new();
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            held.insert(decode_body_key(&key)?.2);
+        }
+        Ok(held)
+    }
+
+    /// Move a held segment to `base + offset`, record it, drop it and lower segments of its owner.
+    fn apply_batch(&self, r: &Resolution) -> Result<WriteBatch, StoreError> {
+        let mut batch = WriteBatch::default();
+        let seg = seg_key(r.owner, r.segment);
+        if self.db.get_cf(self.cf(CF_TEMP_SEG), seg)?.is_none() {
+            return Ok(batch);
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(body_key(r.owner, r.segment, 0).to_vec());
+        ro.set_iterate_upper_bound(seg_bodies_end(r.owner, r.segment));
+        let bodies = self
+            .db
+            .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
+            .take(r.count as usize);
+        for item in bodies {
+            let (key, body) = item?;
+            let (_, _, o) = decode_body_key(&key)?;
+            let id = r.base.0.wrapping_add(u64::from(o));
+            batch.put_cf(self.cf(CF_PERM), id.to_be_bytes(), body);
+        }
+        // Every segment of this owner up to and including this one.
+        batch.delete_range_cf(
+            self.cf(CF_TEMP_SEG),
+            seg_key(r.owner, 0).to_vec(),
+            seg_rows_end(r.owner, r.segment),
+        );
+        batch.delete_range_cf(
+            self.cf(CF_TEMP_BODY),
+            body_key(r.owner, 0, 0).to_vec(),
+            seg_bodies_end(r.owner, r.segment),
+        );
+        batch.put_cf(self.cf(CF_APPLIED), seg, encode_value(r));
+        Ok(batch)
+    }
+
+    /// Read the whole disk back.
+    fn load(&self) -> Result<NdbDisk, StoreError> {
+        let mut disk = NdbDisk::default();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_TEMP_SEG), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let (owner, segment) = decode_seg_key(&key)?;
+            let count = decode_value::<Option<u32>>(&value, &key)?;
+            disk.temp.insert(
+                (owner, segment),
+                TempSegment {
+                    count,
+                    ..TempSegment::default()
+                },
+            );
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_TEMP_BODY), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let (owner, segment, offset) = decode_body_key(&key)?;
+            let seg = disk
+                .temp
+                .get_mut(&(owner, segment))
+                .ok_or_else(|| corrupt(&key, "temporary body without its segment row"))?;
+            seg.bodies.insert(offset, Bytes::from(value.into_vec()));
+        }
+        for item in self.db.iterator_cf(self.cf(CF_PERM), IteratorMode::Start) {
+            let (key, value) = item?;
+            let id = decode_u64(&key)?;
+            disk.perm
+                .insert(PermanentId(id), Bytes::from(value.into_vec()));
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_APPLIED), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let (owner, segment) = decode_seg_key(&key)?;
+            let r = decode_value::<Resolution>(&value, &key)?;
+            if (r.owner, r.segment) != (owner, segment) {
+                return Err(corrupt(&key, "resolution does not match its key"));
+            }
+            disk.applied.insert((owner, segment), r);
+        }
+        // Applies happen in id order, so the most recent one (overall and per owner)
+        // is the one with the highest base.
+        let mut by_base: Vec<&Resolution> = disk.applied.values().collect();
+        by_base.sort_by_key(|r| r.base);
+        for r in &by_base {
+            disk.last.insert(r.owner, r.segment);
+        }
+        if let Some(r) = by_base.last() {
+            disk.next = r.end();
+        }
+        Ok(disk)
+    }
+}
+
+fn seg_key(owner: u64, segment: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&owner.to_be_bytes());
+    k[8..].copy_from_slice(&segment.to_be_bytes());
+    k
+}
+
+/// Exclusive end of the `temp_seg` rows `(owner, 0..=segment)`.
+fn seg_rows_end(owner: u64, segment: u64) -> Vec<u8> {
+    let mut k = seg_key(owner, segment).to_vec();
+    k.push(0);
+    k
+}
+
+fn body_key(owner: u64, segment: u64, offset: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&seg_key(owner, segment));
+    k[16..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// Exclusive end of every body key of `(owner, ..=segment)`: sorts just after offset `u32::MAX`.
+fn seg_bodies_end(owner: u64, segment: u64) -> Vec<u8> {
+    let mut k = body_key(owner, segment, u32::MAX).to_vec();
+    k.push(0);
+    k
+}
+
+fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        key: format!("{key:02x?}"),
+        reason: reason.into(),
+    }
+}
+
+fn decode_u64(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| corrupt(key, "key is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn decode_seg_key(key: &[u8]) -> Result<(u64, u64), StoreError> {
+    if key.len() != 16 {
+        return Err(corrupt(key, "key is not 16 bytes"));
+    }
+    Ok((decode_u64(&key[..8])?, decode_u64(&key[8..])?))
+}
+
+fn decode_body_key(key: &[u8]) -> Result<(u64, u64, u32), StoreError> {
+    if key.len() != 20 {
+        return Err(corrupt(key, "key is not 20 bytes"));
+    }
+    let (owner, segment) = decode_seg_key(&key[..16])?;
+    let offset: [u8; 4] = key[16..]
+        .try_into()
+        .map_err(|_| corrupt(key, "offset is not 4 bytes"))?;
+    Ok((owner, segment, u32::from_be_bytes(offset)))
+}
+
+fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    // Encoding a plain struct into a Vec cannot fail.
+    #[allow(clippy::expect_used)]
+    rmp_serde::encode::write(&mut out, value).expect("encode value");
+    out
+}
+
+fn decode_value<T: DeserializeOwned>(value: &[u8], key: &[u8]) -> Result<T, StoreError> {
+    match value.split_first() {
+        Some((&VALUE_VERSION, body)) => {
+            rmp_serde::from_slice(body).map_err(|e| corrupt(key, e.to_string()))
+        }
+        Some((v, _)) => Err(corrupt(key, format!("unknown value version {v}"))),
+        None => Err(corrupt(key, "empty value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// xorshift64*: a seeded generator, so a failing seed replays exactly.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+        }
+
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    fn body(s: String) -> Body {
+        Bytes::from(s.into_bytes())
+    }
+
+    /// One write the core could emit next given the oracle `disk` (and a few it would not).
+    fn random_write(rng: &mut Rng, disk: &NdbDisk, serial: &mut u64) -> NdbWrite {
+        let owner = 1 + rng.below(3);
+        let segment = 1 + rng.below(8);
+        let roll = rng.below(100);
+        let applicable: Vec<(&(u64, u64), u32)> = disk
+            .temp
+            .iter()
+            .map(|(k, s)| (k, s.held()))
+            .filter(|(_, held)| *held > 0)
+            .collect();
+        if roll < 30 && !applicable.is_empty() {
+            // Apply a held segment at the next id; lower segments of its owner are abandoned.
+            let (&(owner, segment), held) = applicable[rng.below(applicable.len() as u64) as usize];
+            let count = 1 + rng.below(u64::from(held)) as u32;
+            return NdbWrite::Apply(Resolution {
+                owner,
+                segment,
+                count,
+                base: disk.next,
+            });
+        }
+        if roll < 33 {
+            // A resolution for a segment not held here: a no-op.
+            if !disk.temp.contains_key(&(owner, segment)) {
+                return NdbWrite::Apply(Resolution {
+                    owner,
+                    segment,
+                    count: 1 + rng.below(3) as u32,
+                    base: disk.next,
+                });
+            }
+        }
+        // Overlapping offsets; a repeated offset carries a different body, which must lose.
+        let offset = rng.below(6) as u32;
+        let bodies = (0..rng.below(5))
+            .map(|k| {
+                *serial += 1;
+                body(format!("{owner}/{segment}/{}#{serial}", offset + k as u32))
+            })
+            .collect();
+        let count = rng.chance(50).then(|| 1 + rng.below(8) as u32);
+        NdbWrite::Temp {
+            owner,
+            segment,
+            count,
+            offset,
+            bodies,
+        }
+    }
+
+    #[test]
+    fn random_writes_survive_reopen_in_a_loop() {
+        for seed in 1..=8u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut oracle = NdbDisk::default();
+            let mut serial = 0;
+            let (mut store, disk) = NdbClusterStore::open(dir.path()).expect("open");
+            assert_eq!(disk, oracle);
+            for reopen in 0..10 {
+                for _ in 0..=rng.below(4) {
+                    let group: Vec<NdbWrite> = (0..rng.below(9))
+                        .map(|_| {
+                            let w = random_write(&mut rng, &oracle, &mut serial);
+                            oracle.apply(&w);
+                            w
+                        })
+                        .collect();
+                    store.persist(&group).expect("persist");
+                }
+                drop(store);
+                let (again, disk) = NdbClusterStore::open(dir.path()).expect("reopen");
+                assert_eq!(disk, oracle, "seed {seed}, reopen {reopen}");
+                store = again;
+            }
+            assert!(
+                !oracle.perm.is_empty(),
+                "seed {seed} never applied anything"
+            );
+        }
+    }
+
+    fn temp(
+        owner: u64,
+        segment: u64,
+        count: Option<u32>,
+        offset: u32,
+        bodies: &[&str],
+    ) -> NdbWrite {
+        NdbWrite::Temp {
+            owner,
+            segment,
+            count,
+            offset,
+            bodies: bodies.iter().map(|b| body(b.to_string())).collect(),
+        }
+    }
+
+    fn res(owner: u64, segment: u64, count: u32, base: u64) -> Resolution {
+        Resolution {
+            owner,
+            segment,
+            count,
+            base: PermanentId(base),
+        }
+    }
+
+    #[test]
+    fn applied_segment_survives_reopen_and_its_temp_bodies_are_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = NdbClusterStore::open(dir.path()).expect("open");
+        // Temp and Apply in one call: the Apply reads bodies written just before it.
+        store
+            .persist(&[
+                temp(7, 2, None, 0, &["old"]),
+                temp(7, 5, Some(2), 0, &["a", "b"]),
+                temp(8, 1, Some(1), 0, &["other"]),
+                NdbWrite::Apply(res(7, 5, 2, 1)),
+            ])
+            .expect("persist");
+        drop(store);
+        let (_store, disk) = NdbClusterStore::open(dir.path()).expect("reopen");
+        assert_eq!(disk.permanent(PermanentId(1)), Some(&body("a".into())));
+        assert_eq!(disk.permanent(PermanentId(2)), Some(&body("b".into())));
+        assert_eq!(disk.temporary(7, 5, 0), None);
+        assert_eq!(disk.temporary(7, 2, 0), None, "lower segment abandoned");
+        assert_eq!(disk.temporary(8, 1, 0), Some(&body("other".into())));
+        assert_eq!(disk.applied.get(&(7, 5)), Some(&res(7, 5, 2, 1)));
+        assert_eq!(disk.last, BTreeMap::from([(7, 5)]));
+        assert_eq!(disk.next, PermanentId(3));
+    }
+
+    #[test]
+    fn first_body_at_an_offset_wins_and_count_is_set_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = NdbClusterStore::open(dir.path()).expect("open");
+        let writes = [
+            temp(1, 1, None, 1, &["b1", "c1"]),
+            temp(1, 1, Some(3), 0, &["a2", "b2"]),
+            temp(1, 1, Some(9), 2, &["c3", "d3"]),
+            temp(1, 2, None, 0, &[]),
+        ];
+        store.persist(&writes).expect("persist");
+        drop(store);
+        let (_store, disk) = NdbClusterStore::open(dir.path()).expect("reopen");
+        let mut oracle = NdbDisk::default();
+        writes.iter().for_each(|w| oracle.apply(w));
+        assert_eq!(disk, oracle);
+        assert_eq!(disk.temp[&(1, 1)].count, Some(3));
+        assert_eq!(disk.temporary(1, 1, 1), Some(&body("b1".into())));
+        assert_eq!(disk.temp[&(1, 2)], TempSegment::default());
+    }
+
+    #[test]
+    fn a_failed_write_poisons_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = NdbClusterStore::open(dir.path()).expect("open");
+        store
+            .db
+            .put_cf(store.cf(CF_TEMP_SEG), seg_key(1, 1), b"\x09junk")
+            .expect("raw put");
+        let err = store.persist(&[temp(1, 1, Some(1), 0, &["a"])]);
+        assert!(matches!(err, Err(StoreError::Corrupt { .. })), "{err:?}");
+        assert!(store.is_poisoned());
+        let err = store.persist(&[temp(2, 1, Some(1), 0, &["a"])]);
+        assert!(matches!(err, Err(StoreError::Poisoned)), "{err:?}");
+        drop(store);
+        let err = NdbClusterStore::open(dir.path()).map(|_| ());
+        assert!(matches!(err, Err(StoreError::Corrupt { .. })), "{err:?}");
+    }
+}
