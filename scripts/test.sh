@@ -35,4 +35,6 @@ step "fuzz (${ORDO_FUZZ_SECONDS:-15} s per target)"
 scripts/fuzz.sh "${ORDO_FUZZ_SECONDS:-15}"
 
 step "slow suite"
+# the cluster tests run ordo-ndb and ordo-sync beside ordo-entry
+cargo build --release --workspace --locked --bins
 ORDO_ENTRY="$CARGO_TARGET_DIR/release/ordo-entry" .venv/bin/pytest -q tests/slow

@@ -1,6 +1,7 @@
 //! `ordo-entry`: run an Ordo entry; `--standalone` runs ndb and sync in-process too.
 
 use clap::{Parser, Subcommand};
+use ordo_common::cluster::ClusterSpec;
 use ordo_entry::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,8 +11,14 @@ use std::path::PathBuf;
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Run entry, ndb and sync in this one process (the embedded default).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     standalone: bool,
+    /// Join the cluster in this file as an entry (with `--id`); see `generate-cluster`.
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<PathBuf>,
+    /// This entry's id in the cluster file [default: 1].
+    #[arg(long)]
+    id: Option<u64>,
     /// MQTT listen address [default: 127.0.0.1:1883].
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
@@ -32,14 +39,61 @@ struct Cli {
 enum Command {
     /// Print the default configuration file.
     GenerateConfig,
+    /// Print a loopback cluster file (sync ports BASE+101.., ndb BASE+201.., entry BASE+301..).
+    GenerateCluster {
+        /// Base port.
+        #[arg(long, default_value_t = 7000)]
+        base: u16,
+        /// Sync nodes.
+        #[arg(long, default_value_t = 3)]
+        syncs: u64,
+        /// Storage nodes.
+        #[arg(long, default_value_t = 3)]
+        ndbs: u64,
+        /// Entries.
+        #[arg(long, default_value_t = 3)]
+        entries: u64,
+    },
+    /// Write a development CA and a certificate for every node of a cluster file
+    /// into its `cert_dir` (the CA is reused when present).
+    ClusterCerts {
+        /// The cluster file.
+        #[arg(long, value_name = "FILE")]
+        cluster: PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::GenerateConfig) = cli.command {
-        print!("{}", Config::default_toml());
-        return Ok(());
+    match cli.command {
+        Some(Command::GenerateConfig) => {
+            print!("{}", Config::default_toml());
+            return Ok(());
+        }
+        Some(Command::GenerateCluster {
+            base,
+            syncs,
+            ndbs,
+            entries,
+        }) => {
+            let spec = ClusterSpec::loopback(base, syncs, ndbs, entries);
+            print!("{}", spec.to_toml());
+            return Ok(());
+        }
+        Some(Command::ClusterCerts { cluster }) => {
+            let spec = ClusterSpec::load(&cluster)?;
+            let names = spec.cert_names();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            ordo_common::quic::generate_dev_certs(&spec.cert_dir, &names)?;
+            println!(
+                "wrote {} certificates to {}",
+                names.len(),
+                spec.cert_dir.display()
+            );
+            return Ok(());
+        }
+        None => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -47,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = match &cli.config {
         Some(path) => toml::from_str(&std::fs::read_to_string(path)?)?,
@@ -55,32 +110,20 @@ async fn main() -> anyhow::Result<()> {
     config.mqtt = cli.mqtt.unwrap_or(config.mqtt);
     config.wamp = cli.wamp.unwrap_or(config.wamp);
     config.data_dir = cli.data_dir.unwrap_or(config.data_dir);
-    if !cli.standalone {
+    config.owner = cli.id.unwrap_or(config.owner);
+    config.cluster = cli.cluster.or(config.cluster);
+    if cli.standalone {
+        config.cluster = None;
+    }
+    if !cli.standalone && config.cluster.is_none() {
         anyhow::bail!(
-            "run `ordo-entry --standalone`: the cluster roles (ordo-ndb, ordo-sync over QUIC) are not built yet"
+            "say how to run: `ordo-entry --standalone` (entry, ndb and sync in this process) \
+             or `ordo-entry --cluster FILE --id N` (an entry of a cluster)"
         );
     }
     let running = ordo_entry::start(config).await?;
-    shutdown_signal().await;
+    ordo_common::quic::node::shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

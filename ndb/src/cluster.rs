@@ -440,6 +440,26 @@ impl NdbNode {
     }
 }
 
+impl ordo_common::proto::Core for NdbNode {
+    type Write = NdbWrite;
+
+    fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg) {
+        NdbNode::handle_message(self, now, from, msg);
+    }
+
+    fn handle_tick(&mut self, now: Micros) {
+        NdbNode::handle_tick(self, now);
+    }
+
+    fn poll_timeout(&self) -> Micros {
+        NdbNode::poll_timeout(self)
+    }
+
+    fn take_actions(&mut self) -> Vec<Action<NdbWrite>> {
+        NdbNode::take_actions(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,25 +695,5 @@ mod tests {
                 }
             }]
         );
-    }
-}
-
-impl ordo_common::proto::Core for NdbNode {
-    type Write = NdbWrite;
-
-    fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg) {
-        NdbNode::handle_message(self, now, from, msg);
-    }
-
-    fn handle_tick(&mut self, now: Micros) {
-        NdbNode::handle_tick(self, now);
-    }
-
-    fn poll_timeout(&self) -> Micros {
-        NdbNode::poll_timeout(self)
-    }
-
-    fn take_actions(&mut self) -> Vec<Action<NdbWrite>> {
-        NdbNode::take_actions(self)
     }
 }

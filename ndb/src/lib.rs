@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod cluster_store;
 pub mod core;
+pub mod node;
 pub mod store;
 
 pub use crate::cluster_store::NdbClusterStore;

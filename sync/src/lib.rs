@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod log;
+pub mod node;
 pub mod store;
 
 pub use crate::store::{SyncStore, SyncStoreError};

@@ -1,0 +1,54 @@
+//! `ordo-ndb`: run one storage node of an Ordo cluster.
+
+use clap::Parser;
+use ordo_common::cluster::ClusterSpec;
+use ordo_ndb::node::{run, NdbOptions};
+use std::path::PathBuf;
+
+/// Ordo storage node: keeps segment bodies, moves them to permanent ids once resolved.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Cluster file listing every node (see `ordo-entry generate-cluster`).
+    #[arg(long, value_name = "FILE")]
+    cluster: PathBuf,
+    /// This node's ndb id in the cluster file.
+    #[arg(long)]
+    id: u32,
+    /// Data folder [default: ./ordo-data/ndb<ID>].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let spec = ClusterSpec::load(&cli.cluster)?;
+    let data_dir = cli
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(format!("ordo-data/ndb{}", cli.id)));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        ordo_common::quic::node::shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    run(
+        NdbOptions {
+            spec,
+            id: cli.id,
+            data_dir,
+        },
+        rx,
+    )
+    .await?;
+    Ok(())
+}

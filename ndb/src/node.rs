@@ -1,0 +1,64 @@
+//! The ndb process: [`NdbNode`] served over QUIC with its RocksDB store.
+//!
+//! ```text
+//!  mesh inbox ──► NdbNode ──Persist──► NdbClusterStore (one fsync per step)
+//!                         ──Send────► entries (Trim, Permanent), syncs (FetchResolved), ndbs
+//! ```
+
+use crate::cluster::{NdbConfig, NdbNode, NdbWrite};
+use crate::cluster_store::NdbClusterStore;
+use crate::StoreError;
+use ordo_common::cluster::ClusterSpec;
+use ordo_common::proto::NodeId;
+use ordo_common::quic::node::{serve, Durable, Every, RunError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What one ndb process needs.
+#[derive(Clone, Debug)]
+pub struct NdbOptions {
+    /// The cluster.
+    pub spec: ClusterSpec,
+    /// This node's ndb id.
+    pub id: u32,
+    /// Folder for its RocksDB.
+    pub data_dir: PathBuf,
+}
+
+impl Durable<NdbWrite> for NdbClusterStore {
+    type Error = StoreError;
+
+    fn persist(&self, writes: &[NdbWrite]) -> Result<(), StoreError> {
+        NdbClusterStore::persist(self, writes)
+    }
+}
+
+/// Open the store, join the cluster and serve until `shutdown` turns true.
+pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+    let me = NodeId::Ndb(opts.id);
+    let dir = opts.data_dir.join("ndb");
+    let (store, disk) = tokio::task::spawn_blocking(move || NdbClusterStore::open(&dir))
+        .await
+        .map_err(|e| RunError::Store(e.to_string()))?
+        .map_err(|e| RunError::Store(e.to_string()))?;
+    tracing::info!(%me, next_id = disk.next.0, temp_segments = disk.temp.len(), "store opened");
+    let cfg = NdbConfig::new(opts.id, opts.spec.ndb_ids(), opts.spec.sync_ids());
+    let mut heartbeat = Every::new(Duration::from_secs(10));
+    serve(
+        &opts.spec,
+        me,
+        |now| NdbNode::recover(cfg, disk, now),
+        Arc::new(store),
+        shutdown,
+        |node: &NdbNode| {
+            if heartbeat.due() {
+                let disk = node.disk();
+                tracing::info!(%me, applied_below = disk.next.0, temp_segments = disk.temp.len(),
+                    "heartbeat");
+            }
+        },
+    )
+    .await
+}

@@ -1,0 +1,189 @@
+"""The multi-process cluster for the slow suite: 3 sync, 3 ndb and 3 entry processes on loopback.
+
+Each node is its own process (`ordo-sync`, `ordo-ndb`, `ordo-entry --cluster`) with its own
+data folder, all reading one cluster file written here with free UDP ports. Any node can be
+kill -9'd and started again on the same data folder and ports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from harness import HOST, binary_path, free_port
+
+
+def free_udp_port(avoid=()) -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in set(avoid):
+            return port
+    raise RuntimeError("no free UDP port found")
+
+
+class Node:
+    """One cluster process, restartable on the same data folder and ports."""
+
+    def __init__(self, name: str, command: list[str], log_dir: Path, tcp_ports=()):
+        self.name = name
+        self.command = command
+        self.log_dir = log_dir
+        self.tcp_ports = list(tcp_ports)
+        self.proc: subprocess.Popen | None = None
+        self.logs: list[Path] = []
+        self._log_file = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.proc is None, f"{self.name} already running"
+        log = self.log_dir / f"{self.name}-{len(self.logs) + 1}.log"
+        self.logs.append(log)
+        self._log_file = open(log, "wb")
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env["NO_COLOR"] = "1"
+        self.proc = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=self._log_file,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        for port in self.tcp_ports:
+            while True:
+                if self.proc.poll() is not None:
+                    rc = self.proc.returncode
+                    self._reap()
+                    raise RuntimeError(f"{self.name} exited with {rc} during start-up\n{self.log_tail()}")
+                try:
+                    with socket.create_connection((HOST, port), timeout=0.5):
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() >= deadline:
+                    self.kill9()
+                    raise RuntimeError(f"{self.name} did not accept on {port} in {timeout}s\n{self.log_tail()}")
+                time.sleep(0.05)
+
+    def kill9(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self._reap()
+
+    def stop(self, timeout: float = 15.0):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            return None
+        self._reap()
+        return rc
+
+    def _reap(self) -> None:
+        self.proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for log in self.logs[-2:]:
+            try:
+                text = log.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            out.append(f"--- {log.name} (last {lines} lines) ---")
+            out.extend(text[-lines:])
+        return "\n".join(out)
+
+
+class OrdoCluster:
+    """3 sync + 3 ndb + 3 entries (by default), each a separate process."""
+
+    def __init__(self, root: Path, syncs: int = 3, ndbs: int = 3, entries: int = 3):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry_bin = binary_path()
+        bindir = entry_bin.parent
+        udp: list[int] = []
+        for _ in range(syncs + ndbs + entries):
+            udp.append(free_udp_port(avoid=udp))
+        lines = ['cert_dir = "certs"']
+        roles = [("sync", syncs), ("ndb", ndbs), ("entry", entries)]
+        k = 0
+        self.udp = {}
+        for role, n in roles:
+            for i in range(1, n + 1):
+                lines += [f"[[{role}]]", f"id = {i}", f'addr = "{HOST}:{udp[k]}"']
+                self.udp[(role, i)] = udp[k]
+                k += 1
+        self.cluster_file = self.root / "cluster.toml"
+        self.cluster_file.write_text("\n".join(lines) + "\n")
+        subprocess.run([str(entry_bin), "cluster-certs", "--cluster", str(self.cluster_file)],
+                       check=True, capture_output=True, timeout=30)
+        cf = str(self.cluster_file)
+        data = self.root / "data"
+        self.sync = [Node(f"sync{i}", [str(bindir / "ordo-sync"), "--cluster", cf, "--id", str(i),
+                                       "--data-dir", str(data / f"sync{i}")], self.root)
+                     for i in range(1, syncs + 1)]
+        self.ndb = [Node(f"ndb{i}", [str(bindir / "ordo-ndb"), "--cluster", cf, "--id", str(i),
+                                     "--data-dir", str(data / f"ndb{i}")], self.root)
+                    for i in range(1, ndbs + 1)]
+        self.entry = []
+        taken: list[int] = []
+        for i in range(1, entries + 1):
+            mqtt = free_port(avoid=taken)
+            taken.append(mqtt)
+            wamp = free_port(avoid=taken)
+            taken.append(wamp)
+            node = Node(f"entry{i}", [str(entry_bin), "--cluster", cf, "--id", str(i),
+                                      "--mqtt", f"{HOST}:{mqtt}", "--wamp", f"{HOST}:{wamp}",
+                                      "--data-dir", str(data / f"entry{i}")], self.root, [mqtt, wamp])
+            node.mqtt_port, node.wamp_port = mqtt, wamp
+            node.wamp_url = f"ws://{HOST}:{wamp}/"
+            self.entry.append(node)
+
+    def nodes(self) -> list[Node]:
+        return self.sync + self.ndb + self.entry
+
+    def start(self) -> None:
+        for n in self.sync + self.ndb + self.entry:
+            n.start()
+
+    def kill_all(self) -> None:
+        for n in self.nodes():
+            n.kill9()
+
+    def sync_leader(self) -> Node | None:
+        """Return the sync node that most recently logged becoming leader."""
+        best = None
+        for n in self.sync:
+            for m in re.finditer(r"^(\S+).*role changed.*term=(\d+) leader=true", n.log_text(), re.M):
+                key = (int(m.group(2)), m.group(1))
+                if best is None or key > best[0]:
+                    best = (key, n)
+        return best[1] if best else None
+
+    def log_tails(self) -> str:
+        return "\n".join(n.log_tail(15) for n in self.nodes())
