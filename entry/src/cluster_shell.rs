@@ -24,12 +24,16 @@ use anyhow::Context;
 use bytes::Bytes;
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::{Action, Msg, NodeId};
+use ordo_common::quic::metrics::Metrics;
 use ordo_common::quic::node::Clock;
 use ordo_common::quic::{load_identity, Mesh};
 use ordo_common::{PermanentId, StoredMessage};
 use ordo_ndb::{CommitBatch, Store};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Metadata key of the entry's segment reservation (`EntryDisk::next_segment`).
@@ -37,7 +41,8 @@ const META_RESERVED: &str = "entry/reserved_segment";
 /// Messages taken from a queue before the actions they caused are run.
 const MAX_DRAIN: usize = 4096;
 
-type Reply = oneshot::Sender<Result<PermanentId, PublishError>>;
+/// A publisher's reply and when its publish was accepted.
+type Reply = (oneshot::Sender<Result<PermanentId, PublishError>>, Instant);
 
 /// A running cluster shell.
 pub(crate) struct Shell {
@@ -53,6 +58,7 @@ pub(crate) fn start(
     owner: u64,
     max_batch: usize,
     shutdown: watch::Receiver<bool>,
+    metrics: Metrics,
 ) -> anyhow::Result<Shell> {
     let me = NodeId::Entry(owner);
     let addr = spec
@@ -93,6 +99,20 @@ pub(crate) fn start(
         held: BTreeMap::new(),
         seq: 0,
         limit: max_batch * 8,
+        gauges: Gauges {
+            segments_open: metrics.gauge("segments_open", "Segments begun and not yet resolved"),
+            unacked: metrics.gauge("unacked", "Publishes waiting for their permanent id"),
+            next_id: metrics.gauge("next_delivery_id", "Next permanent id to deliver here"),
+            lag: metrics.gauge(
+                "lag_ids",
+                "Ids known to be ordered but not yet delivered here (replication lag)",
+            ),
+            ack_seconds: metrics.histogram(
+                "ack_seconds",
+                "Publish accepted to ack released (durable on a quorum, id final, delivered here)",
+            ),
+        },
+        metrics,
     };
     let task = tokio::spawn(shell.run(rx, inbox, shutdown));
     Ok(Shell {
@@ -114,6 +134,16 @@ struct ShellTask {
     seq: u64,
     /// Most unacknowledged publishes taken in before the front doors are made to wait.
     limit: usize,
+    gauges: Gauges,
+    metrics: Metrics,
+}
+
+struct Gauges {
+    segments_open: Gauge,
+    unacked: Gauge,
+    next_id: Gauge,
+    lag: Gauge,
+    ack_seconds: Histogram,
 }
 
 impl ShellTask {
@@ -159,7 +189,7 @@ impl ShellTask {
             }
         }
         let held = std::mem::take(&mut self.held).into_values();
-        for reply in self.replies.drain().map(|(_, r)| r).chain(held) {
+        for (reply, _) in self.replies.drain().map(|(_, r)| r).chain(held) {
             let _ = reply.send(Err(PublishError::Stopped));
         }
         self.mesh.close();
@@ -175,7 +205,7 @@ impl ShellTask {
         };
         self.seq += 1;
         if let Some(reply) = req.reply {
-            self.replies.insert(self.seq, reply);
+            self.replies.insert(self.seq, (reply, Instant::now()));
         }
         self.core
             .handle_publish(self.clock.now(), 0, self.seq, body);
@@ -190,13 +220,20 @@ impl ShellTask {
                 Action::Persist(EntryWrite::Reserve(mark)) => {
                     // Rare (one per `reserve` segments): write it before anything behind it.
                     let store = self.store.clone();
+                    let started = Instant::now();
                     tokio::task::spawn_blocking(move || {
                         store.commit(&CommitBatch {
                             meta: vec![(META_RESERVED.into(), mark.to_be_bytes().to_vec())],
                             ..Default::default()
                         })
                     })
-                    .await??;
+                    .await?
+                    .inspect_err(|_| {
+                        self.metrics.storage_errors.inc();
+                    })?;
+                    self.metrics
+                        .persist_seconds
+                        .observe(started.elapsed().as_secs_f64());
                 }
                 Action::Send { to, msg } => self.mesh.send(to, msg),
                 Action::Deliver { id, body } => match rmp_serde::from_slice(&body) {
@@ -227,9 +264,19 @@ impl ShellTask {
             if *entry.key() >= next {
                 break;
             }
-            let (id, reply) = entry.remove_entry();
+            let (id, (reply, accepted)) = entry.remove_entry();
+            self.gauges
+                .ack_seconds
+                .observe(accepted.elapsed().as_secs_f64());
             let _ = reply.send(Ok(id));
         }
+        let g = &self.gauges;
+        g.segments_open.set(self.core.open_segments_count() as i64);
+        g.unacked.set(self.core.unacked() as i64);
+        g.next_id.set(next.0 as i64);
+        g.lag
+            .set(self.core.known_tip().0.saturating_sub(next.0) as i64);
+        self.metrics.observe_mesh(&self.mesh);
         Ok(())
     }
 }

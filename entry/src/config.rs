@@ -31,6 +31,9 @@ pub struct Config {
     /// Cluster file: when set, join that cluster as entry `owner` instead of running standalone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             mqtt_inflight: 1024,
             owner: 1,
             cluster: None,
+            metrics: None,
         }
     }
 }

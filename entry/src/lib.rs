@@ -137,6 +137,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (incarnation % (1 << 20)) << 32,
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let metrics = ordo_common::quic::metrics::Metrics::new("entry");
+    if let Some(addr) = config.metrics {
+        metrics
+            .serve(addr)
+            .await
+            .with_context(|| format!("bind metrics {addr}"))?;
+    }
     let (sequencer, owner) = match &config.cluster {
         None => {
             let (sequencer, thread) = sequencer::start(
@@ -144,6 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 router.clone(),
                 config.owner,
                 config.max_batch,
+                metrics,
             )?;
             (sequencer, SegmentOwner::Embedded(thread))
         }
@@ -156,6 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 config.owner,
                 config.max_batch,
                 shutdown_rx.clone(),
+                metrics,
             )?;
             (shell.sequencer, SegmentOwner::Cluster(shell.task))
         }

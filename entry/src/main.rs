@@ -19,6 +19,9 @@ struct Cli {
     /// This entry's id in the cluster file [default: 1].
     #[arg(long)]
     id: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// MQTT listen address [default: 127.0.0.1:1883].
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
@@ -111,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     config.wamp = cli.wamp.unwrap_or(config.wamp);
     config.data_dir = cli.data_dir.unwrap_or(config.data_dir);
     config.owner = cli.id.unwrap_or(config.owner);
+    config.metrics = cli.metrics.or(config.metrics);
     config.cluster = cli.cluster.or(config.cluster);
     if cli.standalone {
         config.cluster = None;

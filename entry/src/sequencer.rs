@@ -19,6 +19,7 @@
 //! commit is in flight form the next segment, so batches grow with load.
 
 use crate::router::Router;
+use ordo_common::quic::metrics::Metrics;
 use ordo_common::{AdvanceId, PermanentId, StoredMessage};
 use ordo_ndb::{CommitBatch, NdbCore, Store};
 use ordo_sync::{Elector, SegmentOver};
@@ -95,6 +96,7 @@ pub fn start(
     router: Arc<Router>,
     owner: u64,
     max_batch: usize,
+    metrics: Metrics,
 ) -> Result<(Sequencer, std::thread::JoinHandle<()>), ordo_ndb::StoreError> {
     let last = store.last_id()?;
     let next_segment = store
@@ -112,7 +114,7 @@ pub fn start(
     };
     let thread = std::thread::Builder::new()
         .name("ordo-sequencer".into())
-        .spawn(move || run_sequencer(rx, done_tx, store, core, max_batch))
+        .spawn(move || run_sequencer(rx, done_tx, store, core, max_batch, metrics))
         .map_err(|e| ordo_ndb::StoreError::Corrupt {
             key: "thread".into(),
             reason: e.to_string(),
@@ -134,6 +136,7 @@ fn run_sequencer(
     store: Store,
     mut cores: Cores,
     max_batch: usize,
+    metrics: Metrics,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -146,13 +149,18 @@ fn run_sequencer(
         }
         let (messages, replies): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| (r.message, r.reply)).unzip();
+        let started = std::time::Instant::now();
         match commit_segment(&store, &mut cores, messages) {
             Ok(messages) => {
+                metrics
+                    .persist_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 if done.send(Committed { messages, replies }).is_err() {
                     return;
                 }
             }
             Err(e) => {
+                metrics.storage_errors.inc();
                 tracing::error!(error = %e, "commit failed; not acknowledging this segment");
                 for reply in replies.into_iter().flatten() {
                     let _ = reply.send(Err(PublishError::Storage(e.to_string())));

@@ -217,6 +217,16 @@ impl NdbNode {
         self.poll_due
     }
 
+    /// Return the end of the highest resolution this node has heard of (at least `next`).
+    pub fn known_end(&self) -> PermanentId {
+        self.pending
+            .values()
+            .map(Resolution::end)
+            .max()
+            .unwrap_or(self.disk.next)
+            .max(self.disk.next)
+    }
+
     /// Return this node's view of its disk (durable or about to be).
     pub fn disk(&self) -> &NdbDisk {
         &self.disk

@@ -10,7 +10,9 @@ use crate::cluster_store::NdbClusterStore;
 use crate::StoreError;
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::NodeId;
+use ordo_common::quic::metrics::Metrics;
 use ordo_common::quic::node::{serve, Durable, Every, RunError};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub struct NdbOptions {
     pub id: u32,
     /// Folder for its RocksDB.
     pub data_dir: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Durable<NdbWrite> for NdbClusterStore {
@@ -45,6 +49,22 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
         .map_err(|e| RunError::Store(e.to_string()))?;
     tracing::info!(%me, next_id = disk.next.0, temp_segments = disk.temp.len(), "store opened");
     let cfg = NdbConfig::new(opts.id, opts.spec.ndb_ids(), opts.spec.sync_ids());
+    let metrics = Metrics::new("ndb");
+    if let Some(addr) = opts.metrics {
+        metrics
+            .serve(addr)
+            .await
+            .map_err(|e| RunError::Store(format!("metrics listener {addr}: {e}")))?;
+    }
+    let next_id = metrics.gauge(
+        "next_id",
+        "Next permanent id to apply; all below are stored here",
+    );
+    let lag = metrics.gauge(
+        "lag_ids",
+        "Resolved ids heard of but not yet applied here (replication lag)",
+    );
+    let temp = metrics.gauge("temp_segments", "Segments held in temporary history");
     let mut heartbeat = Every::new(Duration::from_secs(10));
     serve(
         &opts.spec,
@@ -52,11 +72,15 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
         |now| NdbNode::recover(cfg, disk, now),
         Arc::new(store),
         shutdown,
+        &metrics,
         |node: &NdbNode| {
+            let disk = node.disk();
+            next_id.set(disk.next.0 as i64);
+            lag.set(node.known_end().0.saturating_sub(disk.next.0) as i64);
+            temp.set(disk.temp.len() as i64);
             if heartbeat.due() {
-                let disk = node.disk();
-                tracing::info!(%me, applied_below = disk.next.0, temp_segments = disk.temp.len(),
-                    "heartbeat");
+                tracing::info!(%me, revision = disk.next.0.saturating_sub(1),
+                    temp_segments = disk.temp.len(), "heartbeat");
             }
         },
     )

@@ -18,6 +18,9 @@ struct Cli {
     /// Data folder [default: ./ordo-data/sync<ID>].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
             spec,
             id: cli.id,
             data_dir,
+            metrics: cli.metrics,
         },
         rx,
     )

@@ -10,7 +10,9 @@ use crate::log::{SyncConfig, SyncNode, SyncWrite};
 use crate::store::{SyncStore, SyncStoreError};
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::NodeId;
+use ordo_common::quic::metrics::Metrics;
 use ordo_common::quic::node::{serve, Durable, Every, RunError};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub struct SyncOptions {
     pub id: u32,
     /// Folder for its RocksDB.
     pub data_dir: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Durable<SyncWrite> for SyncStore {
@@ -53,6 +57,18 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         opts.spec.entry_ids(),
         seed,
     );
+    let metrics = Metrics::new("sync");
+    if let Some(addr) = opts.metrics {
+        metrics
+            .serve(addr)
+            .await
+            .map_err(|e| RunError::Store(format!("metrics listener {addr}: {e}")))?;
+    }
+    let term = metrics.gauge("term", "Current term");
+    let is_leader = metrics.gauge("leader", "1 while this node leads");
+    let commit = metrics.gauge("commit_index", "Highest committed log index known here");
+    let next_id = metrics.gauge("next_id", "Next permanent id the applied log assigns");
+    let log_len = metrics.gauge("log_entries", "Entries in the replicated log");
     let mut heartbeat = Every::new(Duration::from_secs(10));
     let mut leader = false;
     serve(
@@ -61,14 +77,20 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         |now| SyncNode::recover(cfg, disk, now),
         Arc::new(store),
         shutdown,
+        &metrics,
         |node: &SyncNode| {
+            term.set(node.term() as i64);
+            is_leader.set(i64::from(node.is_leader()));
+            commit.set(node.commit_index() as i64);
+            next_id.set(node.machine().next_id().0 as i64);
+            log_len.set(node.log().len() as i64);
             if node.is_leader() != leader {
                 leader = node.is_leader();
                 tracing::info!(%me, term = node.term(), leader, "role changed");
             }
             if heartbeat.due() {
                 tracing::info!(%me, term = node.term(), leader = node.is_leader(),
-                    commit = node.commit_index(), next_id = node.machine().next_id().0,
+                    commit = node.commit_index(), revision = node.machine().next_id().0.saturating_sub(1),
                     "heartbeat");
             }
         },

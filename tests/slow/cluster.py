@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from harness import HOST, binary_path, free_port
@@ -33,7 +34,8 @@ class Node:
 
     def __init__(self, name: str, command: list[str], log_dir: Path, tcp_ports=()):
         self.name = name
-        self.command = command
+        self.metrics_port = free_port()
+        self.command = command + ["--metrics", f"{HOST}:{self.metrics_port}"]
         self.log_dir = log_dir
         self.tcp_ports = list(tcp_ports)
         self.proc: subprocess.Popen | None = None
@@ -102,6 +104,16 @@ class Node:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def metric(self, name: str) -> float | None:
+        """Return one unlabelled sample from the node's /metrics, or None if unreachable."""
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else None
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())

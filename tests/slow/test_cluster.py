@@ -184,6 +184,20 @@ def test_kill9_of_each_role_under_load_loses_nothing_acked(cluster, clients):
     assert not missing, f"{len(missing)} PUBACKed messages missing, e.g. {sorted(missing)[:5]}"
     assert total >= len(acked)
 
+    # the restarted ndb and sync caught up: every node reports the same next id, no lag
+    def caught_up():
+        ndb = [n.metric("ordo_ndb_next_id") for n in cluster.ndb]
+        lag = [n.metric("ordo_ndb_lag_ids") for n in cluster.ndb]
+        sync = [n.metric("ordo_sync_next_id") for n in cluster.sync]
+        return (None not in ndb + sync and len(set(ndb)) == 1 and set(lag) == {0}
+                and set(sync) == set(ndb) and ndb[0] > len(seen))
+
+    assert wait_until(caught_up, 30, interval=0.2), (
+        "nodes did not converge: ndb next ids "
+        f"{[n.metric('ordo_ndb_next_id') for n in cluster.ndb]}, sync next ids "
+        f"{[n.metric('ordo_sync_next_id') for n in cluster.sync]}"
+    )
+
     # the restarted entry catches up: replay from id 0 there equals what the others saw
     late = clients.wamp(victim)
     late.subscribe(WAMP_TOPIC, after=0)

@@ -12,6 +12,7 @@
 
 mod certs;
 pub mod mesh;
+pub mod metrics;
 pub mod node;
 
 pub use certs::{generate_dev_certs, load_identity, NodeIdentity};

@@ -14,6 +14,7 @@
 //! while one commit runs queue in the inbox and share the next fsync.
 
 use super::mesh::Mesh;
+use super::metrics::Metrics;
 use crate::proto::{Action, Core, Micros, Msg, NodeId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +76,7 @@ pub async fn drive<C, D>(
     mut inbox: mpsc::Receiver<(NodeId, Msg)>,
     mut shutdown: watch::Receiver<bool>,
     clock: Clock,
+    metrics: &Metrics,
     mut observe: impl FnMut(&C),
 ) -> Result<(), NodeError>
 where
@@ -100,7 +102,8 @@ where
             _ = tokio::time::sleep_until(deadline) => {}
         }
         core.handle_tick(clock.now());
-        run_actions(core.take_actions(), &disk, &mesh).await?;
+        run_actions(core.take_actions(), &disk, &mesh, metrics).await?;
+        metrics.observe_mesh(&mesh);
         observe(&core);
     }
 }
@@ -111,6 +114,7 @@ pub async fn run_actions<W, D>(
     actions: Vec<Action<W>>,
     disk: &Arc<D>,
     mesh: &Mesh,
+    metrics: &Metrics,
 ) -> Result<(), NodeError>
 where
     W: Send + 'static,
@@ -127,10 +131,17 @@ where
     }
     if !writes.is_empty() {
         let disk = disk.clone();
+        let started = Instant::now();
         tokio::task::spawn_blocking(move || disk.persist(&writes))
             .await
             .map_err(|e| NodeError::Task(e.to_string()))?
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
+            .map_err(|e| {
+                metrics.storage_errors.inc();
+                NodeError::Storage(e.to_string())
+            })?;
+        metrics
+            .persist_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
     for action in gated {
         if let Action::Send { to, msg } = action {
@@ -179,6 +190,7 @@ pub async fn serve<C, D>(
     make_core: impl FnOnce(Micros) -> C,
     disk: Arc<D>,
     shutdown: watch::Receiver<bool>,
+    metrics: &Metrics,
     observe: impl FnMut(&C),
 ) -> Result<(), RunError>
 where
@@ -195,7 +207,17 @@ where
     let clock = Clock::start();
     let core = make_core(clock.now());
     tracing::info!(%me, %addr, "serving the cluster over QUIC");
-    let result = drive(core, disk, mesh.clone(), inbox, shutdown, clock, observe).await;
+    let result = drive(
+        core,
+        disk,
+        mesh.clone(),
+        inbox,
+        shutdown,
+        clock,
+        metrics,
+        observe,
+    )
+    .await;
     mesh.close();
     Ok(result?)
 }

@@ -27,6 +27,10 @@ impl Follow {
         }
     }
 
+    pub(super) fn tip(&self) -> PermanentId {
+        self.tip
+    }
+
     pub(super) fn learn_tip(&mut self, end: PermanentId) {
         self.tip = self.tip.max(end);
     }

@@ -180,6 +180,16 @@ impl EntryCore {
                 .sum::<usize>()
     }
 
+    /// Return how many segments are in flight (begun, not yet resolved).
+    pub fn open_segments_count(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Return the highest id known to be ordered (deliveries lag it by `known_tip - next`).
+    pub fn known_tip(&self) -> PermanentId {
+        self.follow.tip().max(self.follow.next)
+    }
+
     /// Return the next permanent id this entry will deliver.
     pub fn next_delivery(&self) -> PermanentId {
         self.follow.next

@@ -1,0 +1,167 @@
+//! Prometheus metrics of a node, served at `GET /metrics` on `--metrics ADDR`.
+//!
+//! Names are `ordo_<role>_<what>`; every node also exports its mesh counters
+//! and its storage timings. Encoding is the `prometheus-client` crate (the
+//! Prometheus project's own Rust client); the HTTP side is a minimal GET
+//! responder, because a metrics scrape needs nothing more.
+
+use super::mesh::Mesh;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A node's registry plus the metrics every role shares.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    /// Seconds each durable commit (one fsync) took.
+    pub persist_seconds: Histogram,
+    /// Storage errors (the node stops after the first).
+    pub storage_errors: Counter,
+    mesh_dropped: Gauge,
+    mesh_received: Gauge,
+    mesh_connects: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Latency buckets from 50 µs to about 3 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 2.0, 17))
+}
+
+impl Metrics {
+    /// Create a registry for a node of `role` (`entry`, `ndb`, `sync`).
+    pub fn new(role: &str) -> Metrics {
+        let mut registry = Registry::with_prefix(format!("ordo_{role}"));
+        let m = Metrics {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            persist_seconds: latency_histogram(),
+            storage_errors: Counter::default(),
+            mesh_dropped: Gauge::default(),
+            mesh_received: Gauge::default(),
+            mesh_connects: Gauge::default(),
+        };
+        registry.register(
+            "persist_seconds",
+            "Time of one durable commit (one fsync covering a step's writes)",
+            m.persist_seconds.clone(),
+        );
+        registry.register(
+            "storage_errors",
+            "Failed writes; the node stops acknowledging after the first",
+            m.storage_errors.clone(),
+        );
+        registry.register(
+            "mesh_dropped_messages",
+            "Messages to peers dropped (full queue or broken connection; the protocol retries)",
+            m.mesh_dropped.clone(),
+        );
+        registry.register(
+            "mesh_received_messages",
+            "Messages received from peers",
+            m.mesh_received.clone(),
+        );
+        registry.register(
+            "mesh_connects",
+            "Connections opened to peers, reconnects included",
+            m.mesh_connects.clone(),
+        );
+        if let Ok(mut r) = m.registry.lock() {
+            *r = registry;
+        }
+        m
+    }
+
+    /// Register a role-specific gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::default();
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(name, help, g.clone());
+        }
+        g
+    }
+
+    /// Register a role-specific histogram of seconds.
+    pub fn histogram(&self, name: &str, help: &str) -> Histogram {
+        let h = latency_histogram();
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(name, help, h.clone());
+        }
+        h
+    }
+
+    /// Copy the mesh counters into the registry.
+    pub fn observe_mesh(&self, mesh: &Mesh) {
+        let s = mesh.stats();
+        self.mesh_dropped
+            .set(s.dropped.load(Ordering::Relaxed) as i64);
+        self.mesh_received
+            .set(s.received.load(Ordering::Relaxed) as i64);
+        self.mesh_connects
+            .set(s.connects.load(Ordering::Relaxed) as i64);
+    }
+
+    /// Return the OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
+
+    /// Serve `GET /metrics` on `addr` until the task is dropped; return the bound address.
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let metrics = self.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let metrics = metrics.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut len = 0;
+                    // Read the request head (bounded), then answer and close.
+                    while len < buf.len() {
+                        match tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            stream.read(&mut buf[len..]),
+                        )
+                        .await
+                        {
+                            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                            Ok(Ok(n)) => len += n,
+                        }
+                        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf[..len]);
+                    let (status, body) = if head.starts_with("GET /metrics ") {
+                        ("200 OK", metrics.encode())
+                    } else {
+                        ("404 Not Found", "try GET /metrics\n".to_owned())
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
+        Ok(bound)
+    }
+}
