@@ -66,14 +66,22 @@ impl Clock {
     }
 }
 
+/// A node's connection to its peers: where it sends, and what it receives.
+#[derive(Debug)]
+pub struct Link {
+    /// Outgoing messages.
+    pub mesh: Mesh,
+    /// Incoming messages with their sender.
+    pub inbox: mpsc::Receiver<(NodeId, Msg)>,
+}
+
 /// Run `core` until `shutdown` turns true or the inbox closes.
 ///
 /// `observe` sees the core after every step (for metrics and logs).
 pub async fn drive<C, D>(
     mut core: C,
     disk: Arc<D>,
-    mesh: Mesh,
-    mut inbox: mpsc::Receiver<(NodeId, Msg)>,
+    link: Link,
     mut shutdown: watch::Receiver<bool>,
     clock: Clock,
     metrics: &Metrics,
@@ -84,6 +92,7 @@ where
     C::Write: Send + 'static,
     D: Durable<C::Write>,
 {
+    let Link { mesh, mut inbox } = link;
     loop {
         let deadline = tokio::time::Instant::from_std(clock.instant(core.poll_timeout()));
         tokio::select! {
@@ -210,8 +219,10 @@ where
     let result = drive(
         core,
         disk,
-        mesh.clone(),
-        inbox,
+        Link {
+            mesh: mesh.clone(),
+            inbox,
+        },
         shutdown,
         clock,
         metrics,
