@@ -185,6 +185,9 @@ pub struct NdbNode {
     poll_due: Micros,
     sync_turn: usize,
     asked_bodies: Option<((u64, u64), Micros)>,
+    /// FetchPermanent asks that found nothing new, answered as soon as ids are applied
+    /// (a long poll: the entry learns of new ids one apply later, not one retry later).
+    parked: BTreeMap<NodeId, (PermanentId, u32)>,
     out: VecDeque<Action<NdbWrite>>,
 }
 
@@ -198,6 +201,7 @@ impl NdbNode {
             disk,
             pending: BTreeMap::new(),
             asked_bodies: None,
+            parked: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -299,25 +303,12 @@ impl NdbNode {
                 }
             }
             Msg::FetchPermanent { from: first, max } => {
-                let max = max.min(self.cfg.max_records) as usize;
-                let records: Vec<Body> = self
-                    .disk
-                    .perm
-                    .range(first..)
-                    .take(max)
-                    .enumerate()
-                    .take_while(|(i, (id, _))| id.0 == first.0 + *i as u64)
-                    .map(|(_, (_, b))| b.clone())
-                    .collect();
-                let tip = self.disk.next;
-                self.send(
-                    from,
-                    Msg::Permanent {
-                        from: first,
-                        tip,
-                        records,
-                    },
-                );
+                if first >= self.disk.next {
+                    self.parked.insert(from, (first, max));
+                } else {
+                    self.parked.remove(&from);
+                    self.serve_permanent(from, first, max);
+                }
             }
             _ => {}
         }
@@ -437,7 +428,45 @@ impl NdbNode {
             }
             self.pending.remove(&r.base);
             self.write(NdbWrite::Apply(r));
+            self.serve_parked();
         }
+    }
+
+    /// Answer the parked asks that the ids applied so far can serve (after the Apply's Persist).
+    fn serve_parked(&mut self) {
+        let next = self.disk.next;
+        let ready: Vec<(NodeId, (PermanentId, u32))> = self
+            .parked
+            .iter()
+            .filter(|(_, (first, _))| *first < next)
+            .map(|(n, a)| (*n, *a))
+            .collect();
+        for (node, (first, max)) in ready {
+            self.parked.remove(&node);
+            self.serve_permanent(node, first, max);
+        }
+    }
+
+    fn serve_permanent(&mut self, to: NodeId, first: PermanentId, max: u32) {
+        let max = max.min(self.cfg.max_records) as usize;
+        let records: Vec<Body> = self
+            .disk
+            .perm
+            .range(first..)
+            .take(max)
+            .enumerate()
+            .take_while(|(i, (id, _))| id.0 == first.0 + *i as u64)
+            .map(|(_, (_, b))| b.clone())
+            .collect();
+        let tip = self.disk.next;
+        self.send(
+            to,
+            Msg::Permanent {
+                from: first,
+                tip,
+                records,
+            },
+        );
     }
 
     fn write(&mut self, w: NdbWrite) {
