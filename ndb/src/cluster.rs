@@ -735,4 +735,50 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn a_fetch_with_nothing_new_is_answered_right_after_the_apply() {
+        let mut n = node();
+        let entry = NodeId::Entry(7);
+        n.handle_message(
+            0,
+            entry,
+            Msg::FetchPermanent {
+                from: PermanentId(1),
+                max: 10,
+            },
+        );
+        assert!(n.take_actions().is_empty(), "nothing to serve yet: parked");
+        n.handle_message(
+            0,
+            entry,
+            Msg::Begin {
+                owner: 7,
+                segment: 1,
+                count: 2,
+                bodies: vec![b("a"), b("b")],
+            },
+        );
+        n.take_actions();
+        n.handle_message(
+            0,
+            NodeId::Sync(0),
+            Msg::Resolved {
+                resolutions: vec![res(7, 1, 2, 1)],
+            },
+        );
+        let actions = n.take_actions();
+        let apply = actions
+            .iter()
+            .position(|a| matches!(a, Action::Persist(NdbWrite::Apply(_))))
+            .expect("apply persisted");
+        let answer = actions
+            .iter()
+            .position(|a| {
+                matches!(a, Action::Send { to, msg: Msg::Permanent { from, records, .. } }
+                    if *to == entry && *from == PermanentId(1) && records.len() == 2)
+            })
+            .expect("parked fetch answered");
+        assert!(apply < answer, "the answer waits for the apply's write");
+    }
 }
