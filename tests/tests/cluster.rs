@@ -1,0 +1,224 @@
+//! The cluster in one test process: 3 sync and 3 ndb nodes (their real RocksDB stores) and two
+//! entries, all talking QUIC with mutual TLS on loopback, driven by rumqttc.
+//!
+//! The slow suite runs the same roles as separate processes and kills them with SIGKILL; here a
+//! node is stopped and started again through its shutdown signal, which is enough to check that
+//! the survivors keep ordering and that a restarted node serves again.
+
+use anyhow::Context;
+use ordo_common::cluster::{ClusterSpec, Member};
+use ordo_common::quic::generate_dev_certs;
+use ordo_ndb::node::NdbOptions;
+use ordo_sync::node::SyncOptions;
+use ordo_tests::{Rumqtt, TestNode};
+use rumqttc::QoS;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+type Result = anyhow::Result<()>;
+
+/// Return `n` distinct free UDP addresses (all bound at once, then released).
+fn free_udp(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let sockets = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(sockets
+        .iter()
+        .map(UdpSocket::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?)
+}
+
+/// A node run in this process: its task and the switch that stops it.
+struct InProcess {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Stop the node and wait until its UDP port is free again (its QUIC endpoint has drained).
+    async fn stop(self, addr: SocketAddr) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        for _ in 0..200 {
+            if UdpSocket::bind(addr).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn spawn_ndb(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
+    let (stop, rx) = watch::channel(false);
+    let opts = NdbOptions {
+        spec: spec.clone(),
+        id,
+        data_dir: root.join(format!("ndb{id}")),
+        metrics: None,
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = ordo_ndb::node::run(opts, rx).await {
+            panic!("ndb{id} stopped: {e}");
+        }
+    });
+    InProcess { stop, task }
+}
+
+fn spawn_sync(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
+    let (stop, rx) = watch::channel(false);
+    let opts = SyncOptions {
+        spec: spec.clone(),
+        id,
+        data_dir: root.join(format!("sync{id}")),
+        metrics: None,
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = ordo_sync::node::run(opts, rx).await {
+            panic!("sync{id} stopped: {e}");
+        }
+    });
+    InProcess { stop, task }
+}
+
+struct Cluster {
+    spec: ClusterSpec,
+    file: PathBuf,
+    root: tempfile::TempDir,
+}
+
+fn cluster(entries: u64) -> anyhow::Result<Cluster> {
+    let root = tempfile::tempdir()?;
+    let mut addrs = free_udp(6 + entries as usize)?.into_iter();
+    let mut members = |n: u64| -> Vec<Member> {
+        (1..=n)
+            .zip(addrs.by_ref())
+            .map(|(id, addr)| Member { id, addr })
+            .collect()
+    };
+    let spec = ClusterSpec {
+        cert_dir: root.path().join("certs"),
+        sync: members(3),
+        ndb: members(3),
+        entry: members(entries),
+    };
+    let names = spec.cert_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    generate_dev_certs(&spec.cert_dir, &names)?;
+    let file = root.path().join("cluster.toml");
+    std::fs::write(&file, spec.to_toml())?;
+    Ok(Cluster { spec, file, root })
+}
+
+async fn entry(c: &Cluster, id: u64) -> anyhow::Result<TestNode> {
+    let file = c.file.clone();
+    TestNode::start_with(move |cfg| {
+        cfg.cluster = Some(file);
+        cfg.owner = id;
+    })
+    .await
+}
+
+/// Publish `n` QoS1 messages named `name/0..n` and wait for every PUBACK.
+async fn publish(addr: SocketAddr, name: &str, n: u32) -> Result {
+    let mut client = Rumqtt::connect(addr, &format!("pub-{name}")).await?;
+    for seq in 0..n {
+        client
+            .client
+            .publish("c/t", QoS::AtLeastOnce, false, format!("{name}/{seq}"))
+            .await?;
+    }
+    for _ in 0..n {
+        client
+            .wait_for(|p| matches!(p, rumqttc::Packet::PubAck(_)).then_some(()))
+            .await
+            .with_context(|| format!("{name}: waiting for PUBACKs"))?;
+    }
+    Ok(())
+}
+
+async fn receive(sub: &mut Rumqtt, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let p = sub
+            .next_publish()
+            .await
+            .with_context(|| format!("after {} of {n} messages", got.len()))?;
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entries_deliver_one_order_and_survive_an_ndb_and_a_sync_restart() -> Result {
+    let c = cluster(2)?;
+    let root = c.root.path().to_path_buf();
+    let mut syncs: Vec<Option<InProcess>> = (1..=3)
+        .map(|id| Some(spawn_sync(&c.spec, id, &root)))
+        .collect();
+    let mut ndbs: Vec<Option<InProcess>> = (1..=3)
+        .map(|id| Some(spawn_ndb(&c.spec, id, &root)))
+        .collect();
+    let e1 = entry(&c, 1).await?;
+    let e2 = entry(&c, 2).await?;
+    let mut s1 = Rumqtt::connect(e1.mqtt, "sub1").await?;
+    s1.subscribe("c/#", QoS::AtLeastOnce).await?;
+    let mut s2 = Rumqtt::connect(e2.mqtt, "sub2").await?;
+    s2.subscribe("c/#", QoS::AtLeastOnce).await?;
+
+    // Both entries publish at once; both subscribers see one sequence.
+    let (a, b) = tokio::join!(publish(e1.mqtt, "a", 200), publish(e2.mqtt, "b", 200));
+    a?;
+    b?;
+    let seen1 = receive(&mut s1, 400).await?;
+    let seen2 = receive(&mut s2, 400).await?;
+    assert_eq!(seen1, seen2, "the two entries delivered different orders");
+    for name in ["a", "b"] {
+        let mine: Vec<&String> = seen1.iter().filter(|m| m.starts_with(name)).collect();
+        let want: Vec<String> = (0..200).map(|s| format!("{name}/{s}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "{name}: FIFO broken");
+    }
+
+    // One ndb down: the other two are a quorum. Then it comes back and another goes.
+    if let Some(n) = ndbs[2].take() {
+        n.stop(c.spec.ndb[2].addr).await;
+    }
+    publish(e1.mqtt, "c", 50).await?;
+    ndbs[2] = Some(spawn_ndb(&c.spec, 3, &root));
+    if let Some(n) = ndbs[0].take() {
+        n.stop(c.spec.ndb[0].addr).await;
+    }
+    publish(e2.mqtt, "d", 50).await?;
+
+    // One sync down (whichever leads or not): two keep ordering; it restarts from its log.
+    if let Some(s) = syncs[0].take() {
+        s.stop(c.spec.sync[0].addr).await;
+    }
+    publish(e1.mqtt, "e", 50).await?;
+    syncs[0] = Some(spawn_sync(&c.spec, 1, &root));
+    if let Some(s) = syncs[1].take() {
+        s.stop(c.spec.sync[1].addr).await;
+    }
+    publish(e2.mqtt, "f", 50).await?;
+
+    let tail1 = receive(&mut s1, 200).await?;
+    let tail2 = receive(&mut s2, 200).await?;
+    assert_eq!(tail1, tail2);
+    let want: Vec<String> = ["c", "d", "e", "f"]
+        .iter()
+        .flat_map(|n| (0..50).map(move |s| format!("{n}/{s}")))
+        .collect();
+    assert_eq!(tail1, want, "sequential publishes arrive in publish order");
+
+    e1.shutdown().await;
+    e2.shutdown().await;
+    let addrs = c.spec.ndb.iter().chain(&c.spec.sync).map(|m| m.addr);
+    for (n, addr) in ndbs.into_iter().chain(syncs).zip(addrs) {
+        if let Some(n) = n {
+            n.stop(addr).await;
+        }
+    }
+    Ok(())
+}
