@@ -30,6 +30,9 @@ pub struct NdbConfig {
     pub retry: Micros,
     /// Most records in one Permanent answer.
     pub max_records: u32,
+    /// Permanent records kept in memory (the newest); older ones are served from the store by
+    /// the shell (see [`NdbNode::first_cached`]).
+    pub cache_records: usize,
 }
 
 impl NdbConfig {
@@ -41,6 +44,7 @@ impl NdbConfig {
             syncs,
             retry: 50_000,
             max_records: 256,
+            cache_records: 100_000,
         }
     }
 }
@@ -70,7 +74,8 @@ impl TempSegment {
 pub struct NdbDisk {
     /// Temporary history by `(owner, segment)`.
     pub temp: BTreeMap<(u64, u64), TempSegment>,
-    /// The permanent log.
+    /// The permanent log (a running [`NdbNode`] keeps only its newest `cache_records` here;
+    /// the store holds all of it).
     pub perm: BTreeMap<PermanentId, Body>,
     /// Resolutions applied here, by `(owner, segment)`.
     pub applied: BTreeMap<(u64, u64), Resolution>,
@@ -194,7 +199,7 @@ pub struct NdbNode {
 impl NdbNode {
     /// Start (or restart) from what the disk holds.
     pub fn recover(cfg: NdbConfig, disk: NdbDisk, now: Micros) -> Self {
-        NdbNode {
+        let mut node = NdbNode {
             poll_due: now + cfg.retry,
             sync_turn: cfg.id as usize,
             cfg,
@@ -203,6 +208,28 @@ impl NdbNode {
             asked_bodies: None,
             parked: BTreeMap::new(),
             out: VecDeque::new(),
+        };
+        node.evict();
+        node
+    }
+
+    /// Return the lowest permanent id this node holds in memory (`next` when it holds none).
+    ///
+    /// Ids below it are durable in the shell's store; the shell answers `FetchPermanent` from
+    /// below it, and `FetchBodies` of segments applied below it, from there.
+    pub fn first_cached(&self) -> PermanentId {
+        self.disk
+            .perm
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.disk.next)
+    }
+
+    /// Drop the oldest permanent records from memory beyond `cache_records`.
+    fn evict(&mut self) {
+        while self.disk.perm.len() > self.cfg.cache_records.max(1) {
+            self.disk.perm.pop_first();
         }
     }
 
@@ -471,6 +498,9 @@ impl NdbNode {
 
     fn write(&mut self, w: NdbWrite) {
         self.disk.apply(&w);
+        if matches!(w, NdbWrite::Apply(_)) {
+            self.evict();
+        }
         self.out.push_back(Action::Persist(w));
     }
 
@@ -780,5 +810,46 @@ mod tests {
             })
             .expect("parked fetch answered");
         assert!(apply < answer, "the answer waits for the apply's write");
+    }
+
+    #[test]
+    fn only_the_newest_records_stay_in_memory() {
+        let mut cfg = NdbConfig::new(0, vec![0, 1, 2], vec![0]);
+        cfg.cache_records = 2;
+        let mut n = NdbNode::recover(cfg, NdbDisk::default(), 0);
+        let entry = NodeId::Entry(7);
+        n.handle_message(
+            0,
+            entry,
+            Msg::Begin {
+                owner: 7,
+                segment: 1,
+                count: 5,
+                bodies: vec![b("a"), b("b"), b("c"), b("d"), b("e")],
+            },
+        );
+        n.handle_message(
+            0,
+            NodeId::Sync(0),
+            Msg::Resolved {
+                resolutions: vec![res(7, 1, 5, 1)],
+            },
+        );
+        let writes: Vec<NdbWrite> = n
+            .take_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Persist(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(n.disk().next, PermanentId(6));
+        assert_eq!(n.first_cached(), PermanentId(4), "ids 1..=3 left memory");
+        // The durable disk still has all five: the writes are not trimmed.
+        let mut disk = NdbDisk::default();
+        for w in &writes {
+            disk.apply(w);
+        }
+        assert_eq!(disk.perm.len(), 5);
     }
 }

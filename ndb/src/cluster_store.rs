@@ -23,9 +23,10 @@
 //! of them. After a crash RocksDB recovers a prefix of the writes, each whole or
 //! absent. Any failure poisons the store.
 //!
-//! Limit: [`NdbClusterStore::open`] loads the whole disk (temporary history and
-//! the permanent log) into memory, because [`NdbNode`](crate::cluster::NdbNode)
-//! keeps its disk view in memory.
+//! [`NdbClusterStore::open`] loads the whole disk; a running node uses
+//! [`NdbClusterStore::open_with_cache`], which loads the temporary history, the
+//! applied resolutions and only the newest permanent records, and answers older
+//! reads with [`NdbClusterStore::read_permanent`].
 
 use crate::cluster::{NdbDisk, NdbWrite, TempSegment};
 use crate::store::StoreError;
@@ -70,6 +71,12 @@ impl std::fmt::Debug for NdbClusterStore {
 impl NdbClusterStore {
     /// Open (creating if needed) the database in `dir` and return it with the disk it holds.
     pub fn open(dir: &Path) -> Result<(Self, NdbDisk), StoreError> {
+        Self::open_with_cache(dir, usize::MAX)
+    }
+
+    /// Open like [`NdbClusterStore::open`], loading only the newest `keep` permanent records
+    /// (the rest stay on disk: [`NdbClusterStore::read_permanent`]).
+    pub fn open_with_cache(dir: &Path, keep: usize) -> Result<(Self, NdbDisk), StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -83,8 +90,29 @@ impl NdbClusterStore {
             poisoned: Arc::new(AtomicBool::new(false)),
             writing: Arc::new(Mutex::new(())),
         };
-        let disk = store.load()?;
+        let disk = store.load(keep)?;
         Ok((store, disk))
+    }
+
+    /// Read up to `max` permanent records with consecutive ids from `from`.
+    pub fn read_permanent(&self, from: PermanentId, max: usize) -> Result<Vec<Body>, StoreError> {
+        let mut out = Vec::new();
+        let start = from.0.to_be_bytes();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_PERM),
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = item?;
+            if decode_u64(&key)? != from.0 + out.len() as u64 {
+                break;
+            }
+            out.push(Bytes::from(value.into_vec()));
+        }
+        Ok(out)
     }
 
     /// Make `writes` durable in order; return after one WAL fsync covering all of them.
@@ -222,23 +250,35 @@ impl NdbClusterStore {
             let id = r.base.0.wrapping_add(u64::from(o));
             batch.put_cf(self.cf(CF_PERM), id.to_be_bytes(), body);
         }
-        // Every segment of this owner up to and including this one.
-        batch.delete_range_cf(
-            self.cf(CF_TEMP_SEG),
-            seg_key(r.owner, 0).to_vec(),
-            seg_rows_end(r.owner, r.segment),
-        );
-        batch.delete_range_cf(
-            self.cf(CF_TEMP_BODY),
-            body_key(r.owner, 0, 0).to_vec(),
-            seg_bodies_end(r.owner, r.segment),
-        );
+        // Every segment of this owner up to and including this one, by point deletes: range
+        // tombstones would pile up in the memtable and slow every later read of these families.
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(seg_key(r.owner, 0).to_vec());
+        ro.set_iterate_upper_bound(seg_rows_end(r.owner, r.segment));
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_TEMP_SEG), ro, IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            let (owner, segment) = decode_seg_key(&key)?;
+            batch.delete_cf(self.cf(CF_TEMP_SEG), &key);
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_lower_bound(body_key(owner, segment, 0).to_vec());
+            ro.set_iterate_upper_bound(seg_bodies_end(owner, segment));
+            for body in self
+                .db
+                .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
+            {
+                let (body_key, _) = body?;
+                batch.delete_cf(self.cf(CF_TEMP_BODY), &body_key);
+            }
+        }
         batch.put_cf(self.cf(CF_APPLIED), seg, encode_value(r));
         Ok(batch)
     }
 
-    /// Read the whole disk back.
-    fn load(&self) -> Result<NdbDisk, StoreError> {
+    /// Read the disk back, the permanent log only from its newest `keep` records.
+    fn load(&self, keep: usize) -> Result<NdbDisk, StoreError> {
         let mut disk = NdbDisk::default();
         for item in self
             .db
@@ -267,12 +307,6 @@ impl NdbClusterStore {
                 .ok_or_else(|| corrupt(&key, "temporary body without its segment row"))?;
             seg.bodies.insert(offset, Bytes::from(value.into_vec()));
         }
-        for item in self.db.iterator_cf(self.cf(CF_PERM), IteratorMode::Start) {
-            let (key, value) = item?;
-            let id = decode_u64(&key)?;
-            disk.perm
-                .insert(PermanentId(id), Bytes::from(value.into_vec()));
-        }
         for item in self
             .db
             .iterator_cf(self.cf(CF_APPLIED), IteratorMode::Start)
@@ -294,6 +328,17 @@ impl NdbClusterStore {
         }
         if let Some(r) = by_base.last() {
             disk.next = r.end();
+        }
+        let first = disk.next.0.saturating_sub(keep as u64).to_be_bytes();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_PERM),
+            IteratorMode::From(&first, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let id = decode_u64(&key)?;
+            disk.perm
+                .insert(PermanentId(id), Bytes::from(value.into_vec()));
         }
         Ok(disk)
     }
@@ -574,5 +619,53 @@ mod tests {
         drop(store);
         let err = NdbClusterStore::open(dir.path()).map(|_| ());
         assert!(matches!(err, Err(StoreError::Corrupt { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn a_cached_open_loads_only_the_newest_records_and_reads_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (store, _) = NdbClusterStore::open(dir.path()).expect("open");
+            let bodies: Vec<Body> = (0..10u8).map(|i| Bytes::from(vec![i])).collect();
+            store
+                .persist(&[
+                    NdbWrite::Temp {
+                        owner: 1,
+                        segment: 1,
+                        count: Some(10),
+                        offset: 0,
+                        bodies,
+                    },
+                    NdbWrite::Apply(Resolution {
+                        owner: 1,
+                        segment: 1,
+                        count: 10,
+                        base: PermanentId(1),
+                    }),
+                ])
+                .expect("persist");
+        }
+        let (store, disk) = NdbClusterStore::open_with_cache(dir.path(), 3).expect("open");
+        assert_eq!(disk.next, PermanentId(11));
+        assert_eq!(
+            disk.perm.keys().map(|id| id.0).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
+        let old = store.read_permanent(PermanentId(2), 4).expect("read");
+        assert_eq!(
+            old,
+            (1..5u8).map(|i| Bytes::from(vec![i])).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store
+                .read_permanent(PermanentId(10), 5)
+                .expect("read")
+                .len(),
+            1
+        );
+        assert!(store
+            .read_permanent(PermanentId(11), 5)
+            .expect("read")
+            .is_empty());
     }
 }

@@ -21,6 +21,9 @@ struct Cli {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Newest permanent records kept in memory; older ones are read from RocksDB on demand.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    cache_records: usize,
 }
 
 #[tokio::main]
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             id: cli.id,
             data_dir,
             metrics: cli.metrics,
+            cache_records: cli.cache_records,
         },
         rx,
     )

@@ -10,8 +10,9 @@ use crate::cluster_store::NdbClusterStore;
 use crate::StoreError;
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::NodeId;
+use ordo_common::proto::{Msg, NodeId as Node};
 use ordo_common::quic::metrics::Metrics;
-use ordo_common::quic::node::{serve, Durable, Every, RunError};
+use ordo_common::quic::node::{serve, Durable, Every, Hooks, RunError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct NdbOptions {
     pub data_dir: PathBuf,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Newest permanent records kept in memory; older reads go to the store.
+    pub cache_records: usize,
 }
 
 impl Durable<NdbWrite> for NdbClusterStore {
@@ -43,12 +46,15 @@ impl Durable<NdbWrite> for NdbClusterStore {
 pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let me = NodeId::Ndb(opts.id);
     let dir = opts.data_dir.join("ndb");
-    let (store, disk) = tokio::task::spawn_blocking(move || NdbClusterStore::open(&dir))
-        .await
-        .map_err(|e| RunError::Store(e.to_string()))?
-        .map_err(|e| RunError::Store(e.to_string()))?;
+    let mut cfg = NdbConfig::new(opts.id, opts.spec.ndb_ids(), opts.spec.sync_ids());
+    cfg.cache_records = opts.cache_records.max(1);
+    let keep = cfg.cache_records;
+    let (store, disk) =
+        tokio::task::spawn_blocking(move || NdbClusterStore::open_with_cache(&dir, keep))
+            .await
+            .map_err(|e| RunError::Store(e.to_string()))?
+            .map_err(|e| RunError::Store(e.to_string()))?;
     tracing::info!(%me, next_id = disk.next.0, temp_segments = disk.temp.len(), "store opened");
-    let cfg = NdbConfig::new(opts.id, opts.spec.ndb_ids(), opts.spec.sync_ids());
     let metrics = Metrics::new("ndb");
     if let Some(addr) = opts.metrics {
         metrics
@@ -70,19 +76,61 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
         &opts.spec,
         me,
         |now| NdbNode::recover(cfg, disk, now),
-        Arc::new(store),
+        Arc::new(store.clone()),
         shutdown,
         &metrics,
-        |node: &NdbNode| {
-            let disk = node.disk();
-            next_id.set(disk.next.0 as i64);
-            lag.set(node.known_end().0.saturating_sub(disk.next.0) as i64);
-            temp.set(disk.temp.len() as i64);
-            if heartbeat.due() {
-                tracing::info!(%me, revision = disk.next.0.saturating_sub(1),
+        Hooks {
+            shortcut: |node: &NdbNode, from: Node, msg: &Msg| from_store(&store, node, from, msg),
+            observe: |node: &NdbNode| {
+                let disk = node.disk();
+                next_id.set(disk.next.0 as i64);
+                lag.set(node.known_end().0.saturating_sub(disk.next.0) as i64);
+                temp.set(disk.temp.len() as i64);
+                if heartbeat.due() {
+                    tracing::info!(%me, revision = disk.next.0.saturating_sub(1),
                     temp_segments = disk.temp.len(), "heartbeat");
-            }
+                }
+            },
         },
     )
     .await
+}
+
+/// Answer reads of history older than what the node keeps in memory straight from the store.
+fn from_store(store: &NdbClusterStore, node: &NdbNode, from: Node, msg: &Msg) -> Option<Msg> {
+    let floor = node.first_cached();
+    let answer = match msg {
+        Msg::FetchPermanent { from: first, max } if *first < floor => {
+            let max = (*max).clamp(1, 256) as usize;
+            store
+                .read_permanent(*first, max)
+                .map(|records| Msg::Permanent {
+                    from: *first,
+                    tip: node.disk().next,
+                    records,
+                })
+        }
+        Msg::FetchBodies { owner, segment } => {
+            let r = node.disk().applied.get(&(*owner, *segment))?;
+            if r.base >= floor {
+                return None;
+            }
+            store
+                .read_permanent(r.base, r.count as usize)
+                .map(|bodies| Msg::Bodies {
+                    owner: *owner,
+                    segment: *segment,
+                    bodies,
+                })
+        }
+        _ => return None,
+    };
+    match answer {
+        Ok(Msg::Bodies { bodies, .. }) if bodies.is_empty() => None,
+        Ok(reply) => Some(reply),
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "reading history from the store failed");
+            None
+        }
+    }
 }

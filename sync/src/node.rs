@@ -11,7 +11,7 @@ use crate::store::{SyncStore, SyncStoreError};
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::NodeId;
 use ordo_common::quic::metrics::Metrics;
-use ordo_common::quic::node::{serve, Durable, Every, RunError};
+use ordo_common::quic::node::{serve, Durable, Every, Hooks, RunError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,7 +78,9 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         Arc::new(store),
         shutdown,
         &metrics,
-        |node: &SyncNode| {
+        Hooks {
+            shortcut: |_: &SyncNode, _, _: &_| None,
+            observe: |node: &SyncNode| {
             term.set(node.term() as i64);
             is_leader.set(i64::from(node.is_leader()));
             commit.set(node.commit_index() as i64);
@@ -93,6 +95,7 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
                     commit = node.commit_index(), revision = node.machine().next_id().0.saturating_sub(1),
                     "heartbeat");
             }
+        },
         },
     )
     .await

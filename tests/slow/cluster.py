@@ -19,6 +19,17 @@ from pathlib import Path
 from harness import HOST, binary_path, free_port
 
 
+_TAKEN: set[int] = set()
+
+
+def fresh_port() -> int:
+    """Return a free TCP port not handed out before in this test run (ports are bound later,
+    so two nodes must never be given the same one)."""
+    port = free_port(avoid=_TAKEN)
+    _TAKEN.add(port)
+    return port
+
+
 def free_udp_port(avoid=()) -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -34,7 +45,7 @@ class Node:
 
     def __init__(self, name: str, command: list[str], log_dir: Path, tcp_ports=()):
         self.name = name
-        self.metrics_port = free_port()
+        self.metrics_port = fresh_port()
         self.command = command + ["--metrics", f"{HOST}:{self.metrics_port}"]
         self.log_dir = log_dir
         self.tcp_ports = list(tcp_ports)
@@ -159,16 +170,15 @@ class OrdoCluster:
         self.sync = [Node(f"sync{i}", [str(bindir / "ordo-sync"), "--cluster", cf, "--id", str(i),
                                        "--data-dir", str(data / f"sync{i}")], self.root)
                      for i in range(1, syncs + 1)]
+        # a small memory cache, so catch-up and replay also read old records from RocksDB
         self.ndb = [Node(f"ndb{i}", [str(bindir / "ordo-ndb"), "--cluster", cf, "--id", str(i),
-                                     "--data-dir", str(data / f"ndb{i}")], self.root)
+                                     "--data-dir", str(data / f"ndb{i}"), "--cache-records", "200"],
+                         self.root)
                     for i in range(1, ndbs + 1)]
         self.entry = []
-        taken: list[int] = []
         for i in range(1, entries + 1):
-            mqtt = free_port(avoid=taken)
-            taken.append(mqtt)
-            wamp = free_port(avoid=taken)
-            taken.append(wamp)
+            mqtt = fresh_port()
+            wamp = fresh_port()
             node = Node(f"entry{i}", [str(entry_bin), "--cluster", cf, "--id", str(i),
                                       "--mqtt", f"{HOST}:{mqtt}", "--wamp", f"{HOST}:{wamp}",
                                       "--data-dir", str(data / f"entry{i}")], self.root, [mqtt, wamp])

@@ -58,6 +58,8 @@ fn spawn_ndb(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
         id,
         data_dir: root.join(format!("ndb{id}")),
         metrics: None,
+        // Small, so catch-up and replay read older records from the store.
+        cache_records: 64,
     };
     let task = tokio::spawn(async move {
         if let Err(e) = ordo_ndb::node::run(opts, rx).await {

@@ -75,24 +75,52 @@ pub struct Link {
     pub inbox: mpsc::Receiver<(NodeId, Msg)>,
 }
 
+/// What a role adds to the driver loop.
+pub struct Hooks<O, S> {
+    /// Sees the core after every step (metrics, heartbeat lines).
+    pub observe: O,
+    /// Answers a message from storage instead of the core, when it returns `Some(reply)`
+    /// (reads of history the core no longer keeps in memory). It runs before the message
+    /// would reach the core, after every earlier write is durable.
+    pub shortcut: S,
+}
+
+impl<C> Hooks<fn(&C), fn(&C, NodeId, &Msg) -> Option<Msg>> {
+    /// No observer, no shortcut.
+    pub fn none() -> Self {
+        Hooks {
+            observe: |_| {},
+            shortcut: |_, _, _| None,
+        }
+    }
+}
+
 /// Run `core` until `shutdown` turns true or the inbox closes.
-///
-/// `observe` sees the core after every step (for metrics and logs).
-pub async fn drive<C, D>(
+pub async fn drive<C, D, O, S>(
     mut core: C,
     disk: Arc<D>,
     link: Link,
     mut shutdown: watch::Receiver<bool>,
     clock: Clock,
     metrics: &Metrics,
-    mut observe: impl FnMut(&C),
+    hooks: Hooks<O, S>,
 ) -> Result<(), NodeError>
 where
     C: Core,
     C::Write: Send + 'static,
     D: Durable<C::Write>,
+    O: FnMut(&C),
+    S: FnMut(&C, NodeId, &Msg) -> Option<Msg>,
 {
     let Link { mesh, mut inbox } = link;
+    let Hooks {
+        mut observe,
+        mut shortcut,
+    } = hooks;
+    let mut feed = |core: &mut C, from: NodeId, msg: Msg| match shortcut(core, from, &msg) {
+        Some(reply) => mesh.send(from, reply),
+        None => core.handle_message(clock.now(), from, msg),
+    };
     loop {
         let deadline = tokio::time::Instant::from_std(clock.instant(core.poll_timeout()));
         tokio::select! {
@@ -100,10 +128,10 @@ where
             _ = shutdown.changed() => return Ok(()),
             got = inbox.recv() => {
                 let Some((from, msg)) = got else { return Ok(()) };
-                core.handle_message(clock.now(), from, msg);
+                feed(&mut core, from, msg);
                 for _ in 1..MAX_DRAIN {
                     match inbox.try_recv() {
-                        Ok((from, msg)) => core.handle_message(clock.now(), from, msg),
+                        Ok((from, msg)) => feed(&mut core, from, msg),
                         Err(_) => break,
                     }
                 }
@@ -193,19 +221,21 @@ pub enum RunError {
 /// Join the mesh of `spec` as `me` and run `core` until shutdown.
 ///
 /// `make_core` receives the clock's start time, so timers are in the shell's time.
-pub async fn serve<C, D>(
+pub async fn serve<C, D, O, S>(
     spec: &crate::cluster::ClusterSpec,
     me: NodeId,
     make_core: impl FnOnce(Micros) -> C,
     disk: Arc<D>,
     shutdown: watch::Receiver<bool>,
     metrics: &Metrics,
-    observe: impl FnMut(&C),
+    hooks: Hooks<O, S>,
 ) -> Result<(), RunError>
 where
     C: Core,
     C::Write: Send + 'static,
     D: Durable<C::Write>,
+    O: FnMut(&C),
+    S: FnMut(&C, NodeId, &Msg) -> Option<Msg>,
 {
     let addr = spec.addr_of(me).ok_or(RunError::NotMember(me))?;
     let identity = super::load_identity(&spec.cert_dir, &me.to_string())
@@ -226,7 +256,7 @@ where
         shutdown,
         clock,
         metrics,
-        observe,
+        hooks,
     )
     .await;
     mesh.close();
