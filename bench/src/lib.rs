@@ -18,6 +18,7 @@ pub mod cli;
 
 mod broker;
 mod client;
+mod cluster;
 mod phase;
 mod report;
 mod sink;
@@ -40,11 +41,20 @@ use crate::report::BrokerRun;
 pub async fn run(args: Args) -> Result<()> {
     args.validate()?;
     let peers = args.peer_list();
+    let ordo_bin = args
+        .ordo_bin
+        .clone()
+        .unwrap_or_else(broker::default_ordo_bin);
     let programs = Programs {
-        ordo_bin: args
-            .ordo_bin
+        ndb_bin: args
+            .ndb_bin
             .clone()
-            .unwrap_or_else(broker::default_ordo_bin),
+            .unwrap_or_else(|| broker::beside(&ordo_bin, "ordo-ndb")),
+        sync_bin: args
+            .sync_bin
+            .clone()
+            .unwrap_or_else(|| broker::beside(&ordo_bin, "ordo-sync")),
+        ordo_bin,
         mosquitto_bin: args
             .mosquitto_bin
             .clone()
@@ -61,7 +71,7 @@ pub async fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&programs.scratch_root)
         .with_context(|| format!("create {}", programs.scratch_root.display()))?;
     let fs = broker::fs_type(&programs.scratch_root).unwrap_or_else(|| "unknown".into());
-    if peers.contains(&Peer::Ordo) && matches!(fs.as_str(), "tmpfs" | "ramfs") {
+    if peers.iter().any(|p| p.is_ordo()) && matches!(fs.as_str(), "tmpfs" | "ramfs") {
         eprintln!(
             "warning: {} is on {fs}: Ordo's fsyncs cost nothing there; pass --scratch-dir on a disk",
             programs.scratch_root.display()
@@ -132,7 +142,7 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
     let result: Result<()> = async {
         let peak = tokio::time::timeout(
             limit,
-            phase::run(broker.addr, broker.sink_received.clone(), &cfg),
+            phase::run(&broker.addrs, broker.sink_received.clone(), &cfg),
         )
         .await
         .context("peak phase timed out")?
@@ -155,7 +165,7 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
         cfg.rate = Some(args.paced_rate.unwrap_or(sustained / 2.0));
         let paced = tokio::time::timeout(
             limit,
-            phase::run(broker.addr, broker.sink_received.clone(), &cfg),
+            phase::run(&broker.addrs, broker.sink_received.clone(), &cfg),
         )
         .await
         .context("paced phase timed out")?
