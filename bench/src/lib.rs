@@ -3,12 +3,13 @@
 //!
 //! ```text
 //!   for run in 1..=K:
-//!     for broker in [sink, ordo, mosquitto, foxwamp]:
+//!     for broker in [sink, ordo, cluster1..3, mosquitto, foxwamp]:
 //!       start broker on 127.0.0.1:<free port>  ─▶ peak phase ─▶ paced phase (50% of peak) ─▶ kill
 //!   table: medians per broker, Ordo/peer = median of per-run ratios; --json for everything
 //! ```
 //!
-//! Modules: [`cli`] arguments, `broker` child processes and the in-process `sink`, `wire` MQTT
+//! Modules: [`cli`] arguments, `broker` child processes and the in-process `sink`, `cluster` the
+//! multi-process Ordo cluster, `wire` MQTT
 //! framing, `client` publisher/subscriber connections, `phase` one measured phase, `report`
 //! the table.
 
