@@ -1,8 +1,9 @@
 //! Start and stop the brokers under test, always on 127.0.0.1.
 //!
-//! Every external broker runs as a child process owned by a [`ProcessGuard`]: dropping the guard
-//! (normal end, error, Ctrl-C) kills the process and removes its scratch directory, so a run never
-//! leaves a broker behind.
+//! Every external broker runs as one or more child processes, each owned by a [`ProcessGuard`],
+//! all held by one [`Processes`] with their scratch directory: dropping it (normal end, error,
+//! Ctrl-C) kills every process and then removes the directory, so a run never leaves a broker
+//! behind. The Ordo cluster (several processes) is started by `crate::cluster`.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
@@ -25,6 +26,12 @@ pub enum Peer {
     Sink,
     /// Ordo's entry binary in standalone mode.
     Ordo,
+    /// Ordo cluster: 3 ordo-sync + 3 ordo-ndb + 1 ordo-entry, separate processes.
+    Cluster1,
+    /// Ordo cluster: 3 ordo-sync + 3 ordo-ndb + 2 ordo-entry.
+    Cluster2,
+    /// Ordo cluster: 3 ordo-sync + 3 ordo-ndb + 3 ordo-entry.
+    Cluster3,
     /// Eclipse mosquitto.
     Mosquitto,
     /// fox-wamp (Node.js), launched through bench/peers/foxwamp.js.
@@ -36,9 +43,29 @@ impl fmt::Display for Peer {
         f.write_str(match self {
             Peer::Sink => "sink",
             Peer::Ordo => "ordo",
+            Peer::Cluster1 => "cluster1",
+            Peer::Cluster2 => "cluster2",
+            Peer::Cluster3 => "cluster3",
             Peer::Mosquitto => "mosquitto",
             Peer::Foxwamp => "foxwamp",
         })
+    }
+}
+
+impl Peer {
+    /// Entries of a cluster peer; `None` for the single-process brokers.
+    pub fn cluster_entries(self) -> Option<usize> {
+        match self {
+            Peer::Cluster1 => Some(1),
+            Peer::Cluster2 => Some(2),
+            Peer::Cluster3 => Some(3),
+            _ => None,
+        }
+    }
+
+    /// Ordo in any form (standalone or cluster): the numerator of the ratio table.
+    pub fn is_ordo(self) -> bool {
+        self == Peer::Ordo || self.cluster_entries().is_some()
     }
 }
 
@@ -47,6 +74,10 @@ impl fmt::Display for Peer {
 pub struct Programs {
     /// Ordo's `ordo-entry` binary.
     pub ordo_bin: PathBuf,
+    /// `ordo-ndb` (cluster peers).
+    pub ndb_bin: PathBuf,
+    /// `ordo-sync` (cluster peers).
+    pub sync_bin: PathBuf,
     /// The mosquitto binary.
     pub mosquitto_bin: PathBuf,
     /// The node binary.
@@ -76,6 +107,11 @@ pub fn default_ordo_bin() -> PathBuf {
     target.join("release").join("ordo-entry")
 }
 
+/// `name` in the directory of the entry binary `ordo_bin` (ordo-ndb, ordo-sync live beside it).
+pub fn beside(ordo_bin: &Path, name: &str) -> PathBuf {
+    ordo_bin.parent().unwrap_or(Path::new(".")).join(name)
+}
+
 /// `/usr/sbin/mosquitto` when present, else `mosquitto` from `PATH`.
 pub fn default_mosquitto_bin() -> PathBuf {
     let sbin = Path::new("/usr/sbin/mosquitto");
@@ -93,12 +129,12 @@ pub fn default_foxwamp_js() -> PathBuf {
         .join("foxwamp.js")
 }
 
-/// A started broker, listening for MQTT on `addr`; dropping it stops it.
+/// A started broker, listening for MQTT on `addrs`; dropping it stops it.
 pub struct Broker {
     /// Which broker this is.
     pub peer: Peer,
-    /// Its MQTT listener (always 127.0.0.1).
-    pub addr: SocketAddr,
+    /// Its MQTT listeners (always 127.0.0.1): one, or one per cluster entry.
+    pub addrs: Vec<SocketAddr>,
     /// For the sink only: PUBLISH packets it received.
     pub sink_received: Option<Arc<AtomicU64>>,
     running: Running,
@@ -106,7 +142,7 @@ pub struct Broker {
 
 enum Running {
     Sink(Sink),
-    Process(ProcessGuard),
+    Processes(Processes),
 }
 
 impl Broker {
@@ -116,9 +152,19 @@ impl Broker {
             let sink = Sink::start()?;
             return Ok(Self {
                 peer,
-                addr: sink.addr(),
+                addrs: vec![sink.addr()],
                 sink_received: Some(sink.received()),
                 running: Running::Sink(sink),
+            });
+        }
+        if let Some(entries) = peer.cluster_entries() {
+            let (addrs, processes) =
+                crate::cluster::start(peer, entries, programs, startup).await?;
+            return Ok(Self {
+                peer,
+                addrs,
+                sink_received: None,
+                running: Running::Processes(processes),
             });
         }
         let dir = ScratchDir::create(&programs.scratch_root, peer)?;
@@ -189,32 +235,20 @@ impl Broker {
                     );
                 cmd
             }
-            Peer::Sink => unreachable!("handled above"),
+            Peer::Sink | Peer::Cluster1 | Peer::Cluster2 | Peer::Cluster3 => {
+                unreachable!("handled above")
+            }
         };
+        cmd.stdin(Stdio::piped());
         let log = dir.path.join("broker.log");
-        let out = std::fs::File::create(&log)?;
-        cmd.stdin(Stdio::piped())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .current_dir(&dir.path)
-            .kill_on_drop(true);
-        let program = cmd.as_std().get_program().to_owned();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("start {peer}: {}", Path::new(&program).display()))?;
-        let stdin = child.stdin.take();
-        let mut guard = ProcessGuard {
-            child,
-            _stdin: stdin,
-            log,
-            _dir: dir,
-        };
-        guard.wait_listening(peer, addr, startup).await?;
+        let mut processes = Processes::new(dir);
+        let guard = processes.spawn(&peer.to_string(), cmd, log)?;
+        guard.wait_listening(addr, startup).await?;
         Ok(Self {
             peer,
-            addr,
+            addrs: vec![addr],
             sink_received: None,
-            running: Running::Process(guard),
+            running: Running::Processes(processes),
         })
     }
 
@@ -222,52 +256,132 @@ impl Broker {
     pub async fn stop(self) {
         match self.running {
             Running::Sink(sink) => drop(sink),
-            Running::Process(mut guard) => {
-                let _ = guard.child.start_kill();
-                let _ = tokio::time::timeout(Duration::from_secs(5), guard.child.wait()).await;
-            }
+            Running::Processes(processes) => processes.stop().await,
         }
     }
 
-    /// Whether the broker process is still alive (the sink always is).
+    /// Whether every broker process is still alive (the sink always is).
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Running::Process(guard) = &mut self.running {
-            if let Some(status) = guard.child.try_wait()? {
-                bail!("{} exited ({status}){}", self.peer, guard.log_tail());
-            }
+        if let Running::Processes(processes) = &mut self.running {
+            processes
+                .check_alive()
+                .with_context(|| format!("{}", self.peer))?;
         }
         Ok(())
     }
 }
 
-/// Owns a broker child process and its scratch directory; kills and removes them on drop.
-struct ProcessGuard {
+/// The child processes of one broker and their scratch directory. Dropping it kills every
+/// process, waits briefly for them, then removes the directory.
+pub(crate) struct Processes {
+    guards: Vec<ProcessGuard>,
+    /// Declared after `guards`, so removed once the processes are gone.
+    dir: ScratchDir,
+}
+
+impl Processes {
+    /// No processes yet; `dir` is removed when this is dropped.
+    pub(crate) fn new(dir: ScratchDir) -> Self {
+        Self {
+            guards: Vec::new(),
+            dir,
+        }
+    }
+
+    /// The scratch directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// Start `cmd` in the scratch directory with stdout and stderr to `log`, owned from now on.
+    pub(crate) fn spawn(
+        &mut self,
+        name: &str,
+        mut cmd: Command,
+        log: PathBuf,
+    ) -> Result<&mut ProcessGuard> {
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        cmd.stdout(out.try_clone()?)
+            .stderr(out)
+            .current_dir(&self.dir.path)
+            .kill_on_drop(true);
+        let program = cmd.as_std().get_program().to_owned();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("start {name}: {}", Path::new(&program).display()))?;
+        let stdin = child.stdin.take();
+        self.guards.push(ProcessGuard {
+            name: name.to_string(),
+            child,
+            _stdin: stdin,
+            log,
+        });
+        let last = self.guards.len() - 1;
+        Ok(&mut self.guards[last])
+    }
+
+    /// An error naming the first process that has exited, with its log tail.
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
+        for guard in &mut self.guards {
+            if let Some(status) = guard.child.try_wait()? {
+                bail!("{} exited ({status}){}", guard.name, guard.log_tail());
+            }
+        }
+        Ok(())
+    }
+
+    /// Kill every process and wait (up to 5 s in all) for them to exit.
+    async fn stop(mut self) {
+        self.kill_all();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for guard in &mut self.guards {
+            let _ = tokio::time::timeout_at(deadline, guard.child.wait()).await;
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for guard in &mut self.guards {
+            let _ = guard.child.start_kill();
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        // Kill all first so they exit in parallel; each guard's drop then waits for its own.
+        self.kill_all();
+    }
+}
+
+/// Owns one broker child process; kills it on drop.
+pub(crate) struct ProcessGuard {
+    name: String,
     child: Child,
     /// Held open so fox-wamp's launcher sees EOF (and exits) if this process dies without cleanup.
     _stdin: Option<ChildStdin>,
     log: PathBuf,
-    /// Removed after the process is gone (fields drop after `Drop::drop`).
-    _dir: ScratchDir,
 }
 
 impl ProcessGuard {
-    async fn wait_listening(
-        &mut self,
-        peer: Peer,
-        addr: SocketAddr,
-        limit: Duration,
-    ) -> Result<()> {
+    /// Wait until `addr` accepts TCP connections; an error if the process exits or `limit` passes.
+    pub(crate) async fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("{peer} exited during startup ({status}){}", self.log_tail());
+                bail!(
+                    "{} exited during startup ({status}){}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{peer} did not accept on {addr} within {limit:?}{}",
+                    "{} did not accept on {addr} within {limit:?}{}",
+                    self.name,
                     self.log_tail()
                 );
             }
@@ -275,7 +389,8 @@ impl ProcessGuard {
         }
     }
 
-    fn log_tail(&self) -> String {
+    /// The last lines of the process's log, formatted for an error message.
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(6)..].join("\n  ");
@@ -297,17 +412,17 @@ impl Drop for ProcessGuard {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        // `dir` is dropped (removed) after this, once the process is gone.
     }
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct ScratchDir {
+pub(crate) struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
-    fn create(root: &Path, peer: Peer) -> Result<Self> {
+    /// `<root>/ordo-bench-<pid>-<peer>-<n>`, emptied if it exists.
+    pub(crate) fn create(root: &Path, peer: Peer) -> Result<Self> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = root.join(format!("ordo-bench-{}-{peer}-{n}", std::process::id()));
@@ -342,7 +457,7 @@ pub fn fs_type(path: &Path) -> Option<String> {
 }
 
 /// Distinct free TCP ports on 127.0.0.1 (held together while picking so they differ).
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<std::io::Result<Vec<_>>>()

@@ -19,8 +19,15 @@ use crate::wire::MIN_PAYLOAD;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ordo-bench", version)]
 pub struct Args {
-    /// Brokers to measure (always run in the order sink, ordo, mosquitto, foxwamp).
-    #[arg(long, value_delimiter = ',', default_value = "ordo,mosquitto,foxwamp")]
+    /// Brokers to measure (always run in the order sink, ordo, cluster1-3, mosquitto, foxwamp).
+    /// clusterN = 3 ordo-sync + 3 ordo-ndb + N ordo-entry processes, clients spread over the
+    /// entries.
+    #[arg(
+        long,
+        alias = "brokers",
+        value_delimiter = ',',
+        default_value = "ordo,mosquitto,foxwamp"
+    )]
     pub peers: Vec<Peer>,
 
     /// Do not measure the built-in sink first (it is measured unless this is given).
@@ -71,6 +78,14 @@ pub struct Args {
     #[arg(long)]
     pub ordo_bin: Option<PathBuf>,
 
+    /// ordo-ndb binary for the cluster peers [default: beside the entry binary].
+    #[arg(long)]
+    pub ndb_bin: Option<PathBuf>,
+
+    /// ordo-sync binary for the cluster peers [default: beside the entry binary].
+    #[arg(long)]
+    pub sync_bin: Option<PathBuf>,
+
     /// mosquitto binary [default: /usr/sbin/mosquitto, else mosquitto on PATH].
     #[arg(long)]
     pub mosquitto_bin: Option<PathBuf>,
@@ -96,7 +111,8 @@ pub struct Args {
     #[arg(long)]
     pub json: Option<PathBuf>,
 
-    /// Seconds a broker may take to accept connections after it is started.
+    /// Seconds a broker may take to accept connections after it is started (a cluster: until
+    /// every entry has PUBACKed a probe message).
     #[arg(long, default_value_t = 30.0)]
     pub startup_timeout: f64,
 }

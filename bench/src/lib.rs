@@ -3,12 +3,13 @@
 //!
 //! ```text
 //!   for run in 1..=K:
-//!     for broker in [sink, ordo, mosquitto, foxwamp]:
+//!     for broker in [sink, ordo, cluster1..3, mosquitto, foxwamp]:
 //!       start broker on 127.0.0.1:<free port>  ─▶ peak phase ─▶ paced phase (50% of peak) ─▶ kill
 //!   table: medians per broker, Ordo/peer = median of per-run ratios; --json for everything
 //! ```
 //!
-//! Modules: [`cli`] arguments, `broker` child processes and the in-process `sink`, `wire` MQTT
+//! Modules: [`cli`] arguments, `broker` child processes and the in-process `sink`, `cluster` the
+//! multi-process Ordo cluster, `wire` MQTT
 //! framing, `client` publisher/subscriber connections, `phase` one measured phase, `report`
 //! the table.
 
@@ -18,6 +19,7 @@ pub mod cli;
 
 mod broker;
 mod client;
+mod cluster;
 mod phase;
 mod report;
 mod sink;
@@ -40,11 +42,20 @@ use crate::report::BrokerRun;
 pub async fn run(args: Args) -> Result<()> {
     args.validate()?;
     let peers = args.peer_list();
+    let ordo_bin = args
+        .ordo_bin
+        .clone()
+        .unwrap_or_else(broker::default_ordo_bin);
     let programs = Programs {
-        ordo_bin: args
-            .ordo_bin
+        ndb_bin: args
+            .ndb_bin
             .clone()
-            .unwrap_or_else(broker::default_ordo_bin),
+            .unwrap_or_else(|| broker::beside(&ordo_bin, "ordo-ndb")),
+        sync_bin: args
+            .sync_bin
+            .clone()
+            .unwrap_or_else(|| broker::beside(&ordo_bin, "ordo-sync")),
+        ordo_bin,
         mosquitto_bin: args
             .mosquitto_bin
             .clone()
@@ -61,7 +72,7 @@ pub async fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&programs.scratch_root)
         .with_context(|| format!("create {}", programs.scratch_root.display()))?;
     let fs = broker::fs_type(&programs.scratch_root).unwrap_or_else(|| "unknown".into());
-    if peers.contains(&Peer::Ordo) && matches!(fs.as_str(), "tmpfs" | "ramfs") {
+    if peers.iter().any(|p| p.is_ordo()) && matches!(fs.as_str(), "tmpfs" | "ramfs") {
         eprintln!(
             "warning: {} is on {fs}: Ordo's fsyncs cost nothing there; pass --scratch-dir on a disk",
             programs.scratch_root.display()
@@ -132,7 +143,7 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
     let result: Result<()> = async {
         let peak = tokio::time::timeout(
             limit,
-            phase::run(broker.addr, broker.sink_received.clone(), &cfg),
+            phase::run(&broker.addrs, broker.sink_received.clone(), &cfg),
         )
         .await
         .context("peak phase timed out")?
@@ -155,7 +166,7 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
         cfg.rate = Some(args.paced_rate.unwrap_or(sustained / 2.0));
         let paced = tokio::time::timeout(
             limit,
-            phase::run(broker.addr, broker.sink_received.clone(), &cfg),
+            phase::run(&broker.addrs, broker.sink_received.clone(), &cfg),
         )
         .await
         .context("paced phase timed out")?

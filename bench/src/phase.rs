@@ -1,5 +1,9 @@
 //! One measured phase against one broker: connect, run, drain, count.
 //!
+//! A broker may listen on several addresses (the entries of an Ordo cluster): subscriber i and
+//! publisher i connect to `addrs[i % addrs.len()]`. Every subscriber still subscribes to every
+//! publisher's topic, so each is owed every message wherever it is connected.
+//!
 //! ```text
 //!  connect+SUBSCRIBE M subscribers ─▶ connect N publishers ─▶ start ─ warm-up ─▶ [measure] ─▶ deadline
 //!    ─▶ publishers wait for their PUBACKs ─▶ subscribers wait for every acked message (or quiet)
@@ -150,12 +154,15 @@ impl PhaseResult {
     }
 }
 
-/// Run one phase against the broker at `addr` (`sink` = the sink's receive counter).
+/// Run one phase against the broker listening on `addrs`, connections spread round-robin
+/// (`sink` = the sink's receive counter).
 pub async fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     sink: Option<Arc<AtomicU64>>,
     cfg: &PhaseConfig,
 ) -> Result<PhaseResult> {
+    anyhow::ensure!(!addrs.is_empty(), "broker has no MQTT address");
+    let addr_of = |i: usize| addrs[i % addrs.len()];
     let topics: Vec<String> = (0..cfg.publishers)
         .map(|i| format!("ordo-bench/{}/{}/{i}", cfg.tag, cfg.name))
         .collect();
@@ -166,7 +173,8 @@ pub async fn run(
     let mut subs = JoinSet::new();
     let mut unique = Vec::new();
     for i in 0..cfg.subscribers {
-        let mut conn = wire::connect(addr, &format!("ob-{}-{}-s{i}", cfg.tag, cfg.name)).await?;
+        let mut conn =
+            wire::connect(addr_of(i), &format!("ob-{}-{}-s{i}", cfg.tag, cfg.name)).await?;
         wire::subscribe(&mut conn, &topics, cfg.sub_qos)
             .await
             .with_context(|| format!("subscriber {i}"))?;
@@ -183,7 +191,8 @@ pub async fn run(
     }
     let mut conns = Vec::new();
     for i in 0..cfg.publishers {
-        conns.push(wire::connect(addr, &format!("ob-{}-{}-p{i}", cfg.tag, cfg.name)).await?);
+        let id = format!("ob-{}-{}-p{i}", cfg.tag, cfg.name);
+        conns.push(wire::connect(addr_of(i), &id).await?);
     }
 
     let start = Instant::now() + Duration::from_millis(20);
@@ -358,7 +367,7 @@ mod tests {
             duration: Duration::from_millis(300),
             rate: None,
         };
-        let r = run(sink.addr(), Some(sink.received()), &cfg)
+        let r = run(&[sink.addr()], Some(sink.received()), &cfg)
             .await
             .expect("phase runs");
         assert!(r.errors.is_empty(), "{:?}", r.errors);

@@ -1,4 +1,5 @@
-//! Medians, Ordo/peer ratios, the printed table and the JSON file.
+//! Medians, Ordo/peer ratios (standalone Ordo and every cluster variant against each peer), the
+//! cluster scaling table, the printed report and the JSON file.
 
 use std::fmt::Write as _;
 
@@ -6,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::broker::Peer;
 use crate::cli::Args;
+use crate::cluster::{NDBS, SYNCS};
 use crate::phase::PhaseResult;
 
 /// One broker measured once: its peak phase and its paced phase.
@@ -170,13 +172,13 @@ fn median_of(runs: &[&BrokerRun], f: Figure, qos: u8) -> Option<f64> {
     median(runs.iter().filter_map(|r| f.value(r, qos)).collect())
 }
 
-/// Per-run ratio Ordo/peer for `f`, median over the runs where both have a value.
-fn ratio(all: &[BrokerRun], peer: Peer, f: Figure, qos: u8) -> Option<f64> {
+/// Per-run ratio `num`/`den` for `f`, median over the runs where both have a value.
+fn ratio(all: &[BrokerRun], num: Peer, den: Peer, f: Figure, qos: u8) -> Option<f64> {
     let per_run = all
         .iter()
-        .filter(|o| o.peer == Peer::Ordo)
+        .filter(|o| o.peer == num)
         .filter_map(|o| {
-            let p = all.iter().find(|p| p.peer == peer && p.run == o.run)?;
+            let p = all.iter().find(|p| p.peer == den && p.run == o.run)?;
             let (a, b) = (f.value(o, qos)?, f.value(p, qos)?);
             (b > 0.0).then(|| a / b)
         })
@@ -188,6 +190,13 @@ fn notes(peer: Peer, runs: &[&BrokerRun], args: &Args) -> Vec<String> {
     let mut notes = Vec::new();
     if peer == Peer::Sink {
         notes.push("in-process acker, forwards nothing: the generator's ceiling".into());
+    }
+    if let Some(n) = peer.cluster_entries() {
+        notes.push(format!(
+            "{} processes: {SYNCS} sync + {NDBS} ndb + {n} entr{}",
+            SYNCS + NDBS + n,
+            if n == 1 { "y" } else { "ies" }
+        ));
     }
     if runs.iter().any(|r| r.sub_qos != args.qos) {
         notes.push(
@@ -276,30 +285,8 @@ pub fn table(all: &[BrokerRun], peers: &[Peer], args: &Args) -> String {
         s.push_str(&line);
     }
 
-    let others: Vec<Peer> = peers
-        .iter()
-        .copied()
-        .filter(|p| !matches!(p, Peer::Ordo | Peer::Sink))
-        .collect();
-    if peers.contains(&Peer::Ordo) && !others.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nOrdo/peer, median of per-run ratios (rates: >1 = Ordo faster; latencies: <1 = Ordo faster)"
-        );
-        let mut header = format!("{:<10}", "vs");
-        for f in FIGURES {
-            let _ = write!(header, " {:>9}", f.label(qos));
-        }
-        let _ = writeln!(s, "{header}");
-        for peer in others {
-            let mut line = format!("{:<10}", peer.to_string());
-            for f in FIGURES {
-                let r = ratio(all, peer, f, qos);
-                let _ = write!(line, " {:>9}", r.map_or("-".into(), |r| format!("{r:.2}")));
-            }
-            let _ = writeln!(s, "{line}");
-        }
-    }
+    ratio_table(&mut s, all, peers, qos);
+    cluster_table(&mut s, all, peers, qos);
 
     let errors: Vec<String> = all
         .iter()
@@ -316,6 +303,94 @@ pub fn table(all: &[BrokerRun], peers: &[Peer], args: &Args) -> String {
         let _ = writeln!(s, "\nerrors:\n{}", errors.join("\n"));
     }
     s
+}
+
+/// (Ordo in any form, peer) pairs of the ratio table, in `peers` order.
+fn ratio_pairs(peers: &[Peer]) -> Vec<(Peer, Peer)> {
+    let others = peers
+        .iter()
+        .copied()
+        .filter(|p| !p.is_ordo() && *p != Peer::Sink);
+    let ordos: Vec<Peer> = peers.iter().copied().filter(|p| p.is_ordo()).collect();
+    others
+        .flat_map(|other| ordos.iter().map(move |&o| (o, other)))
+        .collect()
+}
+
+fn ratio_table(s: &mut String, all: &[BrokerRun], peers: &[Peer], qos: u8) {
+    let pairs = ratio_pairs(peers);
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nOrdo/peer, median of per-run ratios (rates: >1 = Ordo faster; latencies: <1 = Ordo faster)"
+    );
+    let mut header = format!("{:<20}", "ordo/peer");
+    for f in FIGURES {
+        let _ = write!(header, " {:>9}", f.label(qos));
+    }
+    let _ = writeln!(s, "{header}");
+    for (ordo, peer) in pairs {
+        let mut line = format!("{:<20}", format!("{ordo}/{peer}"));
+        for f in FIGURES {
+            let r = ratio(all, ordo, peer, f, qos);
+            let _ = write!(line, " {:>9}", r.map_or("-".into(), |r| format!("{r:.2}")));
+        }
+        let _ = writeln!(s, "{line}");
+    }
+}
+
+/// Throughput of the cluster variants side by side: 1, 2, 3 entries.
+fn cluster_table(s: &mut String, all: &[BrokerRun], peers: &[Peer], qos: u8) {
+    let clusters: Vec<Peer> = peers
+        .iter()
+        .copied()
+        .filter(|p| p.cluster_entries().is_some())
+        .collect();
+    let Some(&first) = clusters.first() else {
+        return;
+    };
+    let base = peers.iter().copied().find(|p| *p == Peer::Mosquitto);
+    let _ = writeln!(
+        s,
+        "\ncluster: {SYNCS} ordo-sync + {NDBS} ordo-ndb + N ordo-entry processes, clients \
+         round-robin over the entries; ratios are medians of per-run ratios"
+    );
+    let mut header = format!(
+        "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "broker",
+        "entries",
+        Figure::InRate.label(qos),
+        Figure::DeliverRate.label(qos),
+        Figure::AckP50.label(qos),
+        Figure::AckP99.label(qos),
+        format!("x {first}")
+    );
+    if let Some(b) = base {
+        let _ = write!(header, " {:>11}", format!("x {b}"));
+    }
+    let _ = writeln!(s, "{header}");
+    let fmt_ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
+    for &peer in &clusters {
+        let runs = runs_of(all, peer);
+        let m = |f: Figure| f.format(median_of(&runs, f, qos));
+        let mut line = format!(
+            "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11}",
+            peer.to_string(),
+            peer.cluster_entries().unwrap_or(0),
+            m(Figure::InRate),
+            m(Figure::DeliverRate),
+            m(Figure::AckP50),
+            m(Figure::AckP99),
+            fmt_ratio(ratio(all, peer, first, Figure::InRate, qos))
+        );
+        if let Some(b) = base {
+            let r = ratio(all, peer, b, Figure::InRate, qos);
+            let _ = write!(line, " {:>11}", fmt_ratio(r));
+        }
+        let _ = writeln!(s, "{line}");
+    }
 }
 
 /// Everything, for `--json`.
@@ -345,15 +420,19 @@ pub fn json(all: &[BrokerRun], peers: &[Peer], args: &Args) -> Value {
             (peer.to_string(), Value::Object(m))
         })
         .collect();
-    let ratios: serde_json::Map<String, Value> = peers
-        .iter()
-        .filter(|p| !matches!(p, Peer::Ordo | Peer::Sink) && peers.contains(&Peer::Ordo))
-        .map(|&peer| {
+    let ratios: serde_json::Map<String, Value> = ratio_pairs(peers)
+        .into_iter()
+        .map(|(ordo, peer)| {
             let m: serde_json::Map<String, Value> = FIGURES
                 .iter()
-                .map(|&f| (f.key(qos).to_string(), json!(ratio(all, peer, f, qos))))
+                .map(|&f| {
+                    (
+                        f.key(qos).to_string(),
+                        json!(ratio(all, ordo, peer, f, qos)),
+                    )
+                })
                 .collect();
-            (format!("ordo/{peer}"), Value::Object(m))
+            (format!("{ordo}/{peer}"), Value::Object(m))
         })
         .collect();
     json!({
@@ -391,6 +470,26 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(vec![]), None);
+    }
+
+    #[test]
+    fn every_ordo_form_is_compared_with_every_peer() {
+        let peers = [
+            Peer::Sink,
+            Peer::Ordo,
+            Peer::Cluster1,
+            Peer::Cluster3,
+            Peer::Mosquitto,
+        ];
+        assert_eq!(
+            ratio_pairs(&peers),
+            vec![
+                (Peer::Ordo, Peer::Mosquitto),
+                (Peer::Cluster1, Peer::Mosquitto),
+                (Peer::Cluster3, Peer::Mosquitto),
+            ]
+        );
+        assert!(ratio_pairs(&[Peer::Sink, Peer::Cluster2]).is_empty());
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! Start an Ordo cluster of separate processes on loopback: 3 `ordo-sync`, 3 `ordo-ndb` and 1-3
+//! `ordo-entry --cluster`.
+//!
+//! ```text
+//!  scratch/cluster.toml (free UDP ports) ─▶ ordo-entry cluster-certs ─▶ scratch/certs
+//!  ─▶ sync1..3, ndb1..3 ─▶ entry1..N (wait for each MQTT port)
+//!  ─▶ one QoS 1 probe PUBLISH through every entry, wait for its PUBACK (the cluster orders)
+//! ```
+//!
+//! Every process is owned by the returned [`Processes`]: dropping it kills them all and removes
+//! the scratch directory with their data folders.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rumqttc::mqttbytes::v4::{Packet, Publish};
+use rumqttc::mqttbytes::QoS;
+use tokio::process::Command;
+
+use crate::broker::{free_ports, Peer, Processes, Programs, ScratchDir};
+use crate::wire;
+
+/// Sync nodes of every cluster peer.
+pub const SYNCS: usize = 3;
+/// Storage nodes of every cluster peer.
+pub const NDBS: usize = 3;
+
+/// Start `peer` (`entries` entries) and return the entries' MQTT addresses once every entry has
+/// PUBACKed a probe message, i.e. the whole cluster is ordering.
+pub async fn start(
+    peer: Peer,
+    entries: usize,
+    programs: &Programs,
+    startup: Duration,
+) -> Result<(Vec<SocketAddr>, Processes)> {
+    for (bin, what) in [
+        (&programs.ordo_bin, "ordo-entry (--ordo-bin)"),
+        (&programs.ndb_bin, "ordo-ndb (--ndb-bin)"),
+        (&programs.sync_bin, "ordo-sync (--sync-bin)"),
+    ] {
+        if !bin.exists() {
+            bail!(
+                "{} not found: build {what} (cargo build --release -p ordo-entry -p ordo-ndb \
+                 -p ordo-sync) or pass the flag",
+                bin.display()
+            );
+        }
+    }
+    let deadline = tokio::time::Instant::now() + startup;
+    let mut processes = Processes::new(ScratchDir::create(&programs.scratch_root, peer)?);
+    let dir = processes.dir().to_path_buf();
+    let cluster_file = dir.join("cluster.toml");
+    std::fs::write(&cluster_file, cluster_toml(entries)?)
+        .with_context(|| format!("write {}", cluster_file.display()))?;
+    certs(&programs.ordo_bin, &cluster_file, &dir).await?;
+
+    let data = dir.join("data");
+    for (role, bin, count) in [
+        ("sync", &programs.sync_bin, SYNCS),
+        ("ndb", &programs.ndb_bin, NDBS),
+    ] {
+        for id in 1..=count {
+            let name = format!("{role}{id}");
+            let mut cmd = node_command(bin, &cluster_file, id);
+            cmd.arg("--data-dir").arg(data.join(&name));
+            processes.spawn(&name, cmd, dir.join(format!("{name}.log")))?;
+        }
+    }
+    let ports = free_ports(2 * entries)?;
+    let mut addrs = Vec::with_capacity(entries);
+    for id in 1..=entries {
+        let name = format!("entry{id}");
+        let mqtt = loopback(ports[2 * (id - 1)]);
+        let wamp = loopback(ports[2 * (id - 1) + 1]);
+        let mut cmd = node_command(&programs.ordo_bin, &cluster_file, id);
+        cmd.arg("--mqtt")
+            .arg(mqtt.to_string())
+            .arg("--wamp")
+            .arg(wamp.to_string())
+            .arg("--data-dir")
+            .arg(data.join(&name));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        processes
+            .spawn(&name, cmd, dir.join(format!("{name}.log")))?
+            .wait_listening(mqtt, left)
+            .await
+            .with_context(|| format!("{peer}"))?;
+        addrs.push(mqtt);
+    }
+    for (i, &addr) in addrs.iter().enumerate() {
+        let probe = tokio::time::timeout_at(deadline, probe(addr, i));
+        match probe.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                processes.check_alive()?;
+                return Err(e.context(format!("{peer}: probe through entry{}", i + 1)));
+            }
+            Err(_) => {
+                processes.check_alive()?;
+                bail!(
+                    "{peer}: entry{} did not PUBACK a probe within {startup:?} (logs in {})",
+                    i + 1,
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok((addrs, processes))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+/// `<bin> --cluster <file> --id <id>` with plain logs and a closed stdin.
+fn node_command(bin: &Path, cluster_file: &Path, id: usize) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--cluster")
+        .arg(cluster_file)
+        .arg("--id")
+        .arg(id.to_string())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The cluster file: `cert_dir = "certs"` and one block per node, each on a free UDP port.
+fn cluster_toml(entries: usize) -> Result<String> {
+    let ports = free_udp_ports(SYNCS + NDBS + entries)?;
+    let mut ports = ports.into_iter();
+    let mut text = String::from("cert_dir = \"certs\"\n");
+    for (role, count) in [("sync", SYNCS), ("ndb", NDBS), ("entry", entries)] {
+        for id in 1..=count {
+            let port = ports.next().context("too few UDP ports")?;
+            let _ = write!(
+                text,
+                "\n[[{role}]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n"
+            );
+        }
+    }
+    Ok(text)
+}
+
+/// Distinct free UDP ports on 127.0.0.1 (held together while picking so they differ).
+fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
+    let sockets = (0..n)
+        .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("pick a free UDP port")?;
+    sockets.iter().map(|s| Ok(s.local_addr()?.port())).collect()
+}
+
+/// `ordo-entry cluster-certs --cluster <file>`: a CA and one certificate per node in `dir/certs`.
+async fn certs(entry_bin: &Path, cluster_file: &Path, dir: &Path) -> Result<()> {
+    let run = Command::new(entry_bin)
+        .arg("cluster-certs")
+        .arg("--cluster")
+        .arg(cluster_file)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .context("ordo-entry cluster-certs timed out")?
+        .context("run ordo-entry cluster-certs")?;
+    if !out.status.success() {
+        bail!(
+            "ordo-entry cluster-certs failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Publish one QoS 1 message through the entry at `addr` and wait for its PUBACK; retried until
+/// the caller's deadline while the cluster is still electing or connecting.
+async fn probe(addr: SocketAddr, entry: usize) -> Result<()> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match probe_once(addr, entry, attempt).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 60 => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+async fn probe_once(addr: SocketAddr, entry: usize, attempt: u32) -> Result<()> {
+    let id = format!("ob-probe-{}-e{entry}-{attempt}", std::process::id());
+    let mut conn = wire::connect(addr, &id).await?;
+    let mut publish = Publish::new("ordo-bench/probe", QoS::AtLeastOnce, "\"probe\"");
+    publish.pkid = 1;
+    wire::write_packet(&mut conn.wr, Packet::Publish(publish)).await?;
+    let wait = async {
+        loop {
+            match wire::read_packet(&mut conn).await? {
+                Packet::PubAck(ack) if ack.pkid == 1 => return Ok(()),
+                Packet::PubAck(_) | Packet::PingResp => {}
+                other => bail!("expected PUBACK, got {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .context("no PUBACK within 5 s")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_file_lists_every_node_once() {
+        let text = cluster_toml(2).expect("ports");
+        assert!(text.starts_with("cert_dir = \"certs\"\n"));
+        assert_eq!(text.matches("[[sync]]").count(), 3);
+        assert_eq!(text.matches("[[ndb]]").count(), 3);
+        assert_eq!(text.matches("[[entry]]").count(), 2);
+        let ports: std::collections::HashSet<&str> =
+            text.lines().filter(|l| l.starts_with("addr")).collect();
+        assert_eq!(ports.len(), 8, "{text}");
+    }
+}
