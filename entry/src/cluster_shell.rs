@@ -5,17 +5,18 @@
 //!  front doors ──PublishRequest──► [shell task] ──handle_publish──► EntryCore
 //!                                       │  Send ──► Mesh (QUIC) ──► ndbs, syncs
 //!       Mesh inbox (Trim, Resolved, ────┘  Persist(Reserve) ──► local store meta (fsync)
-//!        Permanent) ──handle_message──►    Ack ──► held until delivered here
+//!        Permanent) ──handle_message──►    Ack ──► PUBACK / PUBLISHED {id}
 //!                                          Deliver ──► local store (cache) ──► Router::dispatch
-//!                                                       then release held acks (id < next)
 //! ```
 //!
-//! The publisher's ack waits for two things: RESOLVED (durable on a quorum of
-//! ndbs, id final: the core's `Ack`) and this entry's own delivery of that id,
-//! so a publisher that reads back after its ack (replay, `after`) sees its
-//! message. The local RocksDB keeps the delivered permanent log as a cache for
-//! replay and retained messages; it is written without fsync because the ndbs
-//! hold the truth and a restart re-fetches from the local store's last id.
+//! The publisher's ack leaves on RESOLVED (the core's `Ack`: durable on a quorum
+//! of ndbs, id final), not after this entry's own delivery of the id: waiting
+//! for that would add an ndb fsync and a fetch round trip to every ack. A
+//! replay (`after`) right after the ack still sees the message, live if not yet
+//! from disk, through the router's seam. The local RocksDB keeps the delivered
+//! permanent log as a cache for replay and retained messages; it is written
+//! without fsync because the ndbs hold the truth and a restart re-fetches from
+//! the local store's last id.
 
 use crate::cluster::{EntryConfig, EntryCore, EntryDisk, EntryWrite};
 use crate::router::Router;
@@ -31,7 +32,7 @@ use ordo_common::{PermanentId, StoredMessage};
 use ordo_ndb::{CommitBatch, Store};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -96,7 +97,6 @@ pub(crate) fn start(
         router,
         mesh: mesh.clone(),
         replies: HashMap::new(),
-        held: BTreeMap::new(),
         seq: 0,
         limit: max_batch * 8,
         gauges: Gauges {
@@ -109,7 +109,7 @@ pub(crate) fn start(
             ),
             ack_seconds: metrics.histogram(
                 "ack_seconds",
-                "Publish accepted to ack released (durable on a quorum, id final, delivered here)",
+                "Publish accepted to ack released (durable on a quorum of ndbs, id final)",
             ),
         },
         metrics,
@@ -129,8 +129,6 @@ struct ShellTask {
     mesh: Mesh,
     /// Replies by the core's publish sequence number.
     replies: HashMap<u64, Reply>,
-    /// Resolved publishes waiting for this entry to deliver their id.
-    held: BTreeMap<PermanentId, Reply>,
     seq: u64,
     /// Most unacknowledged publishes taken in before the front doors are made to wait.
     limit: usize,
@@ -188,8 +186,7 @@ impl ShellTask {
                 break;
             }
         }
-        let held = std::mem::take(&mut self.held).into_values();
-        for (reply, _) in self.replies.drain().map(|(_, r)| r).chain(held) {
+        for (_, (reply, _)) in self.replies.drain() {
             let _ = reply.send(Err(PublishError::Stopped));
         }
         self.mesh.close();
@@ -241,8 +238,11 @@ impl ShellTask {
                     Err(e) => tracing::error!(id = id.0, error = %e, "undecodable record; skipped"),
                 },
                 Action::Ack { seq, id, .. } => {
-                    if let Some(reply) = self.replies.remove(&seq) {
-                        self.held.insert(id, reply);
+                    if let Some((reply, accepted)) = self.replies.remove(&seq) {
+                        self.gauges
+                            .ack_seconds
+                            .observe(accepted.elapsed().as_secs_f64());
+                        let _ = reply.send(Ok(id));
                     }
                 }
             }
@@ -260,16 +260,6 @@ impl ShellTask {
             self.router.dispatch(&batch.messages);
         }
         let next = self.core.next_delivery();
-        while let Some(entry) = self.held.first_entry() {
-            if *entry.key() >= next {
-                break;
-            }
-            let (id, (reply, accepted)) = entry.remove_entry();
-            self.gauges
-                .ack_seconds
-                .observe(accepted.elapsed().as_secs_f64());
-            let _ = reply.send(Ok(id));
-        }
         let g = &self.gauges;
         g.segments_open.set(self.core.open_segments_count() as i64);
         g.unacked.set(self.core.unacked() as i64);
