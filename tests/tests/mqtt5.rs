@@ -632,7 +632,7 @@ async fn bad_packets_get_disconnect_with_reason_code() -> Result {
         [Packet::ConnAck(a)] => assert_eq!(a.reason, ReasonCode::PROTOCOL_ERROR),
         other => bail!("{other:?}"),
     }
-    // Session expiry on DISCONNECT after 0 on CONNECT [MQTT-3.14.2-2].
+    // Session expiry on DISCONNECT after 0 on CONNECT (section 3.14.2.2.2).
     let (mut c, _) = RawMqtt::connect5(node.mqtt, connect5_packet("bad-exp", true, 0)).await?;
     c.send5(&Packet::Disconnect(Disconnect {
         reason: ReasonCode::SUCCESS,

@@ -177,7 +177,7 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
             return Ok(());
         }
         Err(ConnectionError::Protocol(e)) if level == Some(v5::PROTOCOL_LEVEL_5) => {
-            // [MQTT-4.13.1-1] a bad level-5 CONNECT gets CONNACK with the reason code.
+            // Section 4.13: a bad level-5 CONNECT gets a CONNACK with the reason code.
             let _ = send_connack(&mut writer, true, refusal(e.reason_code())).await;
             return Err(e.into());
         }

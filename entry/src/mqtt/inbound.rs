@@ -49,7 +49,7 @@ impl Connection {
             Packet::Disconnect(d) => {
                 if let Some(expiry) = d.properties.session_expiry_interval {
                     if self.session_expiry == 0 && expiry != 0 {
-                        // [MQTT-3.14.2-2].
+                        // Section 3.14.2.2.2: 0 on CONNECT cannot become nonzero on DISCONNECT.
                         return Err(refused(
                             ReasonCode::PROTOCOL_ERROR,
                             "session expiry set on DISCONNECT after 0 on CONNECT",
@@ -82,7 +82,7 @@ impl Connection {
     fn handle_pubrec(&mut self, a: Ack) {
         let reason = match self.inflight.get_mut(&a.pkid) {
             Some(_) if a.reason.is_error() => {
-                // [MQTT-4.3.3-?] an error PUBREC ends the exchange.
+                // Section 4.3.3: a PUBREC with an error code ends the exchange.
                 self.inflight.remove(&a.pkid);
                 return;
             }
@@ -142,7 +142,7 @@ impl Connection {
             return Ok(());
         }
         if self.v5 && p.qos != QoS::AtMostOnce && self.inbound_in_flight() >= self.receive_max {
-            // [MQTT-3.3.4-9].
+            // Section 3.3.4: more unacknowledged QoS 1/2 publishes than our Receive Maximum.
             return Err(refused(
                 ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                 "receive maximum exceeded",
@@ -210,7 +210,8 @@ impl Connection {
                 Some((_, inner)) => (Some(filter.clone()), inner),
                 None => (None, filter.as_str()),
             };
-            // [MQTT-3.8.4-4] retain handling; shared subscriptions get no retained messages.
+            // [MQTT-3.3.1-9] to [MQTT-3.3.1-11] retain handling; shared subscriptions get no
+            // retained messages (section 4.8.2).
             let send_retained = share.is_none()
                 && match o.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
