@@ -28,6 +28,12 @@ pub struct Config {
     pub mqtt_inflight: usize,
     /// This entry's owner id in advance ids.
     pub owner: u64,
+    /// Longest keep alive an MQTT 5 client may ask for, in seconds (0: any); a longer or
+    /// zero request gets this value back as Server Keep Alive.
+    pub mqtt_max_keep_alive: u16,
+    /// MQTT topic filters no client may subscribe to (SUBACK 0x87, 3.1.1: 0x80), e.g. the
+    /// `test/nosubscribe` of conformance suites.
+    pub mqtt_deny_subscribe: Vec<String>,
 }
 
 impl Default for Config {
@@ -43,6 +49,8 @@ impl Default for Config {
             session_queue: 65_536,
             mqtt_inflight: 1024,
             owner: 1,
+            mqtt_max_keep_alive: 0,
+            mqtt_deny_subscribe: Vec::new(),
         }
     }
 }

@@ -773,3 +773,41 @@ async fn rumqttc_v5_qos2_both_ways_and_dollar_topics_skip_wildcards() -> Result 
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_keep_alive_cap_and_refused_subscriptions() -> Result {
+    let node = TestNode::start_with(|c| {
+        c.mqtt_max_keep_alive = 60;
+        c.mqtt_deny_subscribe = vec!["test/nosubscribe".into()];
+    })
+    .await?;
+    let (mut c, ack) = RawMqtt::connect5(node.mqtt, connect5_packet("ska", true, 120)).await?;
+    assert_eq!(ack.properties.server_keep_alive, Some(60));
+    let (_ok, ack) = RawMqtt::connect5(node.mqtt, connect5_packet("ska-ok", true, 30)).await?;
+    assert_eq!(ack.properties.server_keep_alive, None);
+    let reasons = c
+        .subscribe5(
+            1,
+            Properties::default(),
+            &[
+                (
+                    "test/nosubscribe",
+                    SubscriptionOptions::qos(QoS::AtLeastOnce),
+                ),
+                ("test/ok", SubscriptionOptions::qos(QoS::AtLeastOnce)),
+            ],
+        )
+        .await?;
+    assert_eq!(
+        reasons,
+        [ReasonCode::NOT_AUTHORIZED, ReasonCode::GRANTED_QOS_1]
+    );
+    // 3.1.1: the refusal is 0x80.
+    let (mut old, _) = RawMqtt::connect(node.mqtt, "ska-v3", true, 0).await?;
+    let codes = old
+        .subscribe(1, &[("test/nosubscribe", QoS::AtMostOnce)])
+        .await?;
+    assert_eq!(codes, [ordo_common::mqtt::SubAckCode::Failure]);
+    node.shutdown().await;
+    Ok(())
+}

@@ -223,10 +223,16 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         shared.mqtt_sessions.take_persisted(&client_id)
     };
     let receive_max = shared.config.mqtt_inflight.clamp(1, usize::from(u16::MAX));
+    // Section 3.2.2.3.14: an MQTT 5 client's keep alive may be capped by Server Keep Alive.
+    let cap = shared.config.mqtt_max_keep_alive;
+    let server_keep_alive =
+        (v5 && cap > 0 && (connect.keep_alive == 0 || connect.keep_alive > cap)).then_some(cap);
+    let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
     let mut properties = Properties::default();
     if v5 {
         properties = Properties {
             assigned_client_identifier: assigned.then(|| client_id.clone()),
+            server_keep_alive,
             receive_maximum: u16::try_from(receive_max).ok(),
             maximum_packet_size: Some(u32::try_from(max).unwrap_or(u32::MAX).max(1)),
             topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
@@ -288,7 +294,7 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         conn.restore(p);
     }
     let result = conn
-        .serve(&mut reader, &mut inbuf, deliveries, connect.keep_alive)
+        .serve(&mut reader, &mut inbuf, deliveries, keep_alive)
         .await;
     let stopping = *conn.shutdown.borrow();
     if let (true, Err(e)) = (v5, &result) {

@@ -196,6 +196,10 @@ impl Connection {
         // The codec has already refused invalid topic filters: such a
         // SUBSCRIBE closes the connection before it gets here.
         for (filter, o) in &s.filters {
+            if self.shared.config.mqtt_deny_subscribe.contains(filter) {
+                reasons.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             let granted = o.qos as u8;
             reasons.push(ReasonCode(granted));
             // [MQTT-3.8.4-3] a subscription to an existing filter replaces it.
