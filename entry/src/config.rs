@@ -31,9 +31,14 @@ pub struct Config {
     /// Longest keep alive an MQTT 5 client may ask for, in seconds (0: any); a longer or
     /// zero request gets this value back as Server Keep Alive.
     pub mqtt_max_keep_alive: u16,
-    /// MQTT topic filters no client may subscribe to (SUBACK 0x87, 3.1.1: 0x80), e.g. the
+    /// MQTT topic filters no client may subscribe to (SUBACK 0x80), e.g. the
     /// `test/nosubscribe` of conformance suites.
     pub mqtt_deny_subscribe: Vec<String>,
+    /// Add the permanent id as user property `ordo-id` to MQTT 5 deliveries.
+    pub mqtt_ordo_id: bool,
+    /// Session Expiry Interval (seconds) of an MQTT 5 CONNECT that carries none; the
+    /// specification's default is 0 (the session ends with the connection).
+    pub mqtt_default_session_expiry: u32,
 }
 
 impl Default for Config {
@@ -51,6 +56,8 @@ impl Default for Config {
             owner: 1,
             mqtt_max_keep_alive: 0,
             mqtt_deny_subscribe: Vec::new(),
+            mqtt_ordo_id: true,
+            mqtt_default_session_expiry: 0,
         }
     }
 }

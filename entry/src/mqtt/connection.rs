@@ -211,7 +211,10 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         connect.client_id.clone()
     };
     let session_expiry = match (v5, connect.clean_start) {
-        (true, _) => connect.properties.session_expiry_interval.unwrap_or(0),
+        (true, _) => connect
+            .properties
+            .session_expiry_interval
+            .unwrap_or(shared.config.mqtt_default_session_expiry),
         (false, true) => 0,
         (false, false) => NEVER_EXPIRES,
     };

@@ -197,7 +197,7 @@ impl Connection {
         // SUBSCRIBE closes the connection before it gets here.
         for (filter, o) in &s.filters {
             if self.shared.config.mqtt_deny_subscribe.contains(filter) {
-                reasons.push(ReasonCode::NOT_AUTHORIZED);
+                reasons.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
             let granted = o.qos as u8;

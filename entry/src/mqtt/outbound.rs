@@ -219,9 +219,11 @@ impl Connection {
                     options.iter().filter_map(|o| o.sub_id).collect();
                 properties.subscription_identifiers.sort_unstable();
                 properties.subscription_identifiers.dedup();
-                properties
-                    .user_properties
-                    .push(("ordo-id".to_owned(), delivery.id.0.to_string()));
+                if self.shared.config.mqtt_ordo_id {
+                    properties
+                        .user_properties
+                        .push(("ordo-id".to_owned(), delivery.id.0.to_string()));
+                }
             }
             let mut publish = Publish {
                 dup: resent.is_some() && qos != QoS::AtMostOnce,
