@@ -7,124 +7,15 @@ use ordo_common::mqtt::v5::{
 };
 use ordo_common::mqtt::{QoS, ReasonCode};
 use ordo_tests::mqtt_raw::{connect5_packet, publish5, RawMqtt};
-use ordo_tests::{Rumqtt, TestNode, TIMEOUT};
+use ordo_tests::rumqtt5::{filter, Rumqtt5};
+use ordo_tests::{Rumqtt, TestNode};
 use rumqttc::v5 as r5;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 type Result = anyhow::Result<()>;
 
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
-
-/// A rumqttc v5 client whose event loop runs in a task.
-struct Rumqtt5 {
-    client: r5::AsyncClient,
-    incoming: mpsc::UnboundedReceiver<anyhow::Result<r5::mqttbytes::v5::Packet>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Rumqtt5 {
-    async fn connect(
-        node: &TestNode,
-        id: &str,
-    ) -> anyhow::Result<(Rumqtt5, r5::mqttbytes::v5::ConnAck)> {
-        let mut options = r5::MqttOptions::new(id, node.mqtt.ip().to_string(), node.mqtt.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        Self::connect_with(options).await
-    }
-
-    async fn connect_with(
-        options: r5::MqttOptions,
-    ) -> anyhow::Result<(Rumqtt5, r5::mqttbytes::v5::ConnAck)> {
-        let (client, mut eventloop) = r5::AsyncClient::new(options, 256);
-        let (tx, incoming) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(r5::Event::Incoming(p)) => {
-                        if tx.send(Ok(p)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(r5::Event::Outgoing(_)) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(anyhow::anyhow!("rumqttc v5: {e}")));
-                        return;
-                    }
-                }
-            }
-        });
-        let mut this = Rumqtt5 {
-            client,
-            incoming,
-            task,
-        };
-        let ack = this
-            .wait_for(|p| match p {
-                r5::mqttbytes::v5::Packet::ConnAck(a) => Some(a.clone()),
-                _ => None,
-            })
-            .await
-            .context("waiting for CONNACK")?;
-        Ok((this, ack))
-    }
-
-    async fn wait_for<T>(
-        &mut self,
-        mut pick: impl FnMut(&r5::mqttbytes::v5::Packet) -> Option<T>,
-    ) -> anyhow::Result<T> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Err(_) => bail!("no matching packet within {TIMEOUT:?}"),
-                Ok(None) => bail!("event loop ended"),
-                Ok(Some(Err(e))) => return Err(e),
-                Ok(Some(Ok(p))) => {
-                    if let Some(v) = pick(&p) {
-                        return Ok(v);
-                    }
-                }
-            }
-        }
-    }
-
-    async fn next_publish(&mut self) -> anyhow::Result<r5::mqttbytes::v5::Publish> {
-        self.wait_for(|p| match p {
-            r5::mqttbytes::v5::Packet::Publish(p) => Some(p.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn subscribe(&mut self, filter: r5::mqttbytes::v5::Filter) -> Result {
-        self.client.subscribe_many(vec![filter]).await?;
-        let codes = self
-            .wait_for(|p| match p {
-                r5::mqttbytes::v5::Packet::SubAck(a) => Some(a.return_codes.clone()),
-                _ => None,
-            })
-            .await?;
-        ensure!(
-            matches!(
-                codes.as_slice(),
-                [r5::mqttbytes::v5::SubscribeReasonCode::Success(_)]
-            ),
-            "{codes:?}"
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Rumqtt5 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn filter(path: &str, qos: r5::mqttbytes::QoS) -> r5::mqttbytes::v5::Filter {
-    r5::mqttbytes::v5::Filter::new(path, qos)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_assigns_a_client_id_and_announces_limits() -> Result {
