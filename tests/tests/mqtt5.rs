@@ -726,3 +726,66 @@ async fn test_configuration_for_interoperability_suites() -> Result {
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_delivery_resumes_on_reconnect_with_publish_or_pubrel() -> Result {
+    let node = TestNode::start().await?;
+    let mut connect = connect5_packet("q2-resume", false, 0);
+    connect.properties.session_expiry_interval = Some(60);
+    let (mut sub, _) = RawMqtt::connect5(node.mqtt, connect.clone()).await?;
+    let opts = SubscriptionOptions::qos(QoS::ExactlyOnce);
+    sub.subscribe5(1, Properties::default(), &[("q2r/t", opts)])
+        .await?;
+    let (mut publisher, _) =
+        RawMqtt::connect5(node.mqtt, connect5_packet("q2r-pub", true, 0)).await?;
+    for (i, body) in [(1u16, &b"released"[..]), (2, b"unreceived")] {
+        publisher
+            .send5(&Packet::Publish(publish5(
+                "q2r/t",
+                body,
+                QoS::ExactlyOnce,
+                i,
+                false,
+            )))
+            .await?;
+        assert_eq!(publisher.recv5().await?, Packet::PubRec(Ack::success(i)));
+        publisher.send5(&Packet::PubRel(Ack::success(i))).await?;
+        assert_eq!(publisher.recv5().await?, Packet::PubComp(Ack::success(i)));
+    }
+    // PUBREC the first delivery only, then vanish before PUBCOMP.
+    let first = match sub.recv5().await? {
+        Packet::Publish(p) => p,
+        other => bail!("{other:?}"),
+    };
+    let second = match sub.recv5().await? {
+        Packet::Publish(p) => p,
+        other => bail!("{other:?}"),
+    };
+    sub.send5(&Packet::PubRec(Ack::success(first.pkid))).await?;
+    assert_eq!(sub.recv5().await?, Packet::PubRel(Ack::success(first.pkid)));
+    drop(sub);
+    // [MQTT-4.4.0-1]: PUBREL again for the first, PUBLISH with DUP for the second.
+    let (mut sub, ack) = RawMqtt::connect5(node.mqtt, connect).await?;
+    ensure!(ack.session_present);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(sub.recv5().await?);
+    }
+    ensure!(
+        seen.contains(&Packet::PubRel(Ack::success(first.pkid))),
+        "no PUBREL resent: {seen:?}"
+    );
+    let again = seen
+        .iter()
+        .find_map(|p| match p {
+            Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        })
+        .context("no PUBLISH resent")?;
+    assert_eq!(
+        (again.pkid, again.dup, &again.payload[..]),
+        (second.pkid, true, &b"unreceived"[..])
+    );
+    node.shutdown().await;
+    Ok(())
+}
