@@ -305,10 +305,12 @@ def test_will_delay_and_reconnect_before_it_elapses(ordo):
     conn = connect_props(SessionExpiryInterval=30)
     gone = V5(ordo.mqtt_port, "wd-gone", props=conn, will=("wd/gone", b"bye", will_props))
     back = V5(ordo.mqtt_port, "wd-back", props=conn, will=("wd/back", b"bye", will_props))
+    closed_at = {}
     for c in (gone, back):
         c.c.loop_stop()
         c.c.socket().close()  # no DISCONNECT: the will is due
-    t0 = time.monotonic()
+        closed_at[c] = time.monotonic()
+    t0 = closed_at[gone]
     time.sleep(0.2)
     returned = V5(ordo.mqtt_port, "wd-back", clean_start=False, props=conn)
     assert watch.wait(1, 5)
@@ -374,3 +376,118 @@ def test_topic_alias_is_accepted_up_to_the_announced_maximum(ordo):
     s.sendall(bytes([0x30, len(too_high)]) + too_high)
     assert disconnect_reason(read_until_closed(s)) == 0x94
     sub.close()
+
+
+# --------------------------------------------------------------------------- raw packet reading
+
+
+def read_packet(s: socket.socket, timeout: float = WAIT) -> tuple[int, bytes] | None:
+    """Read one packet: (first byte, body); None if nothing arrives within `timeout`."""
+    s.settimeout(timeout)
+    try:
+        first = s.recv(1)
+    except socket.timeout:
+        return None
+    finally:
+        s.settimeout(WAIT)
+    assert first, "connection closed"
+    length, shift = 0, 0
+    while True:
+        b = s.recv(1)[0]
+        length |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            break
+    body = b""
+    while len(body) < length:
+        chunk = s.recv(length - len(body))
+        assert chunk, "connection closed mid-packet"
+        body += chunk
+    return first[0], body
+
+
+def raw_connect_with(port, client_id: bytes, props: bytes) -> socket.socket:
+    """Like `raw_connect`, with raw CONNECT property bytes."""
+    s = socket.create_connection((HOST, port), timeout=WAIT)
+    body = b"\x00\x04MQTT\x05\x02\x00\x00" + bytes([len(props)]) + props
+    body += len(client_id).to_bytes(2, "big") + client_id
+    s.sendall(bytes([0x10, len(body)]) + body)
+    first, rest = read_packet(s)
+    assert first == 0x20 and rest[1] == 0, f"CONNACK {rest!r}"
+    return s
+
+
+def raw_subscribe(s: socket.socket, topic: bytes, qos: int) -> None:
+    body = b"\x00\x01\x00" + len(topic).to_bytes(2, "big") + topic + bytes([qos])
+    s.sendall(bytes([0x82, len(body)]) + body)
+    first, _ = read_packet(s)
+    assert first == 0x90, "expected SUBACK"
+
+
+def publish_payload(body: bytes, qos: int) -> tuple[int, bytes]:
+    """Return (packet id, payload) of a PUBLISH body received at `qos`."""
+    tlen = int.from_bytes(body[:2], "big")
+    pos = 2 + tlen
+    pkid = 0
+    if qos:
+        pkid = int.from_bytes(body[pos : pos + 2], "big")
+        pos += 2
+    plen, shift = 0, 0
+    while True:
+        b = body[pos]
+        pos += 1
+        plen |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            break
+    return pkid, body[pos + plen :]
+
+
+def test_client_receive_maximum_bounds_unacknowledged_deliveries(ordo):
+    # Section 3.3.4 (Receive Maximum): no more than the client's Receive Maximum QoS 1 and 2
+    # PUBLISH packets without PUBACK.
+    s = raw_connect_with(ordo.mqtt_port, b"rm-client", b"\x21\x00\x01")
+    raw_subscribe(s, b"rm/t", 1)
+    pub = V5(ordo.mqtt_port, "rm-pub")
+    pub.publish("rm/t", b"one")
+    pub.publish("rm/t", b"two")
+    first, body = read_packet(s)
+    assert first >> 4 == 3
+    pkid, payload = publish_payload(body, 1)
+    assert payload == b"one"
+    assert read_packet(s, 0.5) is None, "a second delivery before the first PUBACK"
+    s.sendall(b"\x40\x02" + pkid.to_bytes(2, "big"))
+    first, body = read_packet(s)
+    assert publish_payload(body, 1)[1] == b"two"
+    pub.close()
+
+
+def test_packet_over_the_client_maximum_is_not_sent(ordo):
+    # [MQTT-3.1.2-25]
+    s = raw_connect_with(ordo.mqtt_port, b"mps-client", b"\x27\x00\x00\x00\x40")
+    raw_subscribe(s, b"mps/t", 0)
+    pub = V5(ordo.mqtt_port, "mps-pub")
+    pub.publish("mps/t", b"x" * 200)
+    pub.publish("mps/t", b"small")
+    first, body = read_packet(s)
+    assert first >> 4 == 3
+    assert publish_payload(body, 0)[1] == b"small"
+    pub.close()
+
+
+def test_pubrel_for_an_unknown_packet_id_gets_pubcomp_0x92(ordo):
+    # Section 3.7.2.1: PUBCOMP reason 0x92 Packet Identifier not found.
+    s = raw_connect(ordo.mqtt_port, b"pubrel-unknown")
+    s.sendall(b"\x62\x02\x00\x09")
+    first, body = read_packet(s)
+    assert first == 0x70 and body[:2] == b"\x00\x09" and body[2] == 0x92
+
+
+def test_unsubscribe_reason_codes(ordo):
+    # Section 3.11.3: one reason code per filter, 0x11 when no subscription existed.
+    s = raw_connect(ordo.mqtt_port, b"unsub-codes")
+    raw_subscribe(s, b"u/a", 0)
+    body = b"\x00\x02\x00" + b"\x00\x03u/a" + b"\x00\x03u/b"
+    s.sendall(bytes([0xA2, len(body)]) + body)
+    first, body = read_packet(s)
+    assert first == 0xB0 and body == b"\x00\x02\x00\x00\x11"
