@@ -16,4 +16,4 @@ pub mod topic;
 pub mod wamp;
 
 pub use ids::{AdvanceId, PermanentId};
-pub use message::{Payload, StoredMessage};
+pub use message::{MqttProperties, Payload, StoredMessage};

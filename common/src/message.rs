@@ -101,6 +101,28 @@ pub struct StoredMessage {
     /// Do not deliver to the publisher's own session (WAMP `exclude_me`, on by default).
     #[serde(default)]
     pub exclude_publisher: bool,
+    /// MQTT 5 application properties, carried unchanged to MQTT 5 subscribers;
+    /// `None` for 3.1.1 and WAMP publishes (and records written before).
+    #[serde(default)]
+    pub mqtt: Option<Box<MqttProperties>>,
+}
+
+/// The MQTT 5 PUBLISH properties that travel with a message (section 3.3.2.3).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MqttProperties {
+    /// Payload format indicator (0 bytes, 1 UTF-8).
+    pub payload_format_indicator: Option<u8>,
+    /// Unix time in milliseconds after which the message is no longer delivered
+    /// (publish time + Message Expiry Interval).
+    pub expires_at_ms: Option<u64>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Response topic (request/response).
+    pub response_topic: Option<String>,
+    /// Correlation data (request/response).
+    pub correlation_data: Option<Bytes>,
+    /// User properties, in order.
+    pub user_properties: Vec<(String, String)>,
 }
 
 #[cfg(test)]
@@ -147,11 +169,45 @@ mod tests {
             retain: false,
             publisher: 7,
             exclude_publisher: false,
+            mqtt: None,
         };
         let bytes = rmp_serde::to_vec(&m).expect("encode");
         assert_eq!(
             rmp_serde::from_slice::<StoredMessage>(&bytes).expect("decode"),
             m
+        );
+        let with = StoredMessage {
+            mqtt: Some(Box::new(MqttProperties {
+                expires_at_ms: Some(5),
+                user_properties: vec![("k".into(), "v".into())],
+                ..MqttProperties::default()
+            })),
+            ..m
+        };
+        let bytes = rmp_serde::to_vec(&with).expect("encode");
+        assert_eq!(
+            rmp_serde::from_slice::<StoredMessage>(&bytes).expect("decode"),
+            with
+        );
+    }
+
+    #[test]
+    fn records_written_before_mqtt_properties_still_decode() {
+        // The seven fields a record had before `mqtt` was added, as rmp-serde writes them.
+        let old = (
+            "realm1",
+            "a/b",
+            Payload::Raw(Bytes::from_static(b"x")),
+            1u8,
+            false,
+            7u64,
+            true,
+        );
+        let bytes = rmp_serde::to_vec(&old).expect("encode");
+        let m: StoredMessage = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(
+            (m.topic.as_str(), m.exclude_publisher, m.mqtt),
+            ("a/b", true, None)
         );
     }
 }

@@ -28,6 +28,17 @@ pub struct Config {
     pub mqtt_inflight: usize,
     /// This entry's owner id in advance ids (its `entry` id in a cluster file).
     pub owner: u64,
+    /// Longest keep alive an MQTT 5 client may ask for, in seconds (0: any); a longer or
+    /// zero request gets this value back as Server Keep Alive.
+    pub mqtt_max_keep_alive: u16,
+    /// MQTT topic filters no client may subscribe to (SUBACK 0x80), e.g. the
+    /// `test/nosubscribe` of conformance suites.
+    pub mqtt_deny_subscribe: Vec<String>,
+    /// Add the permanent id as user property `ordo-id` to MQTT 5 deliveries.
+    pub mqtt_ordo_id: bool,
+    /// Session Expiry Interval (seconds) of an MQTT 5 CONNECT that carries none; the
+    /// specification's default is 0 (the session ends with the connection).
+    pub mqtt_default_session_expiry: u32,
     /// Cluster file: when set, join that cluster as entry `owner` instead of running standalone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<PathBuf>,
@@ -49,6 +60,10 @@ impl Default for Config {
             session_queue: 65_536,
             mqtt_inflight: 1024,
             owner: 1,
+            mqtt_max_keep_alive: 0,
+            mqtt_deny_subscribe: Vec::new(),
+            mqtt_ordo_id: true,
+            mqtt_default_session_expiry: 0,
             cluster: None,
             metrics: None,
         }

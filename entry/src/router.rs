@@ -65,6 +65,8 @@ struct Session {
 struct Subscription {
     session: SessionId,
     spec: SubscriptionSpec,
+    /// MQTT 5 shared subscription: the group key (`$share/{name}/{filter}`).
+    share: Option<String>,
 }
 
 #[derive(Default)]
@@ -79,6 +81,8 @@ struct State {
     /// Subscriptions with wildcards or prefixes, matched one by one.
     patterns: Vec<SubscriptionId>,
     retained: BTreeMap<(String, String), (PermanentId, Arc<StoredMessage>)>,
+    /// Shared subscription groups (realm, key) -> messages handed out so far (round robin).
+    share_cursor: HashMap<(String, String), usize>,
 }
 
 /// Shared routing table of one entry.
@@ -154,10 +158,22 @@ impl Router {
 
     /// Add subscriptions for a session atomically with respect to dispatch.
     pub fn subscribe(&self, session: SessionId, specs: Vec<SubscriptionSpec>) -> Subscribed {
+        self.subscribe_shared(session, specs.into_iter().map(|s| (s, None)).collect())
+    }
+
+    /// Add subscriptions like [`Router::subscribe`]; a spec with a share key
+    /// joins that shared group (MQTT 5 `$share/{name}/{filter}`, the key being
+    /// the whole filter text): each message matching the group goes to one
+    /// member, round robin in subscription id order.
+    pub fn subscribe_shared(
+        &self,
+        session: SessionId,
+        specs: Vec<(SubscriptionSpec, Option<String>)>,
+    ) -> Subscribed {
         let mut state = self.lock();
         let mut ids = Vec::with_capacity(specs.len());
         let mut retained = Vec::new();
-        for spec in specs {
+        for (spec, share) in specs {
             let id = state.next_subscription;
             state.next_subscription += 1;
             for ((realm, topic), (rid, message)) in &state.retained {
@@ -175,9 +191,14 @@ impl Router {
                     .push(id),
                 None => state.patterns.push(id),
             }
-            state
-                .subscriptions
-                .insert(id, Subscription { session, spec });
+            state.subscriptions.insert(
+                id,
+                Subscription {
+                    session,
+                    spec,
+                    share,
+                },
+            );
             ids.push(id);
         }
         retained.sort_by_key(|(id, _)| *id);
@@ -222,6 +243,8 @@ impl Router {
                 }
             }
             per_session.clear();
+            let mut groups: BTreeMap<String, Vec<(SubscriptionId, SessionId, u8)>> =
+                BTreeMap::new();
             let exact = state
                 .exact
                 .get(message.realm.as_str())
@@ -238,10 +261,27 @@ impl Router {
                 {
                     continue;
                 }
-                per_session
-                    .entry(sub.session)
-                    .or_default()
-                    .push((*sub_id, sub.spec.qos));
+                match &sub.share {
+                    Some(key) => groups.entry(key.clone()).or_default().push((
+                        *sub_id,
+                        sub.session,
+                        sub.spec.qos,
+                    )),
+                    None => per_session
+                        .entry(sub.session)
+                        .or_default()
+                        .push((*sub_id, sub.spec.qos)),
+                }
+            }
+            for (key, mut members) in groups {
+                members.sort_unstable();
+                let cursor = state
+                    .share_cursor
+                    .entry((message.realm.clone(), key))
+                    .or_insert(0);
+                let (sub_id, session, qos) = members[*cursor % members.len()];
+                *cursor = cursor.wrapping_add(1);
+                per_session.entry(session).or_default().push((sub_id, qos));
             }
             for (session, matches) in std::mem::take(&mut per_session) {
                 let Some(entry) = state.sessions.get_mut(&session) else {

@@ -250,6 +250,7 @@ mod tests {
             retain: false,
             publisher: 3,
             exclude_publisher: false,
+            mqtt: None,
         })
     }
 

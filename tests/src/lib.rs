@@ -3,14 +3,16 @@
 //! ```text
 //!  TestNode::start() ── ordo_entry::start(Config { 127.0.0.1:0, tempdir }) ── Running { mqtt, wamp }
 //!        │
-//!        ├── mqtt_raw::RawMqtt        byte-exact MQTT 3.1.1 client (ordo_common::mqtt codec)
+//!        ├── mqtt_raw::RawMqtt        byte-exact MQTT 3.1.1 / 5 client (ordo_common::mqtt codecs)
 //!        ├── Rumqtt                   rumqttc AsyncClient with its event loop in a task
+//!        ├── rumqtt5::Rumqtt5         the same with rumqttc's MQTT 5 client
 //!        └── wamp_client::WampClient  WAMP over tokio-tungstenite (ordo_common::wamp codec)
 //! ```
 //!
 //! Everything binds to 127.0.0.1, and every wait is bounded by a timeout.
 
 pub mod mqtt_raw;
+pub mod rumqtt5;
 pub mod sim;
 pub mod wamp_client;
 

@@ -1,4 +1,5 @@
-//! A raw MQTT 3.1.1 client over one TCP socket, built on `ordo_common::mqtt`.
+//! A raw MQTT 3.1.1 or 5 client over one TCP socket, built on `ordo_common::mqtt`
+//! (the `*5` methods speak MQTT 5 through `ordo_common::mqtt::v5`).
 //!
 //! Every packet the test sends and receives is visible, so tests can pipeline
 //! publishes, hold acknowledgements back, check packet ids, or write bytes no
@@ -10,7 +11,8 @@
 use anyhow::{anyhow, bail, Context};
 use bytes::{Bytes, BytesMut};
 use ordo_common::mqtt::{
-    self, ConnAck, Connect, Packet, Publish, QoS, SubAck, SubAckCode, Subscribe, Unsubscribe, Will,
+    self, v5, ConnAck, Connect, DecodeError, Packet, Publish, QoS, ReasonCode, SubAck, SubAckCode,
+    Subscribe, Unsubscribe, Will,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,7 +68,152 @@ pub fn publish_packet(topic: &str, payload: &[u8], qos: QoS, pkid: u16, retain: 
     })
 }
 
+/// Build an MQTT 5 CONNECT without properties.
+pub fn connect5_packet(client_id: &str, clean_start: bool, keep_alive: u16) -> v5::Connect {
+    v5::Connect {
+        protocol_level: v5::PROTOCOL_LEVEL_5,
+        client_id: client_id.to_owned(),
+        clean_start,
+        keep_alive,
+        properties: v5::Properties::default(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+/// Build an MQTT 5 PUBLISH.
+pub fn publish5(topic: &str, payload: &[u8], qos: QoS, pkid: u16, retain: bool) -> v5::Publish {
+    v5::Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.to_owned(),
+        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
+        properties: v5::Properties::default(),
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
 impl RawMqtt {
+    /// Connect with an MQTT 5 CONNECT; return the CONNACK whatever its reason code.
+    pub async fn connect5(
+        addr: SocketAddr,
+        connect: v5::Connect,
+    ) -> anyhow::Result<(RawMqtt, v5::ConnAck)> {
+        let mut client = Self::tcp(addr).await?;
+        client
+            .send5(&v5::Packet::Connect(Box::new(connect)))
+            .await?;
+        match client.recv5().await? {
+            v5::Packet::ConnAck(ack) => Ok((client, ack)),
+            other => bail!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Encode and send one MQTT 5 packet.
+    pub async fn send5(&mut self, packet: &v5::Packet) -> anyhow::Result<()> {
+        v5::encode(packet, &mut self.out).map_err(|e| anyhow!("encode {packet:?}: {e}"))?;
+        self.flush().await
+    }
+
+    /// Return the next MQTT 5 packet, waiting at most [`RECV_TIMEOUT`].
+    pub async fn recv5(&mut self) -> anyhow::Result<v5::Packet> {
+        match self.recv5_within(RECV_TIMEOUT).await? {
+            Some(p) => Ok(p),
+            None => bail!("no packet within {RECV_TIMEOUT:?}"),
+        }
+    }
+
+    /// Return the next MQTT 5 packet, or `None` if none arrives within `wait`.
+    pub async fn recv5_within(&mut self, wait: Duration) -> anyhow::Result<Option<v5::Packet>> {
+        self.recv_with(wait, v5::decode).await
+    }
+
+    /// Wait until the server closes the connection; return the MQTT 5 packets received before.
+    pub async fn expect_closed5(&mut self, wait: Duration) -> anyhow::Result<Vec<v5::Packet>> {
+        let deadline = Instant::now() + wait;
+        let mut seen = Vec::new();
+        loop {
+            while let Ok(Some(packet)) = v5::decode(&mut self.inbuf, CLIENT_MAX_PACKET) {
+                seen.push(packet);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.inbuf)).await {
+                Err(_) => bail!("connection still open after {wait:?} (received {seen:?})"),
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(seen),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Subscribe in MQTT 5 and return the SUBACK reason codes.
+    pub async fn subscribe5(
+        &mut self,
+        pkid: u16,
+        properties: v5::Properties,
+        filters: &[(&str, v5::SubscriptionOptions)],
+    ) -> anyhow::Result<Vec<ReasonCode>> {
+        self.send5(&v5::Packet::Subscribe(v5::Subscribe {
+            pkid,
+            properties,
+            filters: filters.iter().map(|(f, o)| ((*f).to_owned(), *o)).collect(),
+        }))
+        .await?;
+        match self.recv5().await? {
+            v5::Packet::SubAck(ack) if ack.pkid == pkid => Ok(ack.reasons),
+            other => bail!("expected SUBACK {pkid}, got {other:?}"),
+        }
+    }
+
+    /// Return the next MQTT 5 PUBLISH, acknowledging QoS 1 and 2 (the whole
+    /// exchange); fail on any other packet.
+    pub async fn recv_publish5(&mut self) -> anyhow::Result<v5::Publish> {
+        match self.recv5().await? {
+            v5::Packet::Publish(p) => {
+                match p.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => {
+                        self.send5(&v5::Packet::PubAck(v5::Ack::success(p.pkid)))
+                            .await?
+                    }
+                    QoS::ExactlyOnce => {
+                        self.send5(&v5::Packet::PubRec(v5::Ack::success(p.pkid)))
+                            .await?;
+                        match self.recv5().await? {
+                            v5::Packet::PubRel(a) if a.pkid == p.pkid => {}
+                            other => bail!("expected PUBREL {}, got {other:?}", p.pkid),
+                        }
+                        self.send5(&v5::Packet::PubComp(v5::Ack::success(p.pkid)))
+                            .await?;
+                    }
+                }
+                Ok(p)
+            }
+            other => bail!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    async fn recv_with<P>(
+        &mut self,
+        wait: Duration,
+        decode: fn(&mut BytesMut, usize) -> Result<Option<P>, DecodeError>,
+    ) -> anyhow::Result<Option<P>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(packet) =
+                decode(&mut self.inbuf, CLIENT_MAX_PACKET).context("decode from server")?
+            {
+                return Ok(Some(packet));
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.inbuf)).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) => bail!("connection closed by the server"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e).context("read"),
+            }
+        }
+    }
+
     /// Open a TCP connection and send nothing yet.
     pub async fn tcp(addr: SocketAddr) -> anyhow::Result<RawMqtt> {
         let stream = tokio::time::timeout(RECV_TIMEOUT, TcpStream::connect(addr))
@@ -149,20 +296,7 @@ impl RawMqtt {
     ///
     /// Fails if the server closes the connection.
     pub async fn recv_within(&mut self, wait: Duration) -> anyhow::Result<Option<Packet>> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(packet) =
-                mqtt::decode(&mut self.inbuf, CLIENT_MAX_PACKET).context("decode from server")?
-            {
-                return Ok(Some(packet));
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.inbuf)).await {
-                Err(_) => return Ok(None),
-                Ok(Ok(0)) => bail!("connection closed by the server"),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e).context("read"),
-            }
-        }
+        self.recv_with(wait, mqtt::decode).await
     }
 
     /// Decode one packet already buffered, without reading from the socket.

@@ -246,15 +246,15 @@ async fn mqtt_publish_to_wildcard_topic_closes_the_connection() -> Result {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_protocol_level_5_gets_connack_return_code_1() -> Result {
+async fn mqtt_protocol_level_6_gets_connack_return_code_1() -> Result {
     let owned = TestNode::start().await?;
     let node = &owned;
     let result = around_healthy(node, move || async move {
         let mut raw = RawMqtt::tcp(node.mqtt).await?;
-        // MQTT 5 CONNECT: "MQTT", level 5, clean start, keepalive 60, no properties, id "v5".
+        // A CONNECT for a future level 6 (levels 3, 4 and 5 are served).
         let body: &[u8] = &[
-            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x02, b'v',
-            b'5',
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x02, b'v',
+            b'6',
         ];
         let mut bytes = vec![0x10, body.len() as u8];
         bytes.extend_from_slice(body);

@@ -527,17 +527,27 @@ async fn qos2_publish_is_stored_once_and_completes() -> Result {
     publisher.send(&Packet::PubRel(5)).await?;
     assert_eq!(publisher.recv().await?, Packet::PubComp(5));
 
-    // Deliveries go out at QoS 1 at most; "once" arrives exactly once.
-    let p = sub.recv_publish().await?;
-    assert_eq!((&p.payload[..], p.qos), (&b"once"[..], RawQoS::AtLeastOnce));
-    let p = sub.recv_publish().await?;
-    assert_eq!(&p.payload[..], b"twice", "the DUP resend was stored twice");
+    // Deliveries go out at QoS 2 with PUBREC/PUBREL/PUBCOMP; "once" arrives exactly once.
+    let mut pkids = Vec::new();
+    for want in [&b"once"[..], b"twice"] {
+        let p = match sub.recv().await? {
+            Packet::Publish(p) => p,
+            other => bail!("expected PUBLISH, got {other:?}"),
+        };
+        assert_eq!((&p.payload[..], p.qos), (want, RawQoS::ExactlyOnce));
+        pkids.push(p.pkid);
+    }
+    for pkid in pkids {
+        sub.send(&Packet::PubRec(pkid)).await?;
+        assert_eq!(sub.recv().await?, Packet::PubRel(pkid));
+        sub.send(&Packet::PubComp(pkid)).await?;
+    }
     node.shutdown().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_grants_at_most_qos1_and_invalid_filters_close_the_connection() -> Result {
+async fn subscribe_grants_the_requested_qos_and_invalid_filters_close_the_connection() -> Result {
     let node = TestNode::start().await?;
     let (mut sub, _) = RawMqtt::connect(node.mqtt, "suback", true, 0).await?;
     let codes = sub
@@ -555,7 +565,7 @@ async fn subscribe_grants_at_most_qos1_and_invalid_filters_close_the_connection(
         [
             SubAckCode::Granted(RawQoS::AtLeastOnce),
             SubAckCode::Granted(RawQoS::AtMostOnce),
-            SubAckCode::Granted(RawQoS::AtLeastOnce),
+            SubAckCode::Granted(RawQoS::ExactlyOnce),
         ]
     );
     // A malformed filter is a protocol violation [MQTT-4.7.1-2], [MQTT-4.8.0-1]. The codec

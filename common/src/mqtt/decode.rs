@@ -36,21 +36,30 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
 }
 
 /// The fixed header of a packet: first byte and remaining length (section 2.2).
-struct FixedHeader {
-    first_byte: u8,
+pub(crate) struct FixedHeader {
+    pub(crate) first_byte: u8,
     /// Bytes taken by the fixed header itself (2 to 5).
-    header_len: usize,
-    remaining_len: usize,
+    pub(crate) header_len: usize,
+    pub(crate) remaining_len: usize,
 }
 
 /// Parse the fixed header at the front of `buf` without consuming it.
 ///
 /// Return `Ok(None)` if `buf` ends inside the header.
 fn parse_fixed_header(buf: &[u8], max: usize) -> Result<Option<FixedHeader>, DecodeError> {
+    parse_fixed_header_with(buf, max, check_first_byte)
+}
+
+/// [`parse_fixed_header`] with the first-byte rule of a protocol version.
+pub(crate) fn parse_fixed_header_with(
+    buf: &[u8],
+    max: usize,
+    check: fn(u8) -> Result<(), DecodeError>,
+) -> Result<Option<FixedHeader>, DecodeError> {
     let Some(&first_byte) = buf.first() else {
         return Ok(None);
     };
-    check_first_byte(first_byte)?;
+    check(first_byte)?;
     // Up to four bytes of 7 bits each, least significant first (section 2.2.3).
     let mut remaining_len = 0usize;
     for i in 0..4 {
@@ -76,7 +85,7 @@ fn parse_fixed_header(buf: &[u8], max: usize) -> Result<Option<FixedHeader>, Dec
 }
 
 /// Check the packet type and the flags nibble of a first byte [MQTT-2.2.2-2].
-fn check_first_byte(first: u8) -> Result<(), DecodeError> {
+pub(crate) fn check_first_byte(first: u8) -> Result<(), DecodeError> {
     let flags = first & 0x0f;
     match first >> 4 {
         PUBLISH => {
@@ -305,23 +314,33 @@ fn unsubscribe(r: &mut Reader) -> Result<Unsubscribe, DecodeError> {
 }
 
 /// Cursor over a packet body that reports a short read as [`DecodeError::Truncated`].
-struct Reader {
-    buf: Bytes,
+pub(crate) struct Reader {
+    pub(crate) buf: Bytes,
 }
 
 impl Reader {
-    fn is_empty(&self) -> bool {
+    /// Split off the next `len` bytes as a reader of their own.
+    pub(crate) fn take(&mut self, len: usize, field: &'static str) -> Result<Reader, DecodeError> {
+        if self.buf.len() < len {
+            return Err(DecodeError::Truncated(field));
+        }
+        Ok(Reader {
+            buf: self.buf.split_to(len),
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         if self.buf.is_empty() {
             return Err(DecodeError::Truncated(field));
         }
         Ok(self.buf.get_u8())
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         if self.buf.len() < 2 {
             return Err(DecodeError::Truncated(field));
         }
@@ -329,7 +348,7 @@ impl Reader {
     }
 
     /// Read a packet identifier, which must be nonzero [MQTT-2.3.1-1].
-    fn pkid(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn pkid(&mut self) -> Result<u16, DecodeError> {
         match self.u16("packet identifier")? {
             0 => Err(DecodeError::ZeroPacketId),
             id => Ok(id),
@@ -337,7 +356,7 @@ impl Reader {
     }
 
     /// Read two-byte-length-prefixed binary data (section 1.5.3), without copying.
-    fn binary(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+    pub(crate) fn binary(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = usize::from(self.u16(field)?);
         if self.buf.len() < len {
             return Err(DecodeError::Truncated(field));
@@ -347,7 +366,7 @@ impl Reader {
 
     /// Read a UTF-8 string (section 1.5.3): well-formed [MQTT-1.5.3-1], no
     /// U+0000 [MQTT-1.5.3-2]. A BOM is kept as is [MQTT-1.5.3-3].
-    fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let raw = self.binary(field)?;
         let text = std::str::from_utf8(&raw).map_err(|_| DecodeError::MalformedUtf8)?;
         if text.contains('\0') {
@@ -357,12 +376,12 @@ impl Reader {
     }
 
     /// Take every remaining byte (a PUBLISH payload).
-    fn rest(&mut self) -> Bytes {
+    pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)
     }
 
     /// Fail if bytes are left after the last field of the packet.
-    fn finish(self) -> Result<(), DecodeError> {
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
         } else {

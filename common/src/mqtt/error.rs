@@ -75,6 +75,33 @@ pub enum DecodeError {
     /// A CONNACK or SUBACK return code is a reserved value [MQTT-3.9.3-2].
     #[error("invalid return code {0:#04x}")]
     InvalidReturnCode(u8),
+    /// MQTT 5: a property that may appear once appears twice (section 2.2.2.2).
+    #[error("duplicate property {0:#04x}")]
+    DuplicateProperty(u8),
+    /// MQTT 5: an unknown property identifier, or one the packet may not carry
+    /// (section 2.2.2.2).
+    #[error("property {id:#04x} not allowed in {packet}")]
+    PropertyNotAllowed {
+        /// The property identifier (0 if it does not fit a byte).
+        id: u8,
+        /// Where it appeared.
+        packet: &'static str,
+    },
+    /// MQTT 5: a property has a value its definition forbids (0 for Receive
+    /// Maximum or Topic Alias, 2 for a 0/1 flag, ...).
+    #[error("invalid value for property {0:#04x}")]
+    InvalidPropertyValue(u8),
+    /// MQTT 5: a reason code the packet type does not define.
+    #[error("invalid reason code {code:#04x} in {packet}")]
+    InvalidReasonCode {
+        /// The wire value.
+        code: u8,
+        /// The packet type.
+        packet: &'static str,
+    },
+    /// MQTT 5: the packet is well formed but breaks a rule named by the message.
+    #[error("protocol error: {0}")]
+    ProtocolError(&'static str),
 }
 
 impl DecodeError {
@@ -88,6 +115,23 @@ impl DecodeError {
                 Some(super::ConnectReturnCode::UnacceptableProtocolVersion)
             }
             _ => None,
+        }
+    }
+
+    /// Return the MQTT 5 reason code to send (in CONNACK or DISCONNECT) before closing.
+    ///
+    /// Section 4.13: a packet that cannot be parsed is a Malformed Packet
+    /// (0x81); one that parses but breaks a rule is a Protocol Error (0x82).
+    pub fn reason_code(&self) -> super::ReasonCode {
+        use super::ReasonCode as R;
+        match self {
+            DecodeError::PacketTooLarge { .. } => R::PACKET_TOO_LARGE,
+            DecodeError::UnsupportedProtocolLevel(_) => R::UNSUPPORTED_PROTOCOL_VERSION,
+            DecodeError::DuplicateProperty(_)
+            | DecodeError::InvalidPropertyValue(_)
+            | DecodeError::InvalidReasonCode { .. }
+            | DecodeError::ProtocolError(_) => R::PROTOCOL_ERROR,
+            _ => R::MALFORMED_PACKET,
         }
     }
 }
@@ -134,4 +178,23 @@ pub enum EncodeError {
     /// The packet breaks another rule, named by the message.
     #[error("invalid packet: {0}")]
     InvalidPacket(&'static str),
+    /// MQTT 5: a property the packet may not carry.
+    #[error("property {id:#04x} not allowed in {packet}")]
+    PropertyNotAllowed {
+        /// The property identifier.
+        id: u8,
+        /// Where it was set.
+        packet: &'static str,
+    },
+    /// MQTT 5: a property value its definition forbids.
+    #[error("invalid value for property {0:#04x}")]
+    InvalidPropertyValue(u8),
+    /// MQTT 5: a reason code the packet type does not define.
+    #[error("invalid reason code {code:#04x} for packet type {packet_type}")]
+    InvalidReasonCode {
+        /// The code.
+        code: u8,
+        /// The packet type number.
+        packet_type: u8,
+    },
 }

@@ -1,4 +1,5 @@
-//! Server-side MQTT 3.1.1 codec (protocol level 4, and level 3 "MQIsdp" for 3.1).
+//! Server-side MQTT 3.1.1 codec (protocol level 4, and level 3 "MQIsdp" for 3.1),
+//! and the MQTT 5 codec in [`v5`].
 //!
 //! Sans-IO: [`decode`] frames one packet off the front of a [`bytes::BytesMut`]
 //! the caller fills from its socket, [`encode`] appends a packet to one. Both
@@ -36,15 +37,17 @@
 //! ```
 //!
 //! Versions: framing (fixed header, remaining length) lives apart from the
-//! 3.1.1 body parsers in `decode.rs`, and [`Connect::protocol_level`] carries
-//! the level, so MQTT 5 can add its own body parsers selected by the level
-//! negotiated in CONNECT without touching the framing.
+//! 3.1.1 body parsers in `decode.rs`; MQTT 5 has its own body parsers in
+//! [`v5`], selected by the level negotiated in CONNECT. This module's
+//! [`decode`] and [`encode`] are the 3.1.1 codec and refuse level 5.
 
 mod decode;
 mod encode;
 mod error;
 mod packet;
+mod reason;
 mod topic;
+pub mod v5;
 
 #[cfg(test)]
 mod tests;
@@ -56,4 +59,5 @@ pub use packet::{
     ConnAck, Connect, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckCode, Subscribe,
     Unsubscribe, Will, MAX_REMAINING_LENGTH, PROTOCOL_LEVEL_3_1, PROTOCOL_LEVEL_3_1_1,
 };
+pub use reason::ReasonCode;
 pub use topic::{validate_topic_filter, validate_topic_name};

@@ -1,22 +1,21 @@
-//! One MQTT connection: CONNECT, then a loop over socket reads, deliveries,
-//! durable-publish completions, keepalive and takeover.
+//! One MQTT connection, 3.1.1 or 5: CONNECT, then a loop over socket reads,
+//! deliveries, durable-publish completions, keepalive and takeover.
+//!
+//! The protocol level of CONNECT fixes the codec for the connection; past the
+//! codec, everything is MQTT 5 packets (`v5::compat` converts 3.1.1 ones).
 
-use super::PersistedSession;
 use crate::router::{Delivery, SessionId, SubscriptionId, SubscriptionSpec};
 use crate::sequencer::PublishError;
 use crate::Shared;
 use bytes::BytesMut;
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use ordo_common::mqtt::{
-    self, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, Publish, QoS, SubAck,
-    SubAckCode,
-};
+use ordo_common::mqtt::v5::{self, compat, ConnAck, Connect, Disconnect, Packet, Properties};
+use ordo_common::mqtt::{self, DecodeError, ReasonCode};
 use ordo_common::topic::Filter;
-use ordo_common::{Payload, PermanentId, StoredMessage};
+use ordo_common::{MqttProperties, Payload, PermanentId, StoredMessage};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -25,7 +24,10 @@ use tokio::time::Instant;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-const REPLAY_CHUNK: usize = 512;
+/// Highest inbound topic alias an MQTT 5 client may use (CONNACK Topic Alias Maximum).
+pub(super) const TOPIC_ALIAS_MAX: u16 = 64;
+/// Session Expiry Interval meaning "never" (section 3.1.2.11.2).
+const NEVER_EXPIRES: u32 = u32::MAX;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +41,20 @@ pub enum ConnectionError {
     /// The client broke a rule the codec cannot see.
     #[error("protocol violation: {0}")]
     Violation(&'static str),
+    /// The client broke an MQTT 5 rule with its own reason code.
+    #[error("{why} (reason {reason})")]
+    Refused {
+        /// Reason code of the DISCONNECT.
+        reason: ReasonCode,
+        /// What happened.
+        why: &'static str,
+    },
     /// No CONNECT in time, or keepalive expired.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// The client stopped reading.
+    #[error("client not reading")]
+    NotReading,
     /// A publish could not be stored; it was not acknowledged.
     #[error("publish failed: {0}")]
     Publish(#[from] PublishError),
@@ -56,7 +69,87 @@ pub enum ConnectionError {
     Stopping,
 }
 
-type AckFuture = Pin<Box<dyn Future<Output = (Packet, Result<PermanentId, PublishError>)> + Send>>;
+impl ConnectionError {
+    /// Return the reason code an MQTT 5 client gets in the closing DISCONNECT.
+    fn reason_code(&self) -> Option<ReasonCode> {
+        Some(match self {
+            ConnectionError::Io(_) | ConnectionError::NotReading => return None,
+            ConnectionError::Protocol(e) => e.reason_code(),
+            ConnectionError::Violation(_) => ReasonCode::PROTOCOL_ERROR,
+            ConnectionError::Refused { reason, .. } => *reason,
+            ConnectionError::Timeout(_) => ReasonCode::KEEP_ALIVE_TIMEOUT,
+            ConnectionError::Publish(_) | ConnectionError::Replay(_) => {
+                ReasonCode::UNSPECIFIED_ERROR
+            }
+            ConnectionError::TakenOver => ReasonCode::SESSION_TAKEN_OVER,
+            ConnectionError::Stopping => ReasonCode::SERVER_SHUTTING_DOWN,
+        })
+    }
+}
+
+/// A durable-publish completion: the ack to send, whether it is a QoS 1 PUBACK, the outcome.
+pub(super) type AckFuture =
+    Pin<Box<dyn Future<Output = (Packet, bool, Result<PermanentId, PublishError>)> + Send>>;
+
+/// MQTT 5 subscription options kept per filter (defaults for 3.1.1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SubOptions {
+    /// Do not deliver this connection's own publishes.
+    pub no_local: bool,
+    /// Keep RETAIN as published on live deliveries.
+    pub retain_as_published: bool,
+    /// Subscription identifier to echo on deliveries.
+    pub sub_id: Option<u32>,
+}
+
+/// Append `packet` to `out` in the connection's protocol version; return
+/// whether anything was written (3.1.1 cannot carry AUTH or a server DISCONNECT).
+pub(super) fn encode_for(v5: bool, packet: &Packet, out: &mut BytesMut) -> bool {
+    let written = if v5 {
+        v5::encode(packet, out).map(|_| ())
+    } else {
+        match compat::to_v3(packet) {
+            Some(p) => mqtt::encode(&p, out),
+            None => return false,
+        }
+    };
+    if let Err(e) = &written {
+        tracing::warn!(error = %e, "packet cannot be encoded; skipped");
+    }
+    written.is_ok()
+}
+
+/// Decode one packet in the connection's protocol version.
+fn decode_for(v5: bool, buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeError> {
+    if v5 {
+        v5::decode(buf, max)
+    } else {
+        Ok(mqtt::decode(buf, max)?.map(compat::from_v3))
+    }
+}
+
+/// Return the current Unix time in milliseconds.
+pub(super) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Collect the MQTT 5 application properties of a PUBLISH or will to store.
+pub(super) fn stored_properties(p: &Properties) -> Option<Box<MqttProperties>> {
+    let m = MqttProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        expires_at_ms: p
+            .message_expiry_interval
+            .map(|s| unix_ms().saturating_add(u64::from(s) * 1000)),
+        content_type: p.content_type.clone(),
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+    };
+    (m != MqttProperties::default()).then(|| Box::new(m))
+}
 
 /// Serve one connection until it closes.
 pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionError> {
@@ -64,8 +157,9 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
     let mut inbuf = BytesMut::with_capacity(8 * 1024);
     let max = shared.config.max_packet_size;
     let mut stop = shared.shutdown.clone();
+    let mut level = None;
     let connect = tokio::select! {
-        c = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut reader, &mut inbuf, max)) => {
+        c = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut reader, &mut inbuf, max, &mut level)) => {
             c.map_err(|_| ConnectionError::Timeout("no CONNECT"))?
         }
         _ = stop.changed() => return Err(ConnectionError::Stopping),
@@ -77,46 +171,103 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
             let _ = send_connack(
                 &mut writer,
                 false,
-                ConnectReturnCode::UnacceptableProtocolVersion,
+                refusal(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
             )
             .await;
             return Ok(());
         }
+        Err(ConnectionError::Protocol(e)) if level == Some(v5::PROTOCOL_LEVEL_5) => {
+            // Section 4.13: a bad level-5 CONNECT gets a CONNACK with the reason code.
+            let _ = send_connack(&mut writer, true, refusal(e.reason_code())).await;
+            return Err(e.into());
+        }
         Err(e) => return Err(e),
     };
-    if connect.client_id.is_empty() && !connect.clean_session {
-        // [MQTT-3.1.3-8] a zero-byte client id needs clean session.
-        send_connack(&mut writer, false, ConnectReturnCode::IdentifierRejected).await?;
+    let v5 = connect.protocol_level == v5::PROTOCOL_LEVEL_5;
+    if v5 && connect.properties.authentication_method.is_some() {
+        // Enhanced authentication is not supported (section 4.12).
+        send_connack(
+            &mut writer,
+            true,
+            refusal(ReasonCode::BAD_AUTHENTICATION_METHOD),
+        )
+        .await?;
         return Ok(());
     }
-    let client_id = if connect.client_id.is_empty() {
+    if !v5 && connect.client_id.is_empty() && !connect.clean_start {
+        // [MQTT-3.1.3-8] a zero-byte client id needs clean session.
+        send_connack(
+            &mut writer,
+            false,
+            refusal(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+        )
+        .await?;
+        return Ok(());
+    }
+    let assigned = connect.client_id.is_empty();
+    let client_id = if assigned {
         format!("ordo-{:016x}", rand_id())
     } else {
         connect.client_id.clone()
     };
+    let session_expiry = match (v5, connect.clean_start) {
+        (true, _) => connect
+            .properties
+            .session_expiry_interval
+            .unwrap_or(shared.config.mqtt_default_session_expiry),
+        (false, true) => 0,
+        (false, false) => NEVER_EXPIRES,
+    };
     let (claim, kick) = shared.mqtt_sessions.claim(&client_id).await;
-    let persisted = if connect.clean_session {
+    let persisted = if connect.clean_start {
         shared.mqtt_sessions.take_persisted(&client_id);
         None
     } else {
         shared.mqtt_sessions.take_persisted(&client_id)
     };
-    send_connack(
-        &mut writer,
-        persisted.is_some(),
-        ConnectReturnCode::Accepted,
-    )
-    .await?;
+    let receive_max = shared.config.mqtt_inflight.clamp(1, usize::from(u16::MAX));
+    // Section 3.2.2.3.14: an MQTT 5 client's keep alive may be capped by Server Keep Alive.
+    let cap = shared.config.mqtt_max_keep_alive;
+    let server_keep_alive =
+        (v5 && cap > 0 && (connect.keep_alive == 0 || connect.keep_alive > cap)).then_some(cap);
+    let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
+    let mut properties = Properties::default();
+    if v5 {
+        properties = Properties {
+            assigned_client_identifier: assigned.then(|| client_id.clone()),
+            server_keep_alive,
+            receive_maximum: u16::try_from(receive_max).ok(),
+            maximum_packet_size: Some(u32::try_from(max).unwrap_or(u32::MAX).max(1)),
+            topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
+            retain_available: Some(1),
+            wildcard_subscription_available: Some(1),
+            subscription_identifier_available: Some(1),
+            shared_subscription_available: Some(1),
+            ..Properties::default()
+        };
+    }
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: persisted.is_some(),
+        reason: ReasonCode::SUCCESS,
+        properties,
+    });
+    write_now(&mut writer, v5, &connack).await?;
     tracing::debug!(
         client_id,
-        clean = connect.clean_session,
+        v5,
+        clean = connect.clean_start,
         "mqtt client connected"
     );
 
     let (session_id, deliveries) = shared.router.open_session();
+    let client_receive_max = connect
+        .properties
+        .receive_maximum
+        .map_or(usize::MAX, usize::from);
     let mut conn = Connection {
         shared: shared.clone(),
         session_id,
+        v5,
         realm: shared.config.mqtt_realm.clone(),
         writer,
         out: BytesMut::with_capacity(8 * 1024),
@@ -128,6 +279,15 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         last_taken: shared.router.last_dispatched(),
         replay: None,
         qos2_received: HashSet::new(),
+        inbound_qos1: 0,
+        receive_max,
+        client_receive_max,
+        client_max_packet: connect.properties.maximum_packet_size.map(|m| m as usize),
+        client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+        out_aliases: HashMap::new(),
+        in_aliases: HashMap::new(),
+        session_expiry,
+        will_on_disconnect: false,
         acks: FuturesOrdered::new(),
         graceful: false,
         kick,
@@ -137,20 +297,25 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         conn.restore(p);
     }
     let result = conn
-        .serve(&mut reader, &mut inbuf, deliveries, connect.keep_alive)
+        .serve(&mut reader, &mut inbuf, deliveries, keep_alive)
         .await;
-    if *conn.shutdown.borrow() {
-        // The node is stopping: the will is for a client's failure, not ours.
-        conn.graceful = true;
+    let stopping = *conn.shutdown.borrow();
+    if let (true, Err(e)) = (v5, &result) {
+        if let Some(reason) = e.reason_code() {
+            conn.close_with(reason).await;
+        }
     }
-    // Tear down: stop deliveries, save a persistent session, publish the will.
+    // Tear down: stop deliveries, save a session that outlives the connection, publish the will.
     shared.router.close_session(session_id);
-    if !connect.clean_session {
+    if conn.session_expiry > 0 {
+        let expiry = (conn.session_expiry != NEVER_EXPIRES)
+            .then(|| Duration::from_secs(u64::from(conn.session_expiry)));
         shared
             .mqtt_sessions
-            .save_persisted(&client_id, conn.persisted());
+            .save_persisted(&client_id, conn.persisted(), expiry);
     }
-    if !conn.graceful {
+    // The node stopping is not the client's failure: no will then.
+    if (!conn.graceful || conn.will_on_disconnect) && !stopping {
         if let Some(will) = &connect.will {
             let message = StoredMessage {
                 realm: conn.realm.clone(),
@@ -160,12 +325,40 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
                 retain: will.retain,
                 publisher: session_id,
                 exclude_publisher: false,
+                mqtt: stored_properties(&will.properties),
             };
-            let _ = shared.sequencer.publish(message, false).await;
+            // [MQTT-3.1.3-9] the will waits for its delay, or the end of the session.
+            let delay = will
+                .properties
+                .will_delay_interval
+                .unwrap_or(0)
+                .min(conn.session_expiry);
+            if delay == 0 {
+                let _ = shared.sequencer.publish(message, false).await;
+            } else if let Some(cancel) = shared.mqtt_sessions.delay_will(&claim) {
+                let sequencer = shared.sequencer.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {
+                            let _ = sequencer.publish(message, false).await;
+                        }
+                        _ = cancel => {}
+                    }
+                });
+            }
         }
     }
     shared.mqtt_sessions.release(claim);
     result
+}
+
+/// A refusing CONNACK with `reason` (mapped to a 3.1.1 return code for 3.1.1 clients).
+fn refusal(reason: ReasonCode) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties: Properties::default(),
+    })
 }
 
 fn rand_id() -> u64 {
@@ -180,15 +373,25 @@ fn rand_id() -> u64 {
     h.finish()
 }
 
+/// Read the CONNECT; `level` is set to the protocol level as soon as it is
+/// readable, so a malformed MQTT 5 CONNECT can be answered in MQTT 5.
 async fn read_connect(
     reader: &mut OwnedReadHalf,
     inbuf: &mut BytesMut,
     max: usize,
+    level: &mut Option<u8>,
 ) -> Result<Connect, ConnectionError> {
     loop {
-        if let Some(packet) = mqtt::decode(inbuf, max)? {
+        *level = v5::peek_connect_level(inbuf);
+        // Level 5 gets the MQTT 5 codec; anything else the 3.1.1 one, unchanged.
+        let packet = if *level == Some(v5::PROTOCOL_LEVEL_5) {
+            v5::decode(inbuf, max)?
+        } else {
+            mqtt::decode(inbuf, max)?.map(compat::from_v3)
+        };
+        if let Some(packet) = packet {
             return match packet {
-                Packet::Connect(c) => Ok(c),
+                Packet::Connect(c) => Ok(*c),
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
                 _ => Err(ConnectionError::Violation("first packet is not CONNECT")),
             };
@@ -201,60 +404,83 @@ async fn read_connect(
 
 async fn send_connack(
     writer: &mut OwnedWriteHalf,
-    session_present: bool,
-    code: ConnectReturnCode,
+    v5: bool,
+    connack: Packet,
+) -> Result<(), ConnectionError> {
+    write_now(writer, v5, &connack).await
+}
+
+async fn write_now(
+    writer: &mut OwnedWriteHalf,
+    v5: bool,
+    packet: &Packet,
 ) -> Result<(), ConnectionError> {
     let mut buf = BytesMut::new();
-    let _ = mqtt::encode(
-        &Packet::ConnAck(ConnAck {
-            session_present,
-            code,
-        }),
-        &mut buf,
-    );
+    encode_for(v5, packet, &mut buf);
     writer.write_all(&buf).await?;
     Ok(())
 }
 
 /// One subscription of this connection, with its filter parsed once.
-struct Granted {
-    id: SubscriptionId,
-    qos: u8,
-    filter: Filter,
+pub(super) struct Granted {
+    pub(super) id: SubscriptionId,
+    pub(super) qos: u8,
+    pub(super) filter: Filter,
+    pub(super) options: SubOptions,
+    /// A shared subscription: never gets retained messages or replays.
+    pub(super) shared: bool,
 }
 
-impl Granted {
-    fn new(id: SubscriptionId, qos: u8, filter: &str) -> Self {
-        Granted {
-            id,
-            qos,
-            filter: Filter::mqtt(filter),
-        }
-    }
+/// A QoS 1 or 2 delivery awaiting its acknowledgement.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Inflight {
+    /// The message (`None` for retained copies and PUBRELs resent after a reconnect).
+    pub(super) id: Option<PermanentId>,
+    /// QoS 2: PUBREC came back and PUBREL went out; waiting for PUBCOMP.
+    pub(super) released: bool,
 }
 
-struct Connection {
-    shared: Shared,
-    session_id: SessionId,
-    realm: String,
+pub(super) struct Connection {
+    pub(super) shared: Shared,
+    pub(super) session_id: SessionId,
+    /// MQTT 5 (else 3.1.1 or 3.1).
+    pub(super) v5: bool,
+    pub(super) realm: String,
     writer: OwnedWriteHalf,
-    out: BytesMut,
-    /// Filter text -> (subscription id, granted QoS).
-    subscriptions: HashMap<String, Granted>,
-    /// Deliveries taken from the queue (or replay) but not yet sent.
-    pending: VecDeque<(Delivery, bool)>,
-    /// Sent QoS 1 deliveries awaiting PUBACK, by packet id (`None` for retained copies).
-    inflight: BTreeMap<u16, Option<PermanentId>>,
+    pub(super) out: BytesMut,
+    /// Filter text -> subscription.
+    pub(super) subscriptions: HashMap<String, Granted>,
+    /// Deliveries taken from the queue (or replay) but not yet sent; `true` for retained copies.
+    pub(super) pending: VecDeque<(Delivery, bool)>,
+    /// Sent QoS 1/2 deliveries awaiting PUBACK / PUBREC / PUBCOMP, by packet id.
+    pub(super) inflight: BTreeMap<u16, Inflight>,
     /// Deliveries unacknowledged by the previous connection, to resend with these packet ids.
-    resend: BTreeMap<PermanentId, u16>,
-    next_pkid: u16,
+    pub(super) resend: BTreeMap<PermanentId, u16>,
+    pub(super) next_pkid: u16,
     /// Highest id taken into `pending`.
-    last_taken: PermanentId,
+    pub(super) last_taken: PermanentId,
     /// Replay still to read from the store: `(after, upto]`.
-    replay: Option<(PermanentId, PermanentId)>,
-    qos2_received: HashSet<u16>,
-    acks: FuturesOrdered<AckFuture>,
-    graceful: bool,
+    pub(super) replay: Option<(PermanentId, PermanentId)>,
+    /// Inbound QoS 2 packet ids stored and not yet released by PUBREL.
+    pub(super) qos2_received: HashSet<u16>,
+    /// Inbound QoS 1 publishes not yet acknowledged.
+    pub(super) inbound_qos1: usize,
+    /// Our Receive Maximum (inbound QoS 1/2 in flight).
+    pub(super) receive_max: usize,
+    /// The client's Receive Maximum (outbound QoS 1/2 in flight).
+    pub(super) client_receive_max: usize,
+    /// The client's Maximum Packet Size.
+    pub(super) client_max_packet: Option<usize>,
+    /// The client's Topic Alias Maximum (outbound aliases).
+    pub(super) client_alias_max: u16,
+    pub(super) out_aliases: HashMap<String, u16>,
+    pub(super) in_aliases: HashMap<u16, String>,
+    /// Session Expiry Interval in seconds (`u32::MAX`: never).
+    pub(super) session_expiry: u32,
+    /// DISCONNECT 0x04: publish the will although the disconnect is clean.
+    pub(super) will_on_disconnect: bool,
+    pub(super) acks: FuturesOrdered<AckFuture>,
+    pub(super) graceful: bool,
     /// Fires when a new connection takes this client id over.
     kick: tokio::sync::oneshot::Receiver<()>,
     /// Turns `true` when the node stops.
@@ -262,70 +488,23 @@ struct Connection {
 }
 
 impl Connection {
-    fn restore(&mut self, persisted: &PersistedSession) {
-        let specs: Vec<(String, u8)> = persisted.subscriptions.clone();
-        let subscribed = self.shared.router.subscribe(
-            self.session_id,
-            specs.iter().map(|(f, q)| self.spec(f, *q)).collect(),
-        );
-        for ((filter, qos), id) in specs.into_iter().zip(subscribed.ids) {
-            self.subscriptions
-                .insert(filter.clone(), Granted::new(id, qos, &filter));
-        }
-        if subscribed.last_dispatched > persisted.resume_after {
-            self.replay = Some((persisted.resume_after, subscribed.last_dispatched));
-        }
-        self.last_taken = persisted.resume_after;
-        self.resend = persisted
-            .unacked
-            .iter()
-            .map(|(pkid, id)| (*id, *pkid))
-            .collect();
-    }
-
-    fn persisted(&self) -> PersistedSession {
-        let first_open = self
-            .inflight
-            .values()
-            .flatten()
-            .copied()
-            .chain(self.resend.keys().copied())
-            .chain(
-                self.pending
-                    .iter()
-                    .filter(|(_, retained)| !retained)
-                    .map(|(d, _)| d.id),
-            )
-            .min();
-        let resume_after = match (first_open, self.replay) {
-            (Some(id), _) => PermanentId(id.0.saturating_sub(1)),
-            (None, Some((after, _))) => after,
-            (None, None) => self.last_taken,
-        };
-        let unacked = self
-            .inflight
-            .iter()
-            .filter_map(|(pkid, id)| id.map(|id| (*pkid, id)))
-            .chain(self.resend.iter().map(|(id, pkid)| (*pkid, *id)))
-            .collect();
-        PersistedSession {
-            unacked,
-            subscriptions: self
-                .subscriptions
-                .iter()
-                .map(|(f, sub)| (f.clone(), sub.qos))
-                .collect(),
-            resume_after,
-        }
-    }
-
-    fn spec(&self, filter: &str, qos: u8) -> SubscriptionSpec {
+    pub(super) fn spec(&self, filter: &str, qos: u8, no_local: bool) -> SubscriptionSpec {
         SubscriptionSpec {
             realm: self.realm.clone(),
             filter: Filter::mqtt(filter),
             qos,
-            exclude_own: false,
+            exclude_own: no_local,
         }
+    }
+
+    /// Queue a packet for the client.
+    pub(super) fn send(&mut self, packet: &Packet) {
+        encode_for(self.v5, packet, &mut self.out);
+    }
+
+    /// Number of inbound QoS 1 and 2 publishes not yet completed.
+    pub(super) fn inbound_in_flight(&self) -> usize {
+        self.inbound_qos1 + self.qos2_received.len()
     }
 
     async fn serve(
@@ -336,14 +515,19 @@ impl Connection {
         keep_alive: u16,
     ) -> Result<(), ConnectionError> {
         let max = self.shared.config.max_packet_size;
-        let max_inflight = self.shared.config.mqtt_inflight.clamp(1, 65_000);
+        let max_inflight = self
+            .shared
+            .config
+            .mqtt_inflight
+            .clamp(1, 65_000)
+            .min(self.client_receive_max);
         // [MQTT-3.1.2-24] allow one and a half keepalive periods.
         let idle_limit =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = idle_limit.map(|d| Instant::now() + d);
         loop {
             // Packets already buffered are handled before waiting again.
-            while let Some(packet) = mqtt::decode(inbuf, max)? {
+            while let Some(packet) = decode_for(self.v5, inbuf, max)? {
                 if let Some(limit) = idle_limit {
                     deadline = Some(Instant::now() + limit);
                 }
@@ -379,12 +563,10 @@ impl Connection {
                     }
                     None => return Err(ConnectionError::Violation("subscriber too slow: delivery queue overflowed")),
                 },
-                Some((ack, result)) = self.acks.next(), if !self.acks.is_empty() => {
-                    result?;
-                    let _ = mqtt::encode(&ack, &mut self.out);
-                    while let Some(Some((ack, result))) = futures_util::FutureExt::now_or_never(self.acks.next()) {
-                        result?;
-                        let _ = mqtt::encode(&ack, &mut self.out);
+                Some((ack, qos1, result)) = self.acks.next(), if !self.acks.is_empty() => {
+                    self.complete_ack(ack, qos1, result)?;
+                    while let Some(Some((ack, qos1, result))) = futures_util::FutureExt::now_or_never(self.acks.next()) {
+                        self.complete_ack(ack, qos1, result)?;
                     }
                 }
                 _ = sleep_until(deadline) => return Err(ConnectionError::Timeout("keepalive expired")),
@@ -394,230 +576,37 @@ impl Connection {
         }
     }
 
-    fn take(&mut self, delivery: Delivery) {
+    fn complete_ack(
+        &mut self,
+        ack: Packet,
+        qos1: bool,
+        result: Result<PermanentId, PublishError>,
+    ) -> Result<(), ConnectionError> {
+        result?;
+        if qos1 {
+            self.inbound_qos1 = self.inbound_qos1.saturating_sub(1);
+        }
+        self.send(&ack);
+        Ok(())
+    }
+
+    pub(super) fn take(&mut self, delivery: Delivery) {
         self.last_taken = self.last_taken.max(delivery.id);
         self.pending.push_back((delivery, false));
     }
 
-    /// Return `false` after DISCONNECT.
-    async fn handle_packet(&mut self, packet: Packet) -> Result<bool, ConnectionError> {
-        match packet {
-            Packet::Publish(p) => self.handle_publish(p).await?,
-            Packet::PubAck(pkid) => {
-                if self.inflight.remove(&pkid).is_none() {
-                    // An ack for a delivery of the previous connection not yet resent.
-                    self.resend.retain(|_, p| *p != pkid);
-                }
-            }
-            Packet::PubRel(pkid) => {
-                self.qos2_received.remove(&pkid);
-                let _ = mqtt::encode(&Packet::PubComp(pkid), &mut self.out);
-            }
-            // Outbound QoS is capped at 1, so PUBREC/PUBCOMP only come from confused clients.
-            Packet::PubRec(_) | Packet::PubComp(_) => {}
-            Packet::Subscribe(s) => self.handle_subscribe(s),
-            Packet::Unsubscribe(u) => {
-                for filter in &u.filters {
-                    if let Some(sub) = self.subscriptions.remove(filter) {
-                        self.shared.router.unsubscribe(self.session_id, sub.id);
-                    }
-                }
-                let _ = mqtt::encode(&Packet::UnsubAck(u.pkid), &mut self.out);
-            }
-            Packet::PingReq => {
-                let _ = mqtt::encode(&Packet::PingResp, &mut self.out);
-            }
-            Packet::Disconnect => return Ok(false),
-            // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
-            Packet::Connect(_) => return Err(ConnectionError::Violation("second CONNECT")),
-            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                return Err(ConnectionError::Violation(
-                    "server-to-client packet sent by client",
-                ))
-            }
+    /// Send a DISCONNECT with `reason` before closing (MQTT 5), best effort.
+    async fn close_with(&mut self, reason: ReasonCode) {
+        let packet = Packet::Disconnect(Disconnect::reason(reason));
+        if !reason.valid_for(14) {
+            return;
         }
-        Ok(true)
+        self.send(&packet);
+        let out = self.out.split();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.write_all(&out)).await;
     }
 
-    async fn handle_publish(&mut self, p: Publish) -> Result<(), ConnectionError> {
-        if p.qos == QoS::ExactlyOnce && self.qos2_received.contains(&p.pkid) {
-            // A resent QoS 2 publish we already stored: acknowledge again, store nothing.
-            let _ = mqtt::encode(&Packet::PubRec(p.pkid), &mut self.out);
-            return Ok(());
-        }
-        let message = StoredMessage {
-            realm: self.realm.clone(),
-            topic: p.topic,
-            payload: Payload::Raw(p.payload),
-            qos: p.qos as u8,
-            retain: p.retain,
-            publisher: self.session_id,
-            exclude_publisher: false,
-        };
-        let reply = self
-            .shared
-            .sequencer
-            .publish(message, p.qos != QoS::AtMostOnce)
-            .await?;
-        if let Some(rx) = reply {
-            let ack = match p.qos {
-                QoS::ExactlyOnce => {
-                    self.qos2_received.insert(p.pkid);
-                    Packet::PubRec(p.pkid)
-                }
-                _ => Packet::PubAck(p.pkid),
-            };
-            self.acks.push_back(Box::pin(async move {
-                let result = rx.await.unwrap_or(Err(PublishError::Stopped));
-                (ack, result)
-            }));
-        }
-        Ok(())
-    }
-
-    fn handle_subscribe(&mut self, s: mqtt::Subscribe) {
-        let mut codes = Vec::with_capacity(s.filters.len());
-        let mut specs = Vec::new();
-        let mut names = Vec::new();
-        // The codec has already refused invalid topic filters (mqtt::decode):
-        // such a SUBSCRIBE closes the connection before it gets here.
-        for (filter, qos) in &s.filters {
-            // Deliveries go out at QoS 0 or 1; QoS 2 requests are granted 1.
-            let granted = (*qos as u8).min(1);
-            codes.push(SubAckCode::Granted(if granted == 1 {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            }));
-            // [MQTT-3.8.4-3] a subscription to an existing filter replaces it.
-            if let Some(old) = self.subscriptions.remove(filter) {
-                self.shared.router.unsubscribe(self.session_id, old.id);
-            }
-            specs.push(self.spec(filter, granted));
-            names.push((filter.clone(), granted));
-        }
-        let subscribed = self.shared.router.subscribe(self.session_id, specs);
-        for ((filter, qos), id) in names.into_iter().zip(subscribed.ids) {
-            self.subscriptions
-                .insert(filter.clone(), Granted::new(id, qos, &filter));
-        }
-        let _ = mqtt::encode(
-            &Packet::SubAck(SubAck {
-                pkid: s.pkid,
-                codes,
-            }),
-            &mut self.out,
-        );
-        // [MQTT-3.3.1-6] retained messages go to the new subscriber with RETAIN set.
-        for (id, message) in subscribed.retained {
-            let qos = self.granted_for(&message.topic).min(message.qos);
-            let delivery = Delivery {
-                id,
-                message,
-                matches: vec![(0, qos)],
-            };
-            self.pending.push_back((delivery, true));
-        }
-    }
-
-    /// Return the highest QoS granted by a subscription matching `topic` (0 if none matches).
-    fn granted_for(&self, topic: &str) -> u8 {
-        self.subscriptions
-            .values()
-            .filter(|sub| sub.filter.matches(topic))
-            .map(|sub| sub.qos)
-            .max()
-            .unwrap_or(0)
-    }
-
-    async fn load_replay(&mut self) -> Result<(), ConnectionError> {
-        let Some((after, upto)) = self.replay else {
-            return Ok(());
-        };
-        let store = self.shared.store.clone();
-        let chunk =
-            tokio::task::spawn_blocking(move || store.read_range(after, upto, REPLAY_CHUNK))
-                .await
-                .map_err(|e| ConnectionError::Replay(e.to_string()))?
-                .map_err(|e| ConnectionError::Replay(e.to_string()))?;
-        let last = chunk.last().map(|(id, _)| *id);
-        for (id, message) in chunk {
-            if message.realm != self.realm {
-                continue;
-            }
-            // Zero when no subscription matches; missed QoS 0 messages are
-            // not queued for an absent client either.
-            let qos = self.granted_for(&message.topic).min(message.qos);
-            if qos > 0 {
-                self.take(Delivery {
-                    id,
-                    message: Arc::new(message),
-                    matches: vec![(0, qos)],
-                });
-            }
-        }
-        self.replay = match last {
-            Some(last) if last < upto => Some((last, upto)),
-            _ => None,
-        };
-        Ok(())
-    }
-
-    fn send_pending(&mut self, max_inflight: usize) {
-        while self.inflight.len() < max_inflight {
-            let Some((delivery, retain)) = self.pending.pop_front() else {
-                break;
-            };
-            let granted = delivery.matches.iter().map(|(_, q)| *q).max().unwrap_or(0);
-            let qos = granted.min(delivery.message.qos);
-            // A message the last connection sent but never saw acknowledged goes
-            // out again with its packet id and DUP set ([MQTT-4.4.0-1], [MQTT-3.3.1-1]).
-            let resent = match retain {
-                false => self
-                    .resend
-                    .remove(&delivery.id)
-                    .filter(|p| !self.inflight.contains_key(p)),
-                true => None,
-            };
-            let pkid = match (qos, resent) {
-                (0, _) => 0,
-                (_, Some(pkid)) => pkid,
-                (_, None) => self.allocate_pkid(),
-            };
-            if qos > 0 {
-                self.inflight.insert(pkid, (!retain).then_some(delivery.id));
-            }
-            let publish = Publish {
-                dup: resent.is_some() && qos > 0,
-                qos: if qos > 0 {
-                    QoS::AtLeastOnce
-                } else {
-                    QoS::AtMostOnce
-                },
-                retain,
-                topic: delivery.message.topic.clone(),
-                pkid,
-                payload: delivery.message.payload.to_mqtt_bytes(),
-            };
-            if let Err(e) = mqtt::encode(&Packet::Publish(publish), &mut self.out) {
-                tracing::warn!(error = %e, id = delivery.id.0, "message cannot be encoded for MQTT; skipped");
-                self.inflight.remove(&pkid);
-            }
-        }
-    }
-
-    /// Return the next free packet id, wrapping from 65,535 to 1 and skipping ids in flight.
-    fn allocate_pkid(&mut self) -> u16 {
-        loop {
-            let id = self.next_pkid;
-            self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
-            if !self.inflight.contains_key(&id) && !self.resend.values().any(|p| *p == id) {
-                return id;
-            }
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), ConnectionError> {
+    pub(super) async fn flush(&mut self) -> Result<(), ConnectionError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -625,7 +614,7 @@ impl Connection {
         // A client that stops reading must not delay a takeover or a shutdown.
         tokio::select! {
             written = tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&out)) => {
-                written.map_err(|_| ConnectionError::Timeout("client not reading"))??;
+                written.map_err(|_| ConnectionError::NotReading)??;
                 Ok(())
             }
             _ = &mut self.kick => Err(ConnectionError::TakenOver),

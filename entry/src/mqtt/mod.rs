@@ -1,17 +1,23 @@
-//! The MQTT 3.1.1 front door.
+//! The MQTT front door: 3.1.1 and 5 on the same port.
 //!
-//! One task per connection ([`connection`]). Client ids are registered in a
+//! One task per connection ([`connection`]); the version is fixed by the
+//! protocol level of CONNECT, and the state machine works in MQTT 5 terms
+//! (3.1.1 packets are converted in and out by `ordo_common::mqtt::v5::compat`).
+//! Inbound packets are handled in [`inbound`], deliveries in [`outbound`]. Client ids are registered in a
 //! [`SessionRegistry`] so a second connection with the same id takes the first
 //! one over, and persistent sessions (clean session = 0) keep their
 //! subscriptions and a resume point: on reconnect, every message after that
 //! point is replayed from the store in id order, then delivery goes live.
 
 mod connection;
+mod inbound;
+mod outbound;
 
 use crate::Shared;
 use ordo_common::PermanentId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -25,6 +31,10 @@ pub struct PersistedSession {
     /// QoS 1 deliveries sent but not acknowledged, with their packet ids:
     /// resent with the same packet id and DUP set ([MQTT-4.4.0-1]).
     pub unacked: Vec<(u16, PermanentId)>,
+    /// QoS 2 deliveries whose PUBREC arrived: PUBREL is sent again on reconnect.
+    pub released: Vec<u16>,
+    /// Subscription options by filter (MQTT 5; default for 3.1.1).
+    pub options: HashMap<String, connection::SubOptions>,
 }
 
 struct Live {
@@ -37,7 +47,10 @@ struct Live {
 struct RegistryState {
     next_generation: u64,
     live: HashMap<String, Live>,
-    persisted: HashMap<String, PersistedSession>,
+    /// Saved sessions with the instant they expire (`None`: never).
+    persisted: HashMap<String, (PersistedSession, Option<Instant>)>,
+    /// Delayed wills waiting to be published; a new connection cancels them.
+    delayed_wills: HashMap<String, oneshot::Sender<()>>,
 }
 
 /// Client ids in use and persistent sessions, shared by all MQTT connections.
@@ -66,6 +79,10 @@ impl SessionRegistry {
         let lock = {
             let mut state = self.lock();
             state.next_generation += 1;
+            if let Some(cancel) = state.delayed_wills.remove(client_id) {
+                // [MQTT-3.1.3-9] a new connection before the will delay elapses: no will.
+                let _ = cancel.send(());
+            }
             let generation = state.next_generation;
             let lock = match state.live.get_mut(client_id) {
                 Some(old) => {
@@ -109,14 +126,52 @@ impl SessionRegistry {
         }
     }
 
-    /// Take a persistent session's saved state, if any.
+    /// Take a persistent session's saved state, if any and not expired.
     pub fn take_persisted(&self, client_id: &str) -> Option<PersistedSession> {
-        self.lock().persisted.remove(client_id)
+        let (session, expires) = self.lock().persisted.remove(client_id)?;
+        match expires {
+            Some(at) if at <= Instant::now() => None,
+            _ => Some(session),
+        }
     }
 
-    /// Save a persistent session's state for its next connection.
-    pub fn save_persisted(&self, client_id: &str, session: PersistedSession) {
-        self.lock().persisted.insert(client_id.to_owned(), session);
+    /// Save a session's state for its next connection, kept for `expiry`
+    /// (`None`: forever); expired sessions of other clients are dropped.
+    pub fn save_persisted(
+        &self,
+        client_id: &str,
+        session: PersistedSession,
+        expiry: Option<Duration>,
+    ) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state
+            .persisted
+            .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
+        let expires = expiry.and_then(|d| now.checked_add(d));
+        let never = expiry.is_none() || expires.is_none();
+        state.persisted.insert(
+            client_id.to_owned(),
+            (session, if never { None } else { expires }),
+        );
+    }
+
+    /// Register a delayed will for the claim's client id; the receiver fires if
+    /// a new connection claims the client id first. Return `None` if one
+    /// already has (the will is then not published).
+    pub fn delay_will(&self, claim: &Claim) -> Option<oneshot::Receiver<()>> {
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.lock();
+        if state
+            .live
+            .get(&claim.client_id)
+            .is_some_and(|l| l.generation != claim.generation)
+        {
+            return None;
+        }
+        state.delayed_wills.retain(|_, tx| !tx.is_closed());
+        state.delayed_wills.insert(claim.client_id.clone(), tx);
+        Some(rx)
     }
 }
 

@@ -457,6 +457,7 @@ impl Session {
             retain,
             publisher: self.id,
             exclude_publisher: exclude_me,
+            mqtt: None,
         };
         match self.shared.sequencer.publish(message, acknowledge).await {
             Ok(Some(rx)) => self.acks.push_back(Box::pin(async move {
