@@ -101,6 +101,9 @@ pub struct StoredMessage {
     /// Do not deliver to the publisher's own session (WAMP `exclude_me`, on by default).
     #[serde(default)]
     pub exclude_publisher: bool,
+    /// WAMP publisher disclosure and subscriber black/whitelists; `None` for MQTT.
+    #[serde(default)]
+    pub wamp: Option<crate::wamp::PublishOptions>,
 }
 
 #[cfg(test)]
@@ -147,6 +150,7 @@ mod tests {
             retain: false,
             publisher: 7,
             exclude_publisher: false,
+            wamp: None,
         };
         let bytes = rmp_serde::to_vec(&m).expect("encode");
         assert_eq!(

@@ -100,6 +100,7 @@ mod tests {
             retain: false,
             publisher: 1,
             exclude_publisher: false,
+            wamp: None,
         }
     }
 

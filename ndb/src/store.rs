@@ -240,6 +240,7 @@ mod tests {
             retain: false,
             publisher: 3,
             exclude_publisher: false,
+            wamp: None,
         })
     }
 

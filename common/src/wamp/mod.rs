@@ -28,6 +28,7 @@ mod error;
 mod message;
 mod options;
 mod parse;
+mod publication;
 mod uri;
 pub mod value;
 mod wire;
@@ -39,6 +40,7 @@ mod tests;
 
 pub use error::DecodeError;
 pub use message::{code, Dict, Message};
+pub use publication::{PublishOptions, Publisher};
 pub use rmpv::Value;
 pub use uri::validate_uri;
 

@@ -160,6 +160,7 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
                 retain: will.retain,
                 publisher: session_id,
                 exclude_publisher: false,
+                wamp: None,
             };
             let _ = shared.sequencer.publish(message, false).await;
         }
@@ -453,6 +454,7 @@ impl Connection {
             retain: p.retain,
             publisher: self.session_id,
             exclude_publisher: false,
+            wamp: None,
         };
         let reply = self
             .shared
