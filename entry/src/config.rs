@@ -30,6 +30,10 @@ pub struct Config {
     pub mqtt_inflight: usize,
     /// This entry's owner id in advance ids.
     pub owner: u64,
+    /// Let WAMP sessions join without authentication (authrole `anonymous`).
+    pub allow_anonymous: bool,
+    /// WAMP users (ticket, WAMP-CRA) and their per-realm, per-URI-prefix permissions.
+    pub users: Vec<crate::wamp::auth::User>,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             session_queue: 65_536,
             mqtt_inflight: 1024,
             owner: 1,
+            allow_anonymous: true,
+            users: Vec::new(),
         }
     }
 }
@@ -59,7 +65,8 @@ impl Config {
              # mqtt/wamp/wamp_rawsocket: listen addresses. data_dir: RocksDB folder.\n\
              # mqtt_realm: the WAMP realm MQTT clients share.\n\
              # max_batch: messages per advance segment (one fsync each).\n\
-             # session_queue: deliveries a slow session may lag before it is closed.\n\n{body}"
+             # session_queue: deliveries a slow session may lag before it is closed.\n\
+             # allow_anonymous, [[users]]: WAMP ticket / WAMP-CRA users and permissions (docs/wamp.md).\n\n{body}"
         )
     }
 }

@@ -16,6 +16,7 @@ import txaio
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
+from autobahn.wamp import auth
 from autobahn.wamp import message as wamp_message
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
@@ -27,7 +28,7 @@ from autobahn.wamp.types import (
     SubscribeOptions,
 )
 
-from harness import HOST, REALM, MqttClient, _with_extra_options, wait_until
+from harness import HOST, REALM, MqttClient, OrdoServer, _with_extra_options
 
 SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
 TRANSPORTS = ["websocket", "rawsocket"]
@@ -459,5 +460,110 @@ def test_reserved_namespace_and_bad_options(ordo):
             await s.call("wamp.session.get", "not-an-id")
         assert e.value.error == "wamp.error.invalid_argument"
         await close(s)
+
+    run(go())
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+AUTH_CONFIG = """
+allow_anonymous = false
+
+[[users]]
+authid = "alice"
+role = "writer"
+ticket = "t0k"
+secret = "s3cret"
+
+[[users.permissions]]
+realm = "realm1"
+prefix = "com."
+publish = true
+subscribe = true
+call = true
+register = true
+
+[[users.permissions]]
+realm = "realm1"
+prefix = "com.ro."
+subscribe = true
+"""
+
+
+class _AuthSession(_Session):
+    def __init__(self, config, joined, authid, method, secret):
+        super().__init__(config, joined, authid)
+        self._method = method
+        self._secret = secret
+
+    def onConnect(self):
+        self.join(self.config.realm, authmethods=[self._method], authid=self._authid)
+
+    def onChallenge(self, challenge):
+        if challenge.method == "ticket":
+            return self._secret
+        return auth.compute_wcs(self._secret, challenge.extra["challenge"])
+
+    def onLeave(self, details):
+        if not self._joined.done():
+            self._joined.set_exception(ApplicationError(details.reason))
+        super().onLeave(details)
+
+
+async def connect_auth(server, transport, serializer, authid, method, secret):
+    loop = asyncio.get_running_loop()
+    txaio.config.loop = loop
+    joined = loop.create_future()
+    session = _AuthSession(ComponentConfig(realm=REALM), joined, authid, method, secret)
+    ser = SERIALIZERS[serializer]()
+    if transport == "websocket":
+        factory = WampWebSocketClientFactory(lambda: session, url=server.wamp_url, serializers=[ser])
+        port = server.wamp_port
+    else:
+        factory = WampRawSocketClientFactory(lambda: session, serializer=ser)
+        port = server.rawsocket_port
+    await asyncio.wait_for(loop.create_connection(factory, HOST, port), 10)
+    details = await asyncio.wait_for(joined, 10)
+    return session, details
+
+
+@pytest.fixture
+def ordo_auth(ordo_binary, tmp_path):
+    config = tmp_path / "ordo.toml"
+    config.write_text(AUTH_CONFIG)
+
+    class Configured(OrdoServer):
+        def command(self):
+            return super().command() + ["--config", str(config)]
+
+    server = Configured(ordo_binary, tmp_path / "data", tmp_path)
+    server.start()
+    yield server
+    server.kill9()
+
+
+@pytest.mark.parametrize("transport, serializer", [("websocket", "json"), ("rawsocket", "cbor")])
+@pytest.mark.parametrize("method, secret", [("ticket", "t0k"), ("wampcra", "s3cret")])
+def test_ticket_and_wampcra_with_permissions(ordo_auth, transport, serializer, method, secret):
+    async def go():
+        s, details = await connect_auth(ordo_auth, transport, serializer, "alice", method, secret)
+        assert (details.authid, details.authrole, details.authmethod) == ("alice", "writer", method)
+        got = []
+        await s.subscribe(lambda x: got.append(x), "com.ro.feed")
+        await s.publish("com.rw.t", 1, options=PublishOptions(acknowledge=True))
+        with pytest.raises(ApplicationError) as e:
+            await s.publish("com.ro.feed", 1, options=PublishOptions(acknowledge=True))
+        assert e.value.error == "wamp.error.not_authorized"
+        with pytest.raises(ApplicationError) as e:
+            await s.register(lambda: None, "org.elsewhere")
+        assert e.value.error == "wamp.error.not_authorized"
+        await close(s)
+        with pytest.raises(ApplicationError) as e:
+            await connect_auth(ordo_auth, transport, serializer, "alice", method, "wrong")
+        assert e.value.error == "wamp.error.authentication_failed"
+        # Anonymous is switched off in this config.
+        with pytest.raises(Exception):
+            await connect(ordo_auth, transport, serializer)
 
     run(go())

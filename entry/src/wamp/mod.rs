@@ -11,6 +11,7 @@
 //! runs one [`session`] task. Publications go through the sequencer like MQTT
 //! publishes, so PUBLISHED and EVENT carry the message's permanent id.
 
+pub mod auth;
 pub mod broker;
 pub mod dealer;
 mod meta;

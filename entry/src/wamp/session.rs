@@ -2,6 +2,7 @@
 //! through the ordered log ([`super::pubsub`]), RPC through the dealer and the
 //! meta API ([`super::meta`]), until GOODBYE, ABORT or a closed connection.
 
+use super::auth::{self, Action, Grant, HelloDecision};
 use super::broker::SessionInfo;
 use super::dealer::{error, CallRequest, ErrorUri};
 use super::transport::{Incoming, Rx, TransportError, Tx};
@@ -74,19 +75,22 @@ pub async fn run(
         }
         Err(_) => return Err(SessionError::Violation("no HELLO in time".into())),
     };
+    let Some(grant) = authenticate(&mut tx, &mut rx, ser, &shared, &realm, &hello_details).await?
+    else {
+        return Ok(());
+    };
     let (session_id, deliveries) = shared.router.open_session();
-    // Without authentication the authid is the one the client announces (not
-    // verified), else the session id; the role is `anonymous`.
-    let authid = hello_details
-        .get("authid")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    // An anonymous session's authid is the one the client announces (not
+    // verified), else the session id.
+    let authid = grant
+        .authid
+        .clone()
         .unwrap_or_else(|| session_id.to_string());
     let info = SessionInfo {
         realm: realm.clone(),
         authid,
-        authrole: "anonymous".into(),
-        authmethod: "anonymous".into(),
+        authrole: grant.authrole.clone(),
+        authmethod: grant.authmethod.into(),
         transport: match tx {
             Tx::Ws(..) => "websocket",
             Tx::Raw(..) => "rawsocket",
@@ -106,6 +110,7 @@ pub async fn run(
         ser,
         id: session_id,
         info,
+        grant,
         tx,
         subscriptions: HashMap::new(),
         groups: HashMap::new(),
@@ -124,6 +129,87 @@ pub async fn run(
         super::meta::announce_leave(&shared, session_id, &info).await;
     }
     result
+}
+
+/// Run authentication after HELLO: anonymous, or CHALLENGE / AUTHENTICATE.
+///
+/// Returns `None` when the session was refused (ABORT already sent).
+async fn authenticate(
+    tx: &mut Tx,
+    rx: &mut Rx,
+    ser: Serializer,
+    shared: &Shared,
+    realm: &str,
+    details: &Dict,
+) -> Result<Option<Grant>, SessionError> {
+    let mut nonce = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
+        abort(
+            tx,
+            ser,
+            "wamp.error.system_shutdown",
+            "no randomness for a challenge",
+        )
+        .await;
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string();
+    let config = &shared.config;
+    let nonce = wamp::value::base64_encode(&nonce);
+    let decision = auth::on_hello(
+        &config.users,
+        config.allow_anonymous,
+        realm,
+        details,
+        &nonce,
+        &now,
+    );
+    let (method, extra, pending) = match decision {
+        HelloDecision::Welcome(grant) => return Ok(Some(grant)),
+        HelloDecision::Abort(uri) => {
+            abort(tx, ser, uri, "authentication refused").await;
+            return Ok(None);
+        }
+        HelloDecision::Challenge {
+            method,
+            extra,
+            pending,
+        } => (method, extra, pending),
+    };
+    let challenge = Message::Challenge {
+        authmethod: method.into(),
+        extra,
+    };
+    tx.feed(wamp::encode(ser, &challenge)).await?;
+    tx.flush().await?;
+    let answer = tokio::time::timeout(HELLO_TIMEOUT, next_message(rx, tx, ser)).await;
+    match answer {
+        Ok(Ok(Some(Message::Authenticate { signature, .. }))) => {
+            match auth::on_authenticate(&pending, &signature) {
+                Some(grant) => Ok(Some(grant)),
+                None => {
+                    let uri = "wamp.error.authentication_failed";
+                    abort(tx, ser, uri, "wrong ticket or signature").await;
+                    Ok(None)
+                }
+            }
+        }
+        Ok(Ok(None)) => Ok(None),
+        Ok(Ok(Some(other))) => {
+            let why = format!("expected AUTHENTICATE, got {}", other.name());
+            abort(tx, ser, "wamp.error.protocol_violation", &why).await;
+            Err(SessionError::Violation(why))
+        }
+        Ok(Err(e)) => {
+            abort(tx, ser, "wamp.error.protocol_violation", &e.to_string()).await;
+            Err(e)
+        }
+        Err(_) => Err(SessionError::Violation("no AUTHENTICATE in time".into())),
+    }
 }
 
 /// Tell whether the HELLO announces `callee.features.call_canceling`.
@@ -231,6 +317,7 @@ pub(super) struct Session {
     pub(super) ser: Serializer,
     pub(super) id: SessionId,
     pub(super) info: SessionInfo,
+    pub(super) grant: Grant,
     pub(super) tx: Tx,
     /// Router subscription -> (WAMP subscription id, whether pattern-based).
     pub(super) subscriptions: HashMap<SubscriptionId, (u64, bool)>,
@@ -333,8 +420,59 @@ impl Session {
         }
     }
 
+    /// Tell whether the session may do `action` on `uri`; answer
+    /// `wamp.error.not_authorized` if not (a PUBLISH only when acknowledged).
+    async fn permitted(
+        &mut self,
+        action: Action,
+        request_type: u64,
+        request: u64,
+        uri: &str,
+        answer: bool,
+    ) -> Result<bool, SessionError> {
+        if self.grant.allows(&self.info.realm, uri, action) {
+            return Ok(true);
+        }
+        if answer {
+            let reply = error(request_type, request, "wamp.error.not_authorized");
+            self.feed(&reply).await?;
+        }
+        Ok(false)
+    }
+
+    /// Check the permission a request needs; `false` if refused (and answered).
+    async fn authorize(&mut self, message: &Message) -> Result<bool, SessionError> {
+        let (action, request_type, request, uri, answer) = match message {
+            Message::Publish {
+                request,
+                options,
+                topic,
+                ..
+            } => {
+                let ack = matches!(options.get("acknowledge"), Some(Value::Boolean(true)));
+                (Action::Publish, code::PUBLISH, *request, topic, ack)
+            }
+            Message::Subscribe { request, topic, .. } => {
+                (Action::Subscribe, code::SUBSCRIBE, *request, topic, true)
+            }
+            Message::Call {
+                request, procedure, ..
+            } => (Action::Call, code::CALL, *request, procedure, true),
+            Message::Register {
+                request, procedure, ..
+            } => (Action::Register, code::REGISTER, *request, procedure, true),
+            _ => return Ok(true),
+        };
+        let uri = uri.clone();
+        self.permitted(action, request_type, request, &uri, answer)
+            .await
+    }
+
     /// Handle one client message; return `false` when the session ends.
     async fn handle(&mut self, message: Message) -> Result<bool, SessionError> {
+        if !self.authorize(&message).await? {
+            return Ok(true);
+        }
         match message {
             Message::Publish {
                 request,
