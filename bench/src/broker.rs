@@ -188,6 +188,7 @@ impl Broker {
                     .arg(addr.to_string())
                     .arg("--wamp")
                     .arg(wamp.to_string())
+                    .args(["--wamp-rawsocket", "127.0.0.1:0"])
                     .arg("--data-dir")
                     .arg(&data);
                 cmd

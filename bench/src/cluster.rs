@@ -81,6 +81,7 @@ pub async fn start(
             .arg(mqtt.to_string())
             .arg("--wamp")
             .arg(wamp.to_string())
+            .args(["--wamp-rawsocket", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data.join(&name));
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -105,6 +105,9 @@ pub struct StoredMessage {
     /// `None` for 3.1.1 and WAMP publishes (and records written before).
     #[serde(default)]
     pub mqtt: Option<Box<MqttProperties>>,
+    /// WAMP publisher disclosure and subscriber black/whitelists; `None` for MQTT.
+    #[serde(default)]
+    pub wamp: Option<crate::wamp::PublishOptions>,
 }
 
 /// The MQTT 5 PUBLISH properties that travel with a message (section 3.3.2.3).
@@ -170,6 +173,7 @@ mod tests {
             publisher: 7,
             exclude_publisher: false,
             mqtt: None,
+            wamp: None,
         };
         let bytes = rmp_serde::to_vec(&m).expect("encode");
         assert_eq!(

@@ -1,10 +1,10 @@
 //! The WAMP project's test vectors (wamp-proto `testsuite/`, see
-//! `tests/data/wamp-test-vectors/SOURCE.md`) against the JSON and msgpack codec.
+//! `tests/data/wamp-test-vectors/SOURCE.md`) against the JSON, msgpack and CBOR codec.
 //!
-//! Serialization samples: every JSON and msgpack representation decodes, has
+//! Serialization samples: every JSON, msgpack and CBOR representation decodes, has
 //! the listed attributes, and re-encodes to bytes that decode to the same
 //! message. Validation samples (a raw wire array, valid or to be rejected) are
-//! fed through both serializers. CBOR, UBJSON and FlatBuffers representations
+//! fed through each serializer. UBJSON and FlatBuffers representations
 //! are counted and skipped. Payload passthru (E2EE) samples and the provisional
 //! EVENT_RECEIVED (337) must be rejected with the matching "unsupported" error.
 
@@ -68,10 +68,11 @@ fn wamp_test_vectors() {
     assert_eq!(tally.files, 26, "vector files under {VECTORS}");
     assert_eq!(tally.decoded.get("json"), Some(&53));
     assert_eq!(tally.decoded.get("msgpack"), Some(&30));
-    assert_eq!(tally.unsupported, 23, "passthru and EVENT_RECEIVED samples");
+    assert_eq!(tally.decoded.get("cbor"), Some(&30));
+    assert_eq!(tally.unsupported, 34, "passthru and EVENT_RECEIVED samples");
     assert_eq!(
         (tally.validations_accepted, tally.validations_rejected),
-        (70, 52)
+        (105, 78)
     );
 }
 
@@ -116,6 +117,7 @@ fn check_serialization(label: &str, sample: &Json, tally: &mut Tally) {
         let ser = match ser_name.as_str() {
             "json" => Serializer::Json,
             "msgpack" => Serializer::MsgPack,
+            "cbor" => Serializer::Cbor,
             other => {
                 let n = reps.as_array().map_or(0, Vec::len);
                 *tally.skipped.entry(other.to_owned()).or_default() += n;
@@ -171,6 +173,7 @@ fn short(ser: Serializer) -> &'static str {
     match ser {
         Serializer::Json => "json",
         Serializer::MsgPack => "msgpack",
+        Serializer::Cbor => "cbor",
     }
 }
 
@@ -422,8 +425,18 @@ fn check_validation(label: &str, sample: &Json, tally: &mut Tally) {
             .push(format!("{label}: cannot build msgpack"));
         return;
     }
+    let mut cbor = Vec::new();
+    if ciborium::ser::into_writer(&as_value, &mut cbor).is_err() {
+        tally.failures.push(format!("{label}: cannot build cbor"));
+        return;
+    }
     let json = wmsg.to_string().into_bytes();
-    for (ser, bytes) in [(Serializer::Json, json), (Serializer::MsgPack, msgpack)] {
+    let encodings = [
+        (Serializer::Json, json),
+        (Serializer::MsgPack, msgpack),
+        (Serializer::Cbor, cbor),
+    ];
+    for (ser, bytes) in encodings {
         let here = format!("{label} {ser:?} {wmsg}");
         match (decode(ser, &bytes), must_fail) {
             (Err(DecodeError::PayloadPassthru { .. }), _) if passthru => tally.unsupported += 1,

@@ -12,6 +12,8 @@ pub struct Config {
     pub mqtt: SocketAddr,
     /// Address of the WAMP WebSocket listener.
     pub wamp: SocketAddr,
+    /// Address of the WAMP RawSocket (TCP) listener.
+    pub wamp_rawsocket: SocketAddr,
     /// Folder for the node's data (RocksDB).
     pub data_dir: PathBuf,
     /// WAMP realm that MQTT clients publish into and subscribe from.
@@ -45,6 +47,10 @@ pub struct Config {
     /// Where to serve Prometheus metrics (`GET /metrics`); off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// Let WAMP sessions join without authentication (authrole `anonymous`).
+    pub allow_anonymous: bool,
+    /// WAMP users (ticket, WAMP-CRA) and their per-realm, per-URI-prefix permissions.
+    pub users: Vec<crate::wamp::auth::User>,
 }
 
 impl Default for Config {
@@ -52,6 +58,7 @@ impl Default for Config {
         Config {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
             wamp: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            wamp_rawsocket: SocketAddr::from(([127, 0, 0, 1], 9001)),
             data_dir: PathBuf::from("ordo-data"),
             mqtt_realm: "realm1".into(),
             max_packet_size: 1 << 20,
@@ -66,6 +73,8 @@ impl Default for Config {
             mqtt_default_session_expiry: 0,
             cluster: None,
             metrics: None,
+            allow_anonymous: true,
+            users: Vec::new(),
         }
     }
 }
@@ -76,10 +85,11 @@ impl Config {
         let body = toml::to_string_pretty(&Config::default()).unwrap_or_default();
         format!(
             "# Ordo entry configuration. Every key is optional; flags override the file.\n\
-             # mqtt/wamp: listen addresses. data_dir: RocksDB folder.\n\
+             # mqtt/wamp/wamp_rawsocket: listen addresses. data_dir: RocksDB folder.\n\
              # mqtt_realm: the WAMP realm MQTT clients share.\n\
              # max_batch: messages per advance segment (one fsync each).\n\
-             # session_queue: deliveries a slow session may lag before it is closed.\n\n{body}"
+             # session_queue: deliveries a slow session may lag before it is closed.\n\
+             # allow_anonymous, [[users]]: WAMP ticket / WAMP-CRA users and permissions (docs/wamp.md).\n\n{body}"
         )
     }
 }

@@ -3,9 +3,11 @@
 //! ```text
 //!   MQTT (TCP) ──┐                         ┌──► sequencer thread ── Store (RocksDB)
 //!                ├─► connection tasks ─────┤         │ committed, ids ascending
-//!   WAMP (WS) ───┘        ▲                │         ▼
+//!   WAMP (WS,RS)─┘        ▲                │         ▼
 //!                         └── session queue ◄── Router::dispatch
 //! ```
+//!
+//! WAMP comes in over WebSocket and RawSocket (RS), on two listeners.
 //!
 //! In `--standalone` mode the ndb and sync roles run inside this process
 //! through the same cores ([`ordo_ndb::NdbCore`], [`ordo_sync::Elector`]) the
@@ -43,6 +45,8 @@ pub struct Shared {
     pub mqtt_sessions: Arc<mqtt::SessionRegistry>,
     /// WAMP RPC registrations.
     pub dealer: Arc<wamp::dealer::Dealer>,
+    /// WAMP sessions and subscriptions, for the meta API.
+    pub broker: Arc<wamp::broker::Broker>,
     /// Turns `true` when the node is stopping; connections close on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -53,6 +57,8 @@ pub struct Running {
     pub mqtt: SocketAddr,
     /// Bound WAMP address.
     pub wamp: SocketAddr,
+    /// Bound WAMP RawSocket address.
+    pub wamp_rawsocket: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     owner: SegmentOwner,
@@ -175,6 +181,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let wamp_listener = TcpListener::bind(config.wamp)
         .await
         .with_context(|| format!("bind WAMP {}", config.wamp))?;
+    let rawsocket_listener = TcpListener::bind(config.wamp_rawsocket)
+        .await
+        .with_context(|| format!("bind WAMP RawSocket {}", config.wamp_rawsocket))?;
+    let rawsocket_addr = rawsocket_listener.local_addr()?;
     let mqtt_addr = mqtt_listener.local_addr()?;
     let wamp_addr = wamp_listener.local_addr()?;
     let shared = Shared {
@@ -184,17 +194,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: Arc::new(config),
         mqtt_sessions: Arc::new(mqtt::SessionRegistry::default()),
         dealer: Arc::new(wamp::dealer::Dealer::default()),
+        broker: Arc::new(wamp::broker::Broker::default()),
         shutdown: shutdown_rx,
     };
     tracing::info!(addr = %mqtt_addr, "MQTT listening on mqtt://{mqtt_addr}");
     tracing::info!(addr = %wamp_addr, "WAMP listening on ws://{wamp_addr}/");
+    tracing::info!(addr = %rawsocket_addr, "WAMP RawSocket listening on tcp://{rawsocket_addr}");
     let tasks = vec![
         tokio::spawn(mqtt::serve(mqtt_listener, shared.clone())),
-        tokio::spawn(wamp::serve(wamp_listener, shared)),
+        tokio::spawn(wamp::serve(wamp_listener, shared.clone())),
+        tokio::spawn(wamp::rawsocket::serve(rawsocket_listener, shared)),
     ];
     Ok(Running {
         mqtt: mqtt_addr,
         wamp: wamp_addr,
+        wamp_rawsocket: rawsocket_addr,
         tasks,
         shutdown: shutdown_tx,
         owner,

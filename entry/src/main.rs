@@ -28,6 +28,9 @@ struct Cli {
     /// WAMP WebSocket listen address [default: 127.0.0.1:9000].
     #[arg(long, value_name = "ADDR")]
     wamp: Option<SocketAddr>,
+    /// WAMP RawSocket listen address [default: 127.0.0.1:9001].
+    #[arg(long, value_name = "ADDR")]
+    wamp_rawsocket: Option<SocketAddr>,
     /// Data folder [default: ./ordo-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -112,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
     };
     config.mqtt = cli.mqtt.unwrap_or(config.mqtt);
     config.wamp = cli.wamp.unwrap_or(config.wamp);
+    config.wamp_rawsocket = cli.wamp_rawsocket.unwrap_or(config.wamp_rawsocket);
     config.data_dir = cli.data_dir.unwrap_or(config.data_dir);
     config.owner = cli.id.unwrap_or(config.owner);
     config.metrics = cli.metrics.or(config.metrics);

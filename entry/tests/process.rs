@@ -67,6 +67,7 @@ impl Process {
                 .arg(mqtt.to_string())
                 .arg("--wamp")
                 .arg(wamp.to_string())
+                .args(["--wamp-rawsocket", "127.0.0.1:0"])
                 .arg("--data-dir")
                 .arg(data_dir)
                 .env("RUST_LOG", "info")

@@ -42,10 +42,10 @@ fn round_trip(msg: &Message, ser: Serializer) {
     );
 }
 
-/// Render an encoding for a panic message: text for JSON, hex for msgpack.
+/// Render an encoding for a panic message: text for JSON, hex for msgpack and CBOR.
 fn show(ser: Serializer, bytes: &[u8]) -> String {
     match ser {
         Serializer::Json => String::from_utf8_lossy(bytes).into_owned(),
-        Serializer::MsgPack => format!("{bytes:02x?}"),
+        Serializer::MsgPack | Serializer::Cbor => format!("{bytes:02x?}"),
     }
 }

@@ -101,6 +101,7 @@ mod tests {
             publisher: 1,
             exclude_publisher: false,
             mqtt: None,
+            wamp: None,
         }
     }
 

@@ -251,6 +251,7 @@ mod tests {
             publisher: 3,
             exclude_publisher: false,
             mqtt: None,
+            wamp: None,
         })
     }
 

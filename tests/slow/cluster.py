@@ -179,8 +179,10 @@ class OrdoCluster:
         for i in range(1, entries + 1):
             mqtt = fresh_port()
             wamp = fresh_port()
+            rawsocket = fresh_port()
             node = Node(f"entry{i}", [str(entry_bin), "--cluster", cf, "--id", str(i),
                                       "--mqtt", f"{HOST}:{mqtt}", "--wamp", f"{HOST}:{wamp}",
+                                      "--wamp-rawsocket", f"{HOST}:{rawsocket}",
                                       "--data-dir", str(data / f"entry{i}")], self.root, [mqtt, wamp])
             node.mqtt_port, node.wamp_port = mqtt, wamp
             node.wamp_url = f"ws://{HOST}:{wamp}/"

@@ -163,6 +163,7 @@ class OrdoServer:
         self.log_dir = Path(log_dir)
         self.mqtt_port = free_port()
         self.wamp_port = free_port(avoid=[self.mqtt_port])
+        self.rawsocket_port = free_port(avoid=[self.mqtt_port, self.wamp_port])
         self.proc: subprocess.Popen | None = None
         self.logs: list[Path] = []
         self._log_file = None
@@ -177,6 +178,7 @@ class OrdoServer:
             "--standalone",
             "--mqtt", f"{HOST}:{self.mqtt_port}",
             "--wamp", f"{HOST}:{self.wamp_port}",
+            "--wamp-rawsocket", f"{HOST}:{self.rawsocket_port}",
             "--data-dir", str(self.data_dir),
         ]
 
@@ -184,7 +186,7 @@ class OrdoServer:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until both ports accept connections."""
+        """Start the server and wait until its ports accept connections."""
         assert self.proc is None, "server already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"ordo-{len(self.logs) + 1}.log"
@@ -203,7 +205,7 @@ class OrdoServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        for port in (self.mqtt_port, self.wamp_port):
+        for port in (self.mqtt_port, self.wamp_port, self.rawsocket_port):
             while True:
                 if self.proc.poll() is not None:
                     rc = self.proc.returncode

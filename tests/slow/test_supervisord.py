@@ -38,7 +38,7 @@ def test_masterfree_ini_runs_the_cluster(ordo_binary, tmp_path):
     text = INI.read_text()
     ports: dict[str, int] = {}
     taken: list[int] = []
-    for old in ["1881", "1882", "1883", "9031", "9032", "9033"]:
+    for old in ["1881", "1882", "1883", "9031", "9032", "9033", "9041", "9042", "9043"]:
         ports[old] = free_port(avoid=taken)
         taken.append(ports[old])
         text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{ports[old]}")

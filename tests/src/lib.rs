@@ -1,7 +1,7 @@
 //! Shared helpers for Ordo's integration tests.
 //!
 //! ```text
-//!  TestNode::start() ── ordo_entry::start(Config { 127.0.0.1:0, tempdir }) ── Running { mqtt, wamp }
+//!  TestNode::start() ── ordo_entry::start(Config { 127.0.0.1:0, tempdir }) ── Running { mqtt, wamp, wamp_rawsocket }
 //!        │
 //!        ├── mqtt_raw::RawMqtt        byte-exact MQTT 3.1.1 / 5 client (ordo_common::mqtt codecs)
 //!        ├── Rumqtt                   rumqttc AsyncClient with its event loop in a task
@@ -46,6 +46,8 @@ pub struct TestNode {
     pub mqtt: SocketAddr,
     /// Bound WAMP address.
     pub wamp: SocketAddr,
+    /// Bound WAMP RawSocket address.
+    pub wamp_rawsocket: SocketAddr,
     running: Option<ordo_entry::Running>,
     /// The data folder (deleted on drop).
     pub dir: tempfile::TempDir,
@@ -64,6 +66,7 @@ impl TestNode {
         let mut config = Config {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
             wamp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            wamp_rawsocket: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
@@ -72,6 +75,7 @@ impl TestNode {
         Ok(TestNode {
             mqtt: running.mqtt,
             wamp: running.wamp,
+            wamp_rawsocket: running.wamp_rawsocket,
             running: Some(running),
             dir,
         })

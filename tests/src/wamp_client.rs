@@ -5,6 +5,10 @@
 //! arrive meanwhile (events, other replies) in a backlog for later calls.
 //! Every wait is bounded by a timeout.
 //!
+//! The same client speaks RawSocket ([`WampClient::join_rawsocket`]): a TCP
+//! stream with the 4-byte handshake and 4-byte frame headers, read through a
+//! buffer so that a timed-out read loses nothing.
+//!
 //! This file depends only on external crates (no `crate::` paths), so
 //! `entry/tests/process.rs` includes it with `#[path]` as well.
 
@@ -14,6 +18,7 @@ use ordo_common::wamp::{self, Dict, Message, Serializer, Value};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -42,9 +47,46 @@ pub struct Event {
     pub kwargs: Dict,
 }
 
+/// The connection under a [`WampClient`].
+enum Conn {
+    Ws(Box<WebSocketStream<TcpStream>>),
+    Raw {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        pongs: VecDeque<Vec<u8>>,
+    },
+}
+
+/// The RawSocket serializer code of a serializer (1 JSON, 2 msgpack, 3 CBOR).
+pub fn rawsocket_code(ser: Serializer) -> u8 {
+    match ser {
+        Serializer::Json => 1,
+        Serializer::MsgPack => 2,
+        Serializer::Cbor => 3,
+    }
+}
+
+/// Connect over TCP and send a RawSocket handshake request; return the
+/// stream and the router's four-byte reply.
+pub async fn rawsocket_handshake(
+    addr: SocketAddr,
+    request: [u8; 4],
+) -> anyhow::Result<(TcpStream, [u8; 4])> {
+    let mut stream = tokio::time::timeout(RECV_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .context("tcp connect timed out")??;
+    stream.set_nodelay(true)?;
+    stream.write_all(&request).await?;
+    let mut reply = [0u8; 4];
+    tokio::time::timeout(RECV_TIMEOUT, stream.read_exact(&mut reply))
+        .await
+        .context("rawsocket handshake timed out")??;
+    Ok((stream, reply))
+}
+
 /// A WAMP client connection.
 pub struct WampClient {
-    ws: WebSocketStream<TcpStream>,
+    conn: Conn,
     /// The serializer negotiated.
     pub ser: Serializer,
     /// Session id from WELCOME (0 before joining).
@@ -106,24 +148,54 @@ pub fn frame(ser: Serializer, bytes: Vec<u8>) -> anyhow::Result<WsMessage> {
 impl WampClient {
     /// Open a WebSocket and do HELLO/WELCOME on `realm`.
     pub async fn join(addr: SocketAddr, ser: Serializer, realm: &str) -> anyhow::Result<Self> {
-        let mut client = Self::unjoined(addr, ser).await?;
-        let mut details = Dict::new();
+        Self::unjoined(addr, ser)
+            .await?
+            .hello(realm, Dict::new())
+            .await
+    }
+
+    /// Open a RawSocket (announcing 16 MiB messages) and do HELLO/WELCOME on `realm`.
+    pub async fn join_rawsocket(
+        addr: SocketAddr,
+        ser: Serializer,
+        realm: &str,
+    ) -> anyhow::Result<Self> {
+        Self::unjoined_rawsocket(addr, ser)
+            .await?
+            .hello(realm, Dict::new())
+            .await
+    }
+
+    /// Send HELLO with the four client roles (callee with `call_canceling`)
+    /// plus `extra` details, and wait for WELCOME.
+    pub async fn hello(mut self, realm: &str, extra: Dict) -> anyhow::Result<Self> {
+        let mut details = extra;
+        let mut cancel = Dict::new();
+        cancel.insert("call_canceling".into(), Value::Boolean(true));
+        cancel.insert("progressive_call_results".into(), Value::Boolean(true));
+        let callee = dict([("features", wamp::dict_to_value(cancel))]);
         let roles = ["publisher", "subscriber", "caller", "callee"]
             .into_iter()
-            .map(|r| (Value::from(r), Value::Map(Vec::new())))
+            .map(|r| {
+                let role = if r == "callee" {
+                    wamp::dict_to_value(callee.clone())
+                } else {
+                    Value::Map(Vec::new())
+                };
+                (Value::from(r), role)
+            })
             .collect();
         details.insert("roles".into(), Value::Map(roles));
-        client
-            .send(&Message::Hello {
-                realm: realm.to_owned(),
-                details,
-            })
-            .await?;
-        match client.recv().await? {
+        self.send(&Message::Hello {
+            realm: realm.to_owned(),
+            details,
+        })
+        .await?;
+        match self.recv().await? {
             Message::Welcome { session, details } => {
-                client.session = session;
-                client.welcome = details;
-                Ok(client)
+                self.session = session;
+                self.welcome = details;
+                Ok(self)
             }
             other => bail!("expected WELCOME, got {other:?}"),
         }
@@ -131,14 +203,73 @@ impl WampClient {
 
     /// Open a WebSocket without joining a realm.
     pub async fn unjoined(addr: SocketAddr, ser: Serializer) -> anyhow::Result<Self> {
-        Ok(WampClient {
-            ws: websocket(addr, ser).await?,
+        Ok(Self::over(
+            Conn::Ws(Box::new(websocket(addr, ser).await?)),
+            ser,
+        ))
+    }
+
+    /// Open a RawSocket without joining a realm.
+    pub async fn unjoined_rawsocket(addr: SocketAddr, ser: Serializer) -> anyhow::Result<Self> {
+        let request = [0x7f, 0xf0 | rawsocket_code(ser), 0, 0];
+        let (stream, reply) = rawsocket_handshake(addr, request).await?;
+        if reply[0] != 0x7f || reply[1] & 0x0f != rawsocket_code(ser) {
+            bail!("rawsocket handshake refused: {reply:02x?}");
+        }
+        let conn = Conn::Raw {
+            stream,
+            buf: Vec::new(),
+            pongs: VecDeque::new(),
+        };
+        Ok(Self::over(conn, ser))
+    }
+
+    fn over(conn: Conn, ser: Serializer) -> Self {
+        WampClient {
+            conn,
             ser,
             session: 0,
             welcome: Dict::new(),
             next_request: 1,
             backlog: VecDeque::new(),
-        })
+        }
+    }
+
+    /// Send one RawSocket frame of type `kind` (0 message, 1 ping, 2 pong) exactly as given.
+    pub async fn send_raw_frame(&mut self, kind: u8, payload: &[u8]) -> anyhow::Result<()> {
+        let Conn::Raw { stream, .. } = &mut self.conn else {
+            bail!("not a rawsocket connection");
+        };
+        let len = payload.len();
+        let mut frame = vec![kind, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+        frame.extend_from_slice(payload);
+        tokio::time::timeout(RECV_TIMEOUT, stream.write_all(&frame))
+            .await
+            .context("send timed out")??;
+        Ok(())
+    }
+
+    /// Send a RawSocket ping and wait for its pong; return the pong's payload.
+    pub async fn ping(&mut self, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.send_raw_frame(1, payload).await?;
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        let Conn::Raw { stream, buf, pongs } = &mut self.conn else {
+            bail!("not a rawsocket connection");
+        };
+        if let Some(p) = pongs.pop_front() {
+            return Ok(p);
+        }
+        loop {
+            match raw_frame(stream, buf, deadline).await? {
+                None => bail!("connection closed while waiting for a pong"),
+                Some((2, pong)) => return Ok(pong),
+                Some((0, bytes)) => {
+                    let m = wamp::decode(self.ser, &bytes).map_err(|e| anyhow!("decode: {e}"))?;
+                    self.backlog.push_back(m);
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     /// Return a fresh request id.
@@ -151,13 +282,19 @@ impl WampClient {
     /// Encode and send one message.
     pub async fn send(&mut self, message: &Message) -> anyhow::Result<()> {
         let bytes = wamp::encode(self.ser, message);
+        if let Conn::Raw { .. } = self.conn {
+            return self.send_raw_frame(0, &bytes).await;
+        }
         self.send_frame(frame(self.ser, bytes)?).await
     }
 
     /// Queue one message without flushing (flush with [`WampClient::flush`]).
     pub async fn feed(&mut self, message: &Message) -> anyhow::Result<()> {
         let bytes = wamp::encode(self.ser, message);
-        tokio::time::timeout(RECV_TIMEOUT, self.ws.feed(frame(self.ser, bytes)?))
+        let Conn::Ws(ws) = &mut self.conn else {
+            return self.send_raw_frame(0, &bytes).await;
+        };
+        tokio::time::timeout(RECV_TIMEOUT, ws.feed(frame(self.ser, bytes)?))
             .await
             .context("feed timed out")??;
         Ok(())
@@ -165,15 +302,20 @@ impl WampClient {
 
     /// Flush queued messages.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
-        tokio::time::timeout(RECV_TIMEOUT, self.ws.flush())
-            .await
-            .context("flush timed out")??;
+        if let Conn::Ws(ws) = &mut self.conn {
+            tokio::time::timeout(RECV_TIMEOUT, ws.flush())
+                .await
+                .context("flush timed out")??;
+        }
         Ok(())
     }
 
     /// Send one WebSocket frame exactly as given.
     pub async fn send_frame(&mut self, frame: WsMessage) -> anyhow::Result<()> {
-        tokio::time::timeout(RECV_TIMEOUT, self.ws.send(frame))
+        let Conn::Ws(ws) = &mut self.conn else {
+            bail!("not a websocket connection");
+        };
+        tokio::time::timeout(RECV_TIMEOUT, ws.send(frame))
             .await
             .context("send timed out")??;
         Ok(())
@@ -183,8 +325,19 @@ impl WampClient {
     ///
     /// Fails if nothing arrives before `deadline`.
     pub async fn next_frame(&mut self, deadline: Instant) -> anyhow::Result<Option<Vec<u8>>> {
+        let ws = match &mut self.conn {
+            Conn::Ws(ws) => ws,
+            Conn::Raw { stream, buf, pongs } => loop {
+                match raw_frame(stream, buf, deadline).await? {
+                    None => return Ok(None),
+                    Some((0, payload)) => return Ok(Some(payload)),
+                    Some((2, payload)) => pongs.push_back(payload),
+                    Some(_) => {}
+                }
+            },
+        };
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+            let frame = tokio::time::timeout_at(deadline, ws.next())
                 .await
                 .map_err(|_| anyhow!("no WAMP message before the deadline"))?;
             match frame {
@@ -228,6 +381,32 @@ impl WampClient {
                 return Ok(m);
             }
             self.backlog.push_back(m);
+        }
+    }
+
+    /// Return the first message `pick` accepts if one arrives within `wait`
+    /// (the backlog first); keep the others for later.
+    pub async fn recv_matching_within(
+        &mut self,
+        wait: Duration,
+        mut pick: impl FnMut(&Message) -> bool,
+    ) -> anyhow::Result<Option<Message>> {
+        if let Some(i) = self.backlog.iter().position(&mut pick) {
+            return Ok(self.backlog.remove(i));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.next_frame(deadline).await {
+                Err(_) => return Ok(None),
+                Ok(None) => bail!("connection closed by the router"),
+                Ok(Some(bytes)) => {
+                    let m = wamp::decode(self.ser, &bytes).map_err(|e| anyhow!("decode: {e}"))?;
+                    if pick(&m) {
+                        return Ok(Some(m));
+                    }
+                    self.backlog.push_back(m);
+                }
+            }
         }
     }
 
@@ -379,6 +558,36 @@ impl WampClient {
         self.recv_matching(|m| matches!(m, Message::Goodbye { .. }))
             .await?;
         Ok(())
+    }
+}
+
+/// Read one RawSocket frame: `(type, payload)`, or `None` once the connection closed.
+///
+/// Bytes are read into `buf` with `read_buf`, which is cancel-safe: a
+/// timeout loses nothing.
+async fn raw_frame(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> anyhow::Result<Option<(u8, Vec<u8>)>> {
+    loop {
+        if buf.len() >= 4 {
+            let len =
+                (usize::from(buf[1]) << 16) | (usize::from(buf[2]) << 8) | usize::from(buf[3]);
+            if buf.len() >= 4 + len {
+                let kind = buf[0];
+                let payload = buf[4..4 + len].to_vec();
+                buf.drain(..4 + len);
+                return Ok(Some((kind, payload)));
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(buf))
+            .await
+            .map_err(|_| anyhow!("no WAMP message before the deadline"))?;
+        match read {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
     }
 }
 

@@ -321,11 +321,12 @@ async fn wamp_unknown_message_code_is_aborted() -> Result {
     let owned = TestNode::start().await?;
     let node = &owned;
     let result = around_healthy(node, move || async move {
-        for ser in [Serializer::Json, Serializer::MsgPack] {
+        for ser in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
             let mut c = WampClient::join(node.wamp, ser, REALM).await?;
             let bytes = match ser {
                 Serializer::Json => b"[999, 1, {}]".to_vec(),
                 Serializer::MsgPack => vec![0x93, 0xcd, 0x03, 0xe7, 0x01, 0x80],
+                Serializer::Cbor => vec![0x83, 0x19, 0x03, 0xe7, 0x01, 0xa0],
             };
             c.send_frame(frame(ser, bytes)?).await?;
             expect_abort(&mut c, "wamp.error.protocol_violation").await?;

@@ -3,10 +3,11 @@
 //! One layout function lists a message's wire elements; a [`Sink`] per
 //! serializer turns each element into that serializer's value type. msgpack
 //! borrows the message's data (`ValueRef`), JSON converts through
-//! [`to_json`] for the binary convention.
+//! [`to_json`] for the binary convention, CBOR through [`to_cbor`].
 
 use rmpv::{Value, ValueRef};
 
+use super::cbor::to_cbor;
 use super::message::{Dict, Message};
 use super::value::to_json;
 
@@ -41,6 +42,28 @@ impl<'a> Sink<'a> for MsgPack {
     }
 }
 
+struct Cbor;
+
+impl<'a> Sink<'a> for Cbor {
+    type Out = ciborium::Value;
+    fn id(&self, id: u64) -> ciborium::Value {
+        ciborium::Value::Integer(id.into())
+    }
+    fn text(&self, text: &'a str) -> ciborium::Value {
+        ciborium::Value::Text(text.to_owned())
+    }
+    fn dict(&self, dict: &'a Dict) -> ciborium::Value {
+        ciborium::Value::Map(
+            dict.iter()
+                .map(|(k, v)| (ciborium::Value::Text(k.clone()), to_cbor(v)))
+                .collect(),
+        )
+    }
+    fn list(&self, list: &'a [Value]) -> ciborium::Value {
+        ciborium::Value::Array(list.iter().map(to_cbor).collect())
+    }
+}
+
 struct Json;
 
 impl<'a> Sink<'a> for Json {
@@ -67,6 +90,12 @@ pub(crate) fn to_msgpack_bytes(msg: &Message) -> Vec<u8> {
     let written = rmpv::encode::write_value_ref(&mut out, &ValueRef::Array(items));
     debug_assert!(written.is_ok(), "msgpack into a Vec failed: {written:?}");
     out
+}
+
+/// Encode a message as CBOR.
+pub(crate) fn to_cbor_bytes(msg: &Message) -> Vec<u8> {
+    let items = layout(&Cbor, msg);
+    super::cbor::write(&ciborium::Value::Array(items))
 }
 
 /// Encode a message as JSON.

@@ -1,14 +1,15 @@
 //! WAMP v2 codec: the message set of the basic profile (plus CANCEL and
-//! INTERRUPT) and the `wamp.2.json` and `wamp.2.msgpack` serializers.
+//! INTERRUPT) and the `wamp.2.json`, `wamp.2.msgpack` and `wamp.2.cbor` serializers.
 //!
 //! ```text
 //!  bytes ──decode(ser)──▶ wire array (rmpv::Value) ──parse──▶ Message
 //!  Message ──layout──▶ wire array (ValueRef / serde_json::Value) ──encode(ser)──▶ bytes
 //! ```
 //!
-//! Both serializers meet in one dynamic value type, [`Value`] (`rmpv::Value`):
+//! The serializers meet in one dynamic value type, [`Value`] (`rmpv::Value`):
 //! JSON goes through [`value::from_json`] / [`value::to_json`], which apply
-//! WAMP's `"\0" + base64` convention for binary. The codec checks the message
+//! WAMP's `"\0" + base64` convention for binary; CBOR through `ciborium::Value`
+//! (floats decode as `F64`, tags are unwrapped). The codec checks the message
 //! shape (field count, types, ids in `[0, 2^53]`, URIs, the types of the
 //! well-known options and details) and makes no routing decision.
 //!
@@ -17,15 +18,17 @@
 //! [`DecodeError::request_info`] tells the router when it may answer a bad
 //! request with an ERROR instead of closing the session.
 //!
-//! Not supported yet: CBOR, payload passthru mode (E2EE `enc_algo` / binary
+//! Not supported yet: payload passthru mode (E2EE `enc_algo` / binary
 //! payloads, rejected as [`DecodeError::PayloadPassthru`]) and the provisional
 //! EVENT_RECEIVED (337), which decodes as [`DecodeError::UnknownCode`].
 
+mod cbor;
 mod encode;
 mod error;
 mod message;
 mod options;
 mod parse;
+mod publication;
 mod uri;
 pub mod value;
 mod wire;
@@ -37,6 +40,7 @@ mod tests;
 
 pub use error::DecodeError;
 pub use message::{code, Dict, Message};
+pub use publication::{PublishOptions, Publisher};
 pub use rmpv::Value;
 pub use uri::validate_uri;
 
@@ -51,6 +55,8 @@ pub enum Serializer {
     Json,
     /// `wamp.2.msgpack`: binary frames.
     MsgPack,
+    /// `wamp.2.cbor`: binary frames.
+    Cbor,
 }
 
 impl Serializer {
@@ -59,6 +65,7 @@ impl Serializer {
         match name {
             "wamp.2.json" => Some(Self::Json),
             "wamp.2.msgpack" => Some(Self::MsgPack),
+            "wamp.2.cbor" => Some(Self::Cbor),
             _ => None,
         }
     }
@@ -68,12 +75,13 @@ impl Serializer {
         match self {
             Self::Json => "wamp.2.json",
             Self::MsgPack => "wamp.2.msgpack",
+            Self::Cbor => "wamp.2.cbor",
         }
     }
 
     /// Tell whether messages travel in binary WebSocket frames (text frames otherwise).
     pub fn is_binary(&self) -> bool {
-        matches!(self, Self::MsgPack)
+        matches!(self, Self::MsgPack | Self::Cbor)
     }
 }
 
@@ -88,6 +96,7 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Message, DecodeError> {
     let items = match ser {
         Serializer::Json => wire::read_json(bytes)?,
         Serializer::MsgPack => wire::read_msgpack(bytes)?,
+        Serializer::Cbor => wire::read_cbor(bytes)?,
     };
     parse::parse(items)
 }
@@ -101,6 +110,7 @@ pub fn encode(ser: Serializer, msg: &Message) -> Vec<u8> {
     match ser {
         Serializer::Json => encode::to_json_bytes(msg),
         Serializer::MsgPack => encode::to_msgpack_bytes(msg),
+        Serializer::Cbor => encode::to_cbor_bytes(msg),
     }
 }
 

@@ -2,7 +2,8 @@
 
 use super::*;
 
-pub(super) const SERIALIZERS: [Serializer; 2] = [Serializer::Json, Serializer::MsgPack];
+pub(super) const SERIALIZERS: [Serializer; 3] =
+    [Serializer::Json, Serializer::MsgPack, Serializer::Cbor];
 
 fn dict(entries: &[(&str, Value)]) -> Dict {
     entries
@@ -198,7 +199,7 @@ fn samples() -> Vec<Message> {
 }
 
 #[test]
-fn every_message_type_round_trips_in_both_serializers() {
+fn every_message_type_round_trips_in_every_serializer() {
     let samples = samples();
     let codes: std::collections::BTreeSet<u64> = samples.iter().map(Message::code).collect();
     assert_eq!(
@@ -226,8 +227,9 @@ fn serializer_names() {
     for ser in SERIALIZERS {
         assert_eq!(Serializer::from_subprotocol(ser.subprotocol()), Some(ser));
     }
-    assert_eq!(Serializer::from_subprotocol("wamp.2.cbor"), None);
+    assert_eq!(Serializer::from_subprotocol("wamp.2.ubjson"), None);
     assert!(Serializer::MsgPack.is_binary() && !Serializer::Json.is_binary());
+    assert!(Serializer::Cbor.is_binary());
 }
 
 fn publish(args: Vec<Value>, kwargs: Dict) -> Message {
@@ -559,6 +561,52 @@ pub(super) fn msgpack_of(value: &Value) -> Vec<u8> {
     out
 }
 
+pub(super) fn cbor_of(value: &Value) -> Vec<u8> {
+    super::cbor::write(&super::cbor::to_cbor(value))
+}
+
+#[test]
+fn rejects_bad_cbor() {
+    let cb = |bytes: &[u8]| decode(Serializer::Cbor, bytes);
+    let full = encode(Serializer::Cbor, &publish(rich_args(), rich_kwargs()));
+    assert_eq!(cb(&full), Ok(publish(rich_args(), rich_kwargs())));
+    for len in 0..full.len() {
+        assert!(
+            matches!(cb(&full[..len]), Err(DecodeError::Syntax(_))),
+            "prefix {len}"
+        );
+    }
+    // A map, not an array; a non-string dict key; a text URI that is not UTF-8.
+    assert_eq!(cb(&[0xa1, 0x61, b'k', 0x01]), Err(DecodeError::NotAnArray));
+    let int_key = Value::Array(vec![
+        Value::from(32),
+        Value::from(1),
+        Value::Map(vec![(Value::from(1), Value::Nil)]),
+        Value::from("a"),
+    ]);
+    assert!(matches!(
+        cb(&cbor_of(&int_key)),
+        Err(DecodeError::WrongType {
+            message: "SUBSCRIBE",
+            ..
+        })
+    ));
+    assert!(matches!(
+        cb(&[0x84, 0x18, 0x20, 0x01, 0xa0, 0x62, 0xff, 0xfe]),
+        Err(DecodeError::Syntax(_))
+    ));
+    // Indefinite-length array of a SUBSCRIBE decodes like the definite one.
+    let indefinite = [0x9f, 0x18, 0x20, 0x01, 0xa0, 0x61, b'a', 0xff];
+    assert_eq!(
+        cb(&indefinite),
+        Ok(Message::Subscribe {
+            request: 1,
+            options: Dict::new(),
+            topic: "a".into()
+        })
+    );
+}
+
 #[test]
 fn rejects_bad_msgpack() {
     let mp = |bytes: &[u8]| decode(Serializer::MsgPack, bytes);
@@ -632,6 +680,7 @@ fn nesting_is_limited_without_overflowing_the_stack() {
         for (ser, bytes) in [
             (Serializer::Json, json),
             (Serializer::MsgPack, msgpack_of(&value)),
+            (Serializer::Cbor, cbor_of(&value)),
         ] {
             let got = decode(ser, &bytes);
             if ok {

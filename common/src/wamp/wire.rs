@@ -8,6 +8,8 @@
 //!   for a leaf); a walk over the decoded value then applies the exact limit.
 //!   rmpv never preallocates from a length prefix, so a lying length costs at
 //!   most the bytes actually present.
+//! - CBOR: ciborium's reader has a recursion limit and reads lengths
+//!   incrementally; the same walk applies the exact limit.
 
 use rmpv::Value;
 
@@ -51,6 +53,18 @@ pub(crate) fn read_msgpack(bytes: &[u8]) -> Result<Vec<Value>, DecodeError> {
     // reach subscribers as a different type (found by the wamp_msgpack fuzzer).
     if has_invalid_str(&value) {
         return Err(DecodeError::Syntax("msgpack str is not valid UTF-8".into()));
+    }
+    match value {
+        Value::Array(items) => Ok(items),
+        _ => Err(DecodeError::NotAnArray),
+    }
+}
+
+/// Parse a CBOR frame into the elements of its top-level array.
+pub(crate) fn read_cbor(bytes: &[u8]) -> Result<Vec<Value>, DecodeError> {
+    let value = super::cbor::read(bytes)?;
+    if depth_exceeds(&value, MAX_DEPTH) {
+        return Err(DecodeError::TooDeep);
     }
     match value {
         Value::Array(items) => Ok(items),

@@ -326,6 +326,7 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
                 publisher: session_id,
                 exclude_publisher: false,
                 mqtt: stored_properties(&will.properties),
+                wamp: None,
             };
             // [MQTT-3.1.3-9] the will waits for its delay, or the end of the session.
             let delay = will

@@ -161,6 +161,7 @@ impl Connection {
             } else {
                 None
             },
+            wamp: None,
         };
         let reply = self
             .shared

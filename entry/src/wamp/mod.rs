@@ -1,11 +1,24 @@
-//! The WAMP front door: WebSocket with `wamp.2.json` and `wamp.2.msgpack`.
+//! The WAMP front door: WebSocket (this module) and RawSocket ([`rawsocket`]),
+//! each with `wamp.2.json`, `wamp.2.msgpack` and `wamp.2.cbor`.
 //!
-//! Each connection negotiates a serializer in the WebSocket handshake, then
+//! ```text
+//!  WebSocket ─┐                 ┌─ pubsub: PUBLISH ─► sequencer; router ─► EVENT
+//!             ├─► transport ─► session ─ dealer: CALL/INVOCATION/YIELD/CANCEL
+//!  RawSocket ─┘                 └─ meta: wamp.session.*, wamp.subscription.*, wamp.registration.*
+//! ```
+//!
+//! Each connection negotiates a serializer in its transport's handshake, then
 //! runs one [`session`] task. Publications go through the sequencer like MQTT
 //! publishes, so PUBLISHED and EVENT carry the message's permanent id.
 
+pub mod auth;
+pub mod broker;
 pub mod dealer;
+mod meta;
+mod pubsub;
+pub mod rawsocket;
 mod session;
+pub mod transport;
 
 use crate::Shared;
 use ordo_common::wamp::Serializer;
@@ -65,7 +78,8 @@ async fn accept(stream: TcpStream, shared: Shared) -> anyhow::Result<()> {
             }
             None => {
                 let mut refuse = ErrorResponse::new(Some(
-                    "no supported WAMP subprotocol (offer wamp.2.json or wamp.2.msgpack)".into(),
+                    "no supported WAMP subprotocol (offer wamp.2.json, wamp.2.msgpack or wamp.2.cbor)"
+                        .into(),
                 ));
                 *refuse.status_mut() = StatusCode::BAD_REQUEST;
                 Err(refuse)
@@ -88,6 +102,8 @@ async fn accept(stream: TcpStream, shared: Shared) -> anyhow::Result<()> {
         .ok()
         .and_then(|s| *s)
         .ok_or_else(|| anyhow::anyhow!("handshake finished without a serializer"))?;
-    session::run(ws, serializer, shared).await?;
+    let (sink, stream) = futures_util::StreamExt::split(ws);
+    let tx = transport::Tx::Ws(sink, serializer);
+    session::run(tx, transport::Rx::Ws(stream), serializer, shared).await?;
     Ok(())
 }

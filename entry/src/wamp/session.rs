@@ -1,36 +1,33 @@
-//! One WAMP session: HELLO/WELCOME, then pub/sub through the ordered log and
-//! RPC through the dealer, until GOODBYE, ABORT or a closed socket.
+//! One WAMP session, whatever its transport: HELLO/WELCOME, then pub/sub
+//! through the ordered log ([`super::pubsub`]), RPC through the dealer and the
+//! meta API ([`super::meta`]), until GOODBYE, ABORT or a closed connection.
 
-use super::dealer::{error, ErrorUri};
-use crate::router::{Delivery, SessionId, SubscriptionId, SubscriptionSpec};
+use super::auth::{self, Action, Grant, HelloDecision};
+use super::broker::SessionInfo;
+use super::dealer::{error, CallRequest, ErrorUri};
+use super::transport::{Incoming, Rx, TransportError, Tx};
+use crate::router::{Delivery, SessionId, SubscriptionId};
 use crate::sequencer::PublishError;
 use crate::Shared;
-use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use ordo_common::topic::{self, Filter};
+use futures_util::stream::FuturesOrdered;
+use ordo_common::topic;
 use ordo_common::wamp::{self, code, validate_uri, Dict, Message, Serializer, Value};
 use ordo_common::{Payload, PermanentId, StoredMessage};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-const REPLAY_CHUNK: usize = 512;
 
-type Sink = SplitSink<WebSocketStream<TcpStream>, WsMessage>;
-type Stream = SplitStream<WebSocketStream<TcpStream>>;
 type AckFuture = Pin<Box<dyn Future<Output = (u64, Result<PermanentId, PublishError>)> + Send>>;
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The WebSocket failed.
-    #[error("websocket: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The peer broke the WAMP protocol; it was sent ABORT.
     #[error("protocol violation: {0}")]
     Violation(String),
@@ -39,39 +36,36 @@ pub enum SessionError {
     Replay(String),
 }
 
-/// Serve one WAMP connection.
+/// Serve one WAMP connection over `tx`/`rx` with serializer `ser`.
 pub async fn run(
-    ws: WebSocketStream<TcpStream>,
+    mut tx: Tx,
+    mut rx: Rx,
     ser: Serializer,
     shared: Shared,
 ) -> Result<(), SessionError> {
-    let (mut sink, mut stream) = ws.split();
     let mut stop = shared.shutdown.clone();
     let hello = tokio::select! {
-        h = tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut stream, ser)) => h,
+        h = tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx, &mut tx, ser)) => h,
         _ = stop.changed() => return Ok(()),
     };
-    let realm = match hello {
-        Ok(Ok(Some(Message::Hello { realm, .. }))) if validate_uri(&realm, false) => realm,
+    let (realm, hello_details) = match hello {
+        Ok(Ok(Some(Message::Hello { realm, details }))) if validate_uri(&realm, false) => {
+            (realm, details)
+        }
         Ok(Ok(Some(Message::Hello { .. }))) => {
-            abort(
-                &mut sink,
-                ser,
-                "wamp.error.invalid_uri",
-                "realm is not a valid URI",
-            )
-            .await;
+            let why = "realm is not a valid URI";
+            abort(&mut tx, ser, "wamp.error.invalid_uri", why).await;
             return Ok(());
         }
         Ok(Ok(None)) => return Ok(()),
         Ok(Ok(Some(other))) => {
             let why = format!("expected HELLO, got {}", other.name());
-            abort(&mut sink, ser, "wamp.error.protocol_violation", &why).await;
+            abort(&mut tx, ser, "wamp.error.protocol_violation", &why).await;
             return Err(SessionError::Violation(why));
         }
         Ok(Err(e)) => {
             abort(
-                &mut sink,
+                &mut tx,
                 ser,
                 "wamp.error.protocol_violation",
                 &e.to_string(),
@@ -81,54 +75,201 @@ pub async fn run(
         }
         Err(_) => return Err(SessionError::Violation("no HELLO in time".into())),
     };
+    let Some(grant) = authenticate(&mut tx, &mut rx, ser, &shared, &realm, &hello_details).await?
+    else {
+        return Ok(());
+    };
     let (session_id, deliveries) = shared.router.open_session();
-    let rpc = shared.dealer.join(session_id);
+    // An anonymous session's authid is the one the client announces (not
+    // verified), else the session id.
+    let authid = grant
+        .authid
+        .clone()
+        .unwrap_or_else(|| session_id.to_string());
+    let info = SessionInfo {
+        realm: realm.clone(),
+        authid,
+        authrole: grant.authrole.clone(),
+        authmethod: grant.authmethod.into(),
+        transport: match tx {
+            Tx::Ws(..) => "websocket",
+            Tx::Raw(..) => "rawsocket",
+        },
+        serializer: ser.subprotocol(),
+    };
+    let rpc = shared
+        .dealer
+        .join(session_id, &info, callee_cancels(&hello_details));
+    shared.broker.join(session_id, info.clone());
     let welcome = Message::Welcome {
         session: session_id,
-        details: welcome_details(),
+        details: welcome_details(&info),
     };
     let mut session = Session {
         shared: shared.clone(),
         ser,
         id: session_id,
-        realm,
-        sink,
+        info,
+        grant,
+        tx,
         subscriptions: HashMap::new(),
+        groups: HashMap::new(),
         acks: FuturesOrdered::new(),
     };
     session.feed(&welcome).await?;
-    session.sink.flush().await?;
-    tracing::debug!(session = session_id, realm = %session.realm, "wamp session joined");
+    session.tx.flush().await?;
+    tracing::debug!(session = session_id, realm = %session.info.realm, "wamp session joined");
+    session.announce_join().await;
     let result = session
-        .serve(&mut stream, deliveries, rpc, shared.shutdown.clone())
+        .serve(&mut rx, deliveries, rpc, shared.shutdown.clone())
         .await;
     shared.router.close_session(session_id);
     shared.dealer.leave(session_id);
+    if let Some(info) = shared.broker.leave(session_id) {
+        super::meta::announce_leave(&shared, session_id, &info).await;
+    }
     result
 }
 
-fn welcome_details() -> Dict {
-    let features = |names: &[&str]| {
-        wamp::dict_to_value(
-            names
-                .iter()
-                .map(|n| ((*n).to_owned(), Value::Boolean(true)))
-                .collect(),
+/// Run authentication after HELLO: anonymous, or CHALLENGE / AUTHENTICATE.
+///
+/// Returns `None` when the session was refused (ABORT already sent).
+async fn authenticate(
+    tx: &mut Tx,
+    rx: &mut Rx,
+    ser: Serializer,
+    shared: &Shared,
+    realm: &str,
+    details: &Dict,
+) -> Result<Option<Grant>, SessionError> {
+    let mut nonce = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
+        abort(
+            tx,
+            ser,
+            "wamp.error.system_shutdown",
+            "no randomness for a challenge",
         )
+        .await;
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string();
+    let config = &shared.config;
+    let nonce = wamp::value::base64_encode(&nonce);
+    let decision = auth::on_hello(
+        &config.users,
+        config.allow_anonymous,
+        realm,
+        details,
+        &nonce,
+        &now,
+    );
+    let (method, extra, pending) = match decision {
+        HelloDecision::Welcome(grant) => return Ok(Some(grant)),
+        HelloDecision::Abort(uri) => {
+            abort(tx, ser, uri, "authentication refused").await;
+            return Ok(None);
+        }
+        HelloDecision::Challenge {
+            method,
+            extra,
+            pending,
+        } => (method, extra, pending),
     };
+    let challenge = Message::Challenge {
+        authmethod: method.into(),
+        extra,
+    };
+    tx.feed(wamp::encode(ser, &challenge)).await?;
+    tx.flush().await?;
+    let answer = tokio::time::timeout(HELLO_TIMEOUT, next_message(rx, tx, ser)).await;
+    match answer {
+        Ok(Ok(Some(Message::Authenticate { signature, .. }))) => {
+            match auth::on_authenticate(&pending, &signature) {
+                Some(grant) => Ok(Some(grant)),
+                None => {
+                    let uri = "wamp.error.authentication_failed";
+                    abort(tx, ser, uri, "wrong ticket or signature").await;
+                    Ok(None)
+                }
+            }
+        }
+        Ok(Ok(None)) => Ok(None),
+        Ok(Ok(Some(other))) => {
+            let why = format!("expected AUTHENTICATE, got {}", other.name());
+            abort(tx, ser, "wamp.error.protocol_violation", &why).await;
+            Err(SessionError::Violation(why))
+        }
+        Ok(Err(e)) => {
+            abort(tx, ser, "wamp.error.protocol_violation", &e.to_string()).await;
+            Err(e)
+        }
+        Err(_) => Err(SessionError::Violation("no AUTHENTICATE in time".into())),
+    }
+}
+
+/// Tell whether the HELLO announces `callee.features.call_canceling`.
+fn callee_cancels(details: &Dict) -> bool {
+    let get = |v: Option<&Value>, key: &str| -> Option<Value> {
+        v.and_then(Value::as_map)?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v.clone())
+    };
+    let callee = get(details.get("roles"), "callee");
+    let features = get(callee.as_ref(), "features");
+    matches!(
+        get(features.as_ref(), "call_canceling"),
+        Some(Value::Boolean(true))
+    )
+}
+
+const BROKER_FEATURES: &[&str] = &[
+    "publisher_exclusion",
+    "publisher_identification",
+    "subscriber_blackwhite_listing",
+    "pattern_based_subscription",
+    "event_retention",
+    "event_history",
+    "session_meta_api",
+    "subscription_meta_api",
+];
+
+const DEALER_FEATURES: &[&str] = &[
+    "progressive_call_results",
+    "call_canceling",
+    "call_timeout",
+    "caller_identification",
+    "shared_registration",
+    "pattern_based_registration",
+    "session_meta_api",
+    "registration_meta_api",
+];
+
+fn welcome_details(info: &SessionInfo) -> Dict {
     let role = |names: &[&str]| {
+        let features: Dict = names
+            .iter()
+            .map(|n| ((*n).to_owned(), Value::Boolean(true)))
+            .collect();
         let mut d = Dict::new();
-        d.insert("features".into(), features(names));
+        d.insert("features".into(), wamp::dict_to_value(features));
         wamp::dict_to_value(d)
     };
     let mut roles = Dict::new();
-    roles.insert(
-        "broker".into(),
-        role(&["publisher_exclusion", "pattern_based_subscription"]),
-    );
-    roles.insert("dealer".into(), role(&["progressive_call_results"]));
+    roles.insert("broker".into(), role(BROKER_FEATURES));
+    roles.insert("dealer".into(), role(DEALER_FEATURES));
     let mut details = Dict::new();
     details.insert("roles".into(), wamp::dict_to_value(roles));
+    details.insert("realm".into(), Value::from(info.realm.as_str()));
+    details.insert("authid".into(), Value::from(info.authid.as_str()));
+    details.insert("authrole".into(), Value::from(info.authrole.as_str()));
+    details.insert("authmethod".into(), Value::from(info.authmethod.as_str()));
+    details.insert("authprovider".into(), Value::from("static"));
     details.insert(
         "agent".into(),
         Value::from(concat!("ordo-", env!("CARGO_PKG_VERSION"))),
@@ -136,28 +277,27 @@ fn welcome_details() -> Dict {
     details
 }
 
+/// Read the next WAMP message, answering pings on the way.
 async fn next_message(
-    stream: &mut Stream,
+    rx: &mut Rx,
+    tx: &mut Tx,
     ser: Serializer,
 ) -> Result<Option<Message>, SessionError> {
     loop {
-        let frame = match stream.next().await {
+        match rx.next().await? {
             None => return Ok(None),
-            Some(frame) => frame?,
-        };
-        let bytes = match frame {
-            WsMessage::Text(text) => text.as_bytes().to_vec(),
-            WsMessage::Binary(bytes) => bytes.to_vec(),
-            WsMessage::Close(_) => return Ok(None),
-            _ => continue,
-        };
-        return wamp::decode(ser, &bytes)
-            .map(Some)
-            .map_err(|e| SessionError::Violation(e.to_string()));
+            Some(Incoming::Ping(payload)) => tx.pong(&payload).await?,
+            Some(Incoming::Message(bytes)) => {
+                return wamp::decode(ser, &bytes)
+                    .map(Some)
+                    .map_err(|e| SessionError::Violation(e.to_string()))
+            }
+        }
     }
 }
 
-async fn abort(sink: &mut Sink, ser: Serializer, reason: &str, message: &str) {
+/// Send ABORT and close the connection, ignoring errors.
+async fn abort(tx: &mut Tx, ser: Serializer, reason: &str, message: &str) {
     let mut details = Dict::new();
     details.insert("message".into(), Value::from(message));
     let bytes = wamp::encode(
@@ -167,42 +307,39 @@ async fn abort(sink: &mut Sink, ser: Serializer, reason: &str, message: &str) {
             reason: reason.to_owned(),
         },
     );
-    let _ = sink.send(frame(ser, bytes)).await;
-    let _ = sink.close().await;
+    let _ = tx.feed(bytes).await;
+    tx.close().await;
 }
 
-fn frame(ser: Serializer, bytes: Vec<u8>) -> WsMessage {
-    if ser.is_binary() {
-        WsMessage::Binary(bytes.into())
-    } else {
-        match String::from_utf8(bytes) {
-            Ok(text) => WsMessage::Text(text.into()),
-            Err(e) => WsMessage::Binary(e.into_bytes().into()),
-        }
-    }
-}
-
-struct Session {
-    shared: Shared,
-    ser: Serializer,
-    id: SessionId,
-    realm: String,
-    sink: Sink,
-    /// Subscription id -> whether the subscription is pattern-based (EVENT then names the topic).
-    subscriptions: HashMap<SubscriptionId, bool>,
-    acks: FuturesOrdered<AckFuture>,
+/// A joined session's state; the pub/sub and meta handlers live in sibling modules.
+pub(super) struct Session {
+    pub(super) shared: Shared,
+    pub(super) ser: Serializer,
+    pub(super) id: SessionId,
+    pub(super) info: SessionInfo,
+    pub(super) grant: Grant,
+    pub(super) tx: Tx,
+    /// Router subscription -> (WAMP subscription id, whether pattern-based).
+    pub(super) subscriptions: HashMap<SubscriptionId, (u64, bool)>,
+    /// WAMP subscription id -> this session's router subscription.
+    pub(super) groups: HashMap<u64, SubscriptionId>,
+    pub(super) acks: FuturesOrdered<AckFuture>,
 }
 
 impl Session {
-    async fn feed(&mut self, message: &Message) -> Result<(), SessionError> {
+    pub(super) async fn feed(&mut self, message: &Message) -> Result<(), SessionError> {
         let bytes = wamp::encode(self.ser, message);
-        self.sink.feed(frame(self.ser, bytes)).await?;
+        self.tx.feed(bytes).await?;
         Ok(())
+    }
+
+    pub(super) async fn abort(&mut self, reason: &str, why: &str) {
+        abort(&mut self.tx, self.ser, reason, why).await;
     }
 
     async fn serve(
         &mut self,
-        stream: &mut Stream,
+        rx: &mut Rx,
         mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
         mut rpc: tokio::sync::mpsc::UnboundedReceiver<Message>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -212,39 +349,44 @@ impl Session {
                 _ = shutdown.changed() => {
                     let bye = Message::Goodbye { details: Dict::new(), reason: "wamp.close.system_shutdown".into() };
                     self.feed(&bye).await?;
-                    self.sink.flush().await?;
+                    self.tx.flush().await?;
                     return Ok(());
                 }
-                frame = stream.next() => {
-                    let bytes = match frame {
-                        None => return Ok(()),
-                        Some(Err(e @ tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                            // An oversized frame: say why before closing.
-                            abort(&mut self.sink, self.ser, "wamp.error.protocol_violation", &e.to_string()).await;
+                incoming = rx.next() => {
+                    let bytes = match incoming {
+                        Ok(None) => return Ok(()),
+                        Ok(Some(Incoming::Ping(payload))) => {
+                            self.tx.pong(&payload).await?;
+                            continue;
+                        }
+                        Ok(Some(Incoming::Message(bytes))) => bytes,
+                        Err(e @ (TransportError::TooLarge(_) | TransportError::Framing(_))) => {
+                            // Say why before closing.
+                            self.abort("wamp.error.protocol_violation", &e.to_string()).await;
                             return Err(e.into());
                         }
-                        Some(frame) => match frame? {
-                            WsMessage::Text(text) => text.as_bytes().to_vec(),
-                            WsMessage::Binary(bytes) => bytes.to_vec(),
-                            WsMessage::Close(_) => return Ok(()),
-                            _ => continue,
-                        },
+                        Err(e) => return Err(e.into()),
                     };
                     match wamp::decode(self.ser, &bytes) {
                         Ok(message) => {
                             if !self.handle(message).await? {
-                                self.sink.flush().await?;
+                                self.tx.flush().await?;
                                 return Ok(());
                             }
                         }
                         Err(e) => match e.request_info() {
                             Some((request_type, request)) => {
                                 tracing::info!(session = self.id, error = %e, "invalid WAMP request");
-                                let reply = error(request_type, request, "wamp.error.invalid_argument");
-                                self.feed(&reply).await?;
+                                let uri = match e {
+                                    wamp::DecodeError::InvalidUri { .. } => "wamp.error.invalid_uri",
+                                    _ => "wamp.error.invalid_argument",
+                                };
+                                // Its options could not be read, so even a PUBLISH
+                                // without `acknowledge` is answered.
+                                self.feed(&error(request_type, request, uri)).await?;
                             }
                             None => {
-                                abort(&mut self.sink, self.ser, "wamp.error.protocol_violation", &e.to_string()).await;
+                                self.abort("wamp.error.protocol_violation", &e.to_string()).await;
                                 return Err(SessionError::Violation(e.to_string()));
                             }
                         },
@@ -252,13 +394,13 @@ impl Session {
                 }
                 delivery = deliveries.recv() => match delivery {
                     Some(d) => {
-                        self.send_event(&d).await?;
+                        self.send_event(&d, false).await?;
                         while let Ok(d) = deliveries.try_recv() {
-                            self.send_event(&d).await?;
+                            self.send_event(&d, false).await?;
                         }
                     }
                     None => {
-                        abort(&mut self.sink, self.ser, "wamp.close.system_shutdown", "subscriber too slow: delivery queue overflowed").await;
+                        self.abort("wamp.close.system_shutdown", "subscriber too slow: delivery queue overflowed").await;
                         return Err(SessionError::Violation("delivery queue overflowed".into()));
                     }
                 },
@@ -274,34 +416,63 @@ impl Session {
                     self.feed(&reply).await?;
                 }
             }
-            self.sink.flush().await?;
+            self.tx.flush().await?;
         }
     }
 
-    async fn send_event(&mut self, d: &Delivery) -> Result<(), SessionError> {
-        let (args, kwargs) = d.message.payload.to_wamp_args();
-        for (sub, _) in &d.matches {
-            let mut details = Dict::new();
-            if self.subscriptions.get(sub).copied().unwrap_or(false) {
-                details.insert(
-                    "topic".into(),
-                    Value::from(topic::to_wamp_uri(&d.message.topic)),
-                );
-            }
-            let event = Message::Event {
-                subscription: *sub,
-                publication: d.id.0,
-                details,
-                args: args.clone(),
-                kwargs: kwargs.clone(),
-            };
-            self.feed(&event).await?;
+    /// Tell whether the session may do `action` on `uri`; answer
+    /// `wamp.error.not_authorized` if not (a PUBLISH only when acknowledged).
+    async fn permitted(
+        &mut self,
+        action: Action,
+        request_type: u64,
+        request: u64,
+        uri: &str,
+        answer: bool,
+    ) -> Result<bool, SessionError> {
+        if self.grant.allows(&self.info.realm, uri, action) {
+            return Ok(true);
         }
-        Ok(())
+        if answer {
+            let reply = error(request_type, request, "wamp.error.not_authorized");
+            self.feed(&reply).await?;
+        }
+        Ok(false)
+    }
+
+    /// Check the permission a request needs; `false` if refused (and answered).
+    async fn authorize(&mut self, message: &Message) -> Result<bool, SessionError> {
+        let (action, request_type, request, uri, answer) = match message {
+            Message::Publish {
+                request,
+                options,
+                topic,
+                ..
+            } => {
+                let ack = matches!(options.get("acknowledge"), Some(Value::Boolean(true)));
+                (Action::Publish, code::PUBLISH, *request, topic, ack)
+            }
+            Message::Subscribe { request, topic, .. } => {
+                (Action::Subscribe, code::SUBSCRIBE, *request, topic, true)
+            }
+            Message::Call {
+                request, procedure, ..
+            } => (Action::Call, code::CALL, *request, procedure, true),
+            Message::Register {
+                request, procedure, ..
+            } => (Action::Register, code::REGISTER, *request, procedure, true),
+            _ => return Ok(true),
+        };
+        let uri = uri.clone();
+        self.permitted(action, request_type, request, &uri, answer)
+            .await
     }
 
     /// Handle one client message; return `false` when the session ends.
     async fn handle(&mut self, message: Message) -> Result<bool, SessionError> {
+        if !self.authorize(&message).await? {
+            return Ok(true);
+        }
         match message {
             Message::Publish {
                 request,
@@ -318,40 +489,23 @@ impl Session {
             Message::Unsubscribe {
                 request,
                 subscription,
-            } => {
-                let reply = if self.subscriptions.remove(&subscription).is_some()
-                    && self.shared.router.unsubscribe(self.id, subscription)
-                {
-                    Message::Unsubscribed {
-                        request,
-                        details: Dict::new(),
-                    }
-                } else {
-                    error(
-                        code::UNSUBSCRIBE,
-                        request,
-                        "wamp.error.no_such_subscription",
-                    )
-                };
-                self.feed(&reply).await?;
-            }
+            } => self.unsubscribe(request, subscription).await?,
             Message::Register {
-                request, procedure, ..
+                request,
+                options,
+                procedure,
             } => {
-                let reply = if !validate_uri(&procedure, false) {
-                    error(code::REGISTER, request, "wamp.error.invalid_uri")
-                } else {
-                    match self
-                        .shared
-                        .dealer
-                        .register(self.id, &self.realm, &procedure)
-                    {
-                        Ok(registration) => Message::Registered {
-                            request,
-                            registration,
-                        },
-                        Err(uri) => error(code::REGISTER, request, uri),
-                    }
+                let reply = match self.shared.dealer.register(
+                    self.id,
+                    &self.info.realm,
+                    &procedure,
+                    &options,
+                ) {
+                    Ok(registration) => Message::Registered {
+                        request,
+                        registration,
+                    },
+                    Err(uri) => error(code::REGISTER, request, uri),
                 };
                 self.feed(&reply).await?;
             }
@@ -370,21 +524,43 @@ impl Session {
             }
             Message::Call {
                 request,
+                options,
                 procedure,
                 args,
                 kwargs,
-                ..
             } => {
-                let result: Result<(), ErrorUri> = if validate_uri(&procedure, false) {
-                    self.shared
-                        .dealer
-                        .call(self.id, &self.realm, request, &procedure, args, kwargs)
-                } else {
-                    Err("wamp.error.invalid_uri")
-                };
-                if let Err(uri) = result {
-                    self.feed(&error(code::CALL, request, uri)).await?;
+                if self.meta_call(request, &procedure, &args, &kwargs).await? {
+                    return Ok(true);
                 }
+                let call = CallRequest {
+                    caller: self.id,
+                    realm: &self.info.realm,
+                    request,
+                    procedure: &procedure,
+                    options: &options,
+                    args,
+                    kwargs,
+                };
+                let result: Result<Option<(u64, u64)>, ErrorUri> =
+                    if validate_uri(&procedure, false) {
+                        self.shared.dealer.call(call)
+                    } else {
+                        Err("wamp.error.invalid_uri")
+                    };
+                match result {
+                    Err(uri) => self.feed(&error(code::CALL, request, uri)).await?,
+                    Ok(Some((invocation, timeout_ms))) => {
+                        let dealer = self.shared.dealer.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
+                            dealer.timeout(invocation);
+                        });
+                    }
+                    Ok(None) => {}
+                }
+            }
+            Message::Cancel { request, options } => {
+                self.shared.dealer.cancel(self.id, request, &options)
             }
             Message::Yield {
                 request,
@@ -414,172 +590,37 @@ impl Session {
                 self.feed(&bye).await?;
                 return Ok(false);
             }
-            // Call cancelling arrives with the advanced profile.
-            Message::Cancel { .. } => {}
             other => {
                 let why = format!("unexpected {} from a client", other.name());
-                abort(
-                    &mut self.sink,
-                    self.ser,
-                    "wamp.error.protocol_violation",
-                    &why,
-                )
-                .await;
+                self.abort("wamp.error.protocol_violation", &why).await;
                 return Err(SessionError::Violation(why));
             }
         }
         Ok(true)
     }
 
-    async fn publish(
-        &mut self,
-        request: u64,
-        options: Dict,
-        uri: String,
-        args: Vec<Value>,
-        kwargs: Dict,
-    ) -> Result<(), SessionError> {
-        let acknowledge = matches!(options.get("acknowledge"), Some(Value::Boolean(true)));
-        if !validate_uri(&uri, false) {
-            if acknowledge {
-                self.feed(&error(code::PUBLISH, request, "wamp.error.invalid_uri"))
-                    .await?;
-            }
-            return Ok(());
-        }
-        let exclude_me = !matches!(options.get("exclude_me"), Some(Value::Boolean(false)));
-        let retain = matches!(options.get("retain"), Some(Value::Boolean(true)));
-        let message = StoredMessage {
-            realm: self.realm.clone(),
-            topic: topic::from_wamp_uri(&uri),
-            payload: Payload::Wamp { args, kwargs },
-            qos: 1,
-            retain,
-            publisher: self.id,
-            exclude_publisher: exclude_me,
-            mqtt: None,
-        };
-        match self.shared.sequencer.publish(message, acknowledge).await {
-            Ok(Some(rx)) => self.acks.push_back(Box::pin(async move {
-                (request, rx.await.unwrap_or(Err(PublishError::Stopped)))
-            })),
-            Ok(None) => {}
-            Err(e) => {
-                if acknowledge {
-                    tracing::error!(error = %e, "publish refused");
-                    self.feed(&error(code::PUBLISH, request, "wamp.error.storage_failed"))
-                        .await?;
-                }
-            }
-        }
-        Ok(())
+    /// Publish a router-made event (meta events) into the ordered log, unacknowledged.
+    pub(super) async fn announce_join(&mut self) {
+        let args = vec![wamp::dict_to_value(self.info.to_dict(self.id))];
+        super::meta::publish_meta(&self.shared, &self.info.realm, "wamp.session.on_join", args)
+            .await;
     }
+}
 
-    async fn subscribe(
-        &mut self,
-        request: u64,
-        options: Dict,
-        uri: String,
-    ) -> Result<(), SessionError> {
-        let policy = match options.get("match") {
-            None => "exact",
-            Some(v) => v.as_str().unwrap_or("?"),
-        };
-        let filter = match Filter::wamp(&uri, policy) {
-            Some(f)
-                if validate_uri(&uri, policy == "wildcard")
-                    || (policy == "prefix" && !uri.is_empty()) =>
-            {
-                f
-            }
-            Some(_) => {
-                return self
-                    .feed(&error(code::SUBSCRIBE, request, "wamp.error.invalid_uri"))
-                    .await
-            }
-            None => {
-                return self
-                    .feed(&error(
-                        code::SUBSCRIBE,
-                        request,
-                        "wamp.error.invalid_argument",
-                    ))
-                    .await
-            }
-        };
-        let after = match options.get("after") {
-            None => None,
-            Some(v) => match v.as_u64() {
-                Some(n) => Some(PermanentId(n)),
-                None => {
-                    return self
-                        .feed(&error(
-                            code::SUBSCRIBE,
-                            request,
-                            "wamp.error.invalid_argument",
-                        ))
-                        .await
-                }
-            },
-        };
-        let spec = SubscriptionSpec {
-            realm: self.realm.clone(),
-            filter: filter.clone(),
-            qos: 0,
-            exclude_own: false,
-        };
-        let subscribed = self.shared.router.subscribe(self.id, vec![spec]);
-        let Some(&sub) = subscribed.ids.first() else {
-            return Ok(());
-        };
-        self.subscriptions.insert(sub, policy != "exact");
-        self.feed(&Message::Subscribed {
-            request,
-            subscription: sub,
-        })
-        .await?;
-        if let Some(after) = after {
-            self.replay(sub, &filter, after, subscribed.last_dispatched)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Send stored events in `(after, upto]` matching the filter; live ones follow from the queue.
-    async fn replay(
-        &mut self,
-        sub: SubscriptionId,
-        filter: &Filter,
-        mut after: PermanentId,
-        upto: PermanentId,
-    ) -> Result<(), SessionError> {
-        while after < upto {
-            let store = self.shared.store.clone();
-            let chunk =
-                tokio::task::spawn_blocking(move || store.read_range(after, upto, REPLAY_CHUNK))
-                    .await
-                    .map_err(|e| SessionError::Replay(e.to_string()))?
-                    .map_err(|e| SessionError::Replay(e.to_string()))?;
-            let Some(&(last, _)) = chunk.last() else {
-                break;
-            };
-            for (id, message) in chunk {
-                if message.realm != self.realm
-                    || !filter.matches(&message.topic)
-                    || (message.exclude_publisher && message.publisher == self.id)
-                {
-                    continue;
-                }
-                let delivery = Delivery {
-                    id,
-                    message: std::sync::Arc::new(message),
-                    matches: vec![(sub, 0)],
-                };
-                self.send_event(&delivery).await?;
-            }
-            self.sink.flush().await?;
-            after = last;
-        }
-        Ok(())
+/// Build the stored message of a router-made WAMP event.
+pub(super) fn meta_message(realm: &str, uri: &str, args: Vec<Value>) -> StoredMessage {
+    StoredMessage {
+        realm: realm.to_owned(),
+        topic: topic::from_wamp_uri(uri),
+        payload: Payload::Wamp {
+            args,
+            kwargs: Dict::new(),
+        },
+        qos: 0,
+        retain: false,
+        publisher: 0,
+        exclude_publisher: false,
+        mqtt: None,
+        wamp: None,
     }
 }

@@ -1,0 +1,217 @@
+//! WAMP ticket and WAMP-CRA authentication and per-prefix permissions from
+//! the `users` section of the configuration.
+
+use anyhow::{bail, ensure};
+use ordo_common::wamp::{code, Dict, Message, Serializer, Value};
+use ordo_entry::wamp::auth::{cra_signature, Permission, User};
+use ordo_tests::wamp_client::{dict, WampClient, REALM};
+use ordo_tests::TestNode;
+use std::time::Duration;
+
+type Result = anyhow::Result<()>;
+
+fn users() -> Vec<User> {
+    vec![User {
+        authid: "alice".into(),
+        role: "writer".into(),
+        ticket: Some("t0k".into()),
+        secret: Some("s3cret".into()),
+        permissions: vec![
+            Permission {
+                realm: REALM.into(),
+                prefix: "com.".into(),
+                publish: true,
+                subscribe: true,
+                call: true,
+                register: true,
+            },
+            Permission {
+                realm: REALM.into(),
+                prefix: "com.ro.".into(),
+                subscribe: true,
+                ..Permission::default()
+            },
+        ],
+    }]
+}
+
+async fn start(allow_anonymous: bool) -> anyhow::Result<TestNode> {
+    TestNode::start_with(|c| {
+        c.users = users();
+        c.allow_anonymous = allow_anonymous;
+    })
+    .await
+}
+
+/// HELLO as `authid` offering `method`; answer the CHALLENGE with `answer(extra)`.
+/// Returns the joined client, or the ABORT reason.
+async fn login(
+    node: &TestNode,
+    raw: bool,
+    authid: &str,
+    method: &str,
+    answer: impl Fn(&Dict) -> String,
+) -> anyhow::Result<std::result::Result<WampClient, String>> {
+    let mut c = if raw {
+        WampClient::unjoined_rawsocket(node.wamp_rawsocket, Serializer::Cbor).await?
+    } else {
+        WampClient::unjoined(node.wamp, Serializer::Json).await?
+    };
+    let details = dict([
+        ("authid", Value::from(authid)),
+        ("authmethods", Value::Array(vec![Value::from(method)])),
+        (
+            "roles",
+            Value::Map(vec![(Value::from("caller"), Value::Map(vec![]))]),
+        ),
+    ]);
+    c.send(&Message::Hello {
+        realm: REALM.into(),
+        details,
+    })
+    .await?;
+    loop {
+        match c.recv().await? {
+            Message::Challenge { authmethod, extra } => {
+                ensure!(authmethod == method, "challenge for {authmethod}");
+                c.send(&Message::Authenticate {
+                    signature: answer(&extra),
+                    extra: Dict::new(),
+                })
+                .await?;
+            }
+            Message::Welcome { session, details } => {
+                ensure!(details.get("authid") == Some(&Value::from(authid)));
+                ensure!(details.get("authrole") == Some(&Value::from("writer")));
+                ensure!(details.get("authmethod") == Some(&Value::from(method)));
+                c.session = session;
+                return Ok(Ok(c));
+            }
+            Message::Abort { reason, .. } => return Ok(Err(reason)),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn cra(extra: &Dict) -> String {
+    let challenge = extra.get("challenge").and_then(Value::as_str).unwrap_or("");
+    cra_signature("s3cret", challenge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_and_wampcra_authenticate_and_wrong_secrets_abort() -> Result {
+    let node = start(true).await?;
+    for raw in [false, true] {
+        let ok = login(&node, raw, "alice", "ticket", |_| "t0k".into()).await?;
+        ensure!(ok.is_ok(), "{:?}", ok.err());
+        let bad = login(&node, raw, "alice", "ticket", |_| "nope".into()).await?;
+        assert_eq!(
+            bad.err().as_deref(),
+            Some("wamp.error.authentication_failed")
+        );
+        let ok = login(&node, raw, "alice", "wampcra", cra).await?;
+        ensure!(ok.is_ok(), "{:?}", ok.err());
+        let bad = login(&node, raw, "alice", "wampcra", |e| {
+            cra_signature(
+                "guess",
+                e.get("challenge").and_then(Value::as_str).unwrap_or(""),
+            )
+        })
+        .await?;
+        assert_eq!(
+            bad.err().as_deref(),
+            Some("wamp.error.authentication_failed")
+        );
+        let unknown = login(&node, raw, "mallory", "ticket", |_| "t0k".into()).await?;
+        assert_eq!(
+            unknown.err().as_deref(),
+            Some("wamp.error.authentication_failed")
+        );
+    }
+    // Anonymous is allowed on this node.
+    WampClient::join(node.wamp, Serializer::Json, REALM).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_follow_the_longest_prefix_and_anonymous_can_be_off() -> Result {
+    let node = start(false).await?;
+    let mut anon = WampClient::unjoined(node.wamp, Serializer::Json).await?;
+    anon.send(&Message::Hello {
+        realm: REALM.into(),
+        details: Dict::new(),
+    })
+    .await?;
+    let seen = anon.expect_closed(Duration::from_secs(5)).await?;
+    ensure!(
+        matches!(seen.last(), Some(Message::Abort { reason, .. }) if reason == "wamp.error.no_auth_method"),
+        "{seen:?}"
+    );
+    let Ok(mut alice) = login(&node, false, "alice", "ticket", |_| "t0k".into()).await? else {
+        bail!("login failed");
+    };
+    alice.subscribe("com.ro.feed", Dict::new()).await?;
+    alice
+        .publish_acked("com.rw.x", vec![Value::from(1)])
+        .await?;
+    let denied = [
+        (
+            Message::Publish {
+                request: 901,
+                options: dict([("acknowledge", Value::Boolean(true))]),
+                topic: "com.ro.feed".into(),
+                args: vec![],
+                kwargs: Dict::new(),
+            },
+            code::PUBLISH,
+        ),
+        (
+            Message::Subscribe {
+                request: 902,
+                options: Dict::new(),
+                topic: "org.other".into(),
+            },
+            code::SUBSCRIBE,
+        ),
+        (
+            Message::Register {
+                request: 903,
+                options: Dict::new(),
+                procedure: "com.ro.proc".into(),
+            },
+            code::REGISTER,
+        ),
+        (
+            Message::Call {
+                request: 904,
+                options: Dict::new(),
+                procedure: "wamp.session.count".into(),
+                args: vec![],
+                kwargs: Dict::new(),
+            },
+            code::CALL,
+        ),
+    ];
+    for (message, request_type) in denied {
+        alice.send(&message).await?;
+        let request = match &message {
+            Message::Publish { request, .. }
+            | Message::Subscribe { request, .. }
+            | Message::Register { request, .. }
+            | Message::Call { request, .. } => *request,
+            other => bail!("not a request: {other:?}"),
+        };
+        let reply = alice
+            .recv_matching(|m| matches!(m, Message::Error { request: r, .. } if *r == request))
+            .await?;
+        ensure!(
+            matches!(&reply, Message::Error { error, request_type: t, .. } if error == "wamp.error.not_authorized" && *t == request_type),
+            "{reply:?}"
+        );
+    }
+    // Still joined and allowed where permitted.
+    alice.publish_acked("com.rw.y", vec![]).await?;
+    node.shutdown().await;
+    Ok(())
+}
