@@ -31,6 +31,11 @@ cargo clippy --release --workspace --all-targets --locked -- -D warnings
 step "rust tests"
 cargo test --release --workspace --locked
 
+step "loom (the router's replay seam)"
+# Its own target dir: RUSTFLAGS changes would otherwise rebuild the main one.
+RUSTFLAGS="--cfg ordo_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR}-loom" \
+    cargo test --release --locked -p ordo-router --test loom
+
 step "fuzz (${ORDO_FUZZ_SECONDS:-15} s per target)"
 scripts/fuzz.sh "${ORDO_FUZZ_SECONDS:-15}"
 

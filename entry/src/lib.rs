@@ -18,7 +18,7 @@ pub mod cluster;
 mod cluster_shell;
 pub mod config;
 pub mod mqtt;
-pub mod router;
+pub use ordo_router as router;
 pub mod sequencer;
 pub mod wamp;
 

@@ -11,11 +11,20 @@
 //! receives messages in id order. `last_dispatched` is read under the same lock
 //! as a new subscription is added, which gives replay its seam: ids up to it are
 //! on disk, ids above it arrive live.
+//!
+//! It is its own crate so that a loom test (`tests/loom.rs`, built with
+//! `RUSTFLAGS="--cfg ordo_loom"`) can explore that seam without building the
+//! rest of the entry (RocksDB).
+#![warn(missing_docs)]
 
+#[cfg(ordo_loom)]
+use loom::sync::{Mutex, MutexGuard};
 use ordo_common::topic::Filter;
 use ordo_common::{PermanentId, StoredMessage};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+#[cfg(not(ordo_loom))]
+use std::sync::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 /// Identifies a client session on this entry (also its WAMP session id).
