@@ -26,7 +26,7 @@ use bytes::Bytes;
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::{Action, Msg, NodeId};
 use ordo_common::quic::metrics::Metrics;
-use ordo_common::quic::node::Clock;
+use ordo_common::quic::node::{Clock, Every};
 use ordo_common::quic::{load_identity, Mesh};
 use ordo_common::{PermanentId, StoredMessage};
 use ordo_ndb::{CommitBatch, Store};
@@ -113,6 +113,8 @@ pub(crate) fn start(
             ),
         },
         metrics,
+        heartbeat: Every::new(std::time::Duration::from_secs(10)),
+        acks_since: (0, 0),
     };
     let task = tokio::spawn(shell.run(rx, inbox, shutdown));
     Ok(Shell {
@@ -134,6 +136,9 @@ struct ShellTask {
     limit: usize,
     gauges: Gauges,
     metrics: Metrics,
+    heartbeat: Every,
+    /// Acks and their total latency since the last heartbeat.
+    acks_since: (u64, u64),
 }
 
 struct Gauges {
@@ -228,9 +233,7 @@ impl ShellTask {
                     .inspect_err(|_| {
                         self.metrics.storage_errors.inc();
                     })?;
-                    self.metrics
-                        .persist_seconds
-                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.observe_persist(started.elapsed());
                 }
                 Action::Send { to, msg } => self.mesh.send(to, msg),
                 Action::Deliver { id, body } => match rmp_serde::from_slice(&body) {
@@ -239,9 +242,10 @@ impl ShellTask {
                 },
                 Action::Ack { seq, id, .. } => {
                     if let Some((reply, accepted)) = self.replies.remove(&seq) {
-                        self.gauges
-                            .ack_seconds
-                            .observe(accepted.elapsed().as_secs_f64());
+                        let took = accepted.elapsed();
+                        self.gauges.ack_seconds.observe(took.as_secs_f64());
+                        self.acks_since.0 += 1;
+                        self.acks_since.1 += took.as_micros() as u64;
                         let _ = reply.send(Ok(id));
                     }
                 }
@@ -267,6 +271,18 @@ impl ShellTask {
         g.lag
             .set(self.core.known_tip().0.saturating_sub(next.0) as i64);
         self.metrics.observe_mesh(&self.mesh);
+        if self.heartbeat.due() {
+            let (acks, micros) = std::mem::take(&mut self.acks_since);
+            let mean_ack_ms = if acks == 0 {
+                0.0
+            } else {
+                micros as f64 / acks as f64 / 1000.0
+            };
+            tracing::info!(me = %self.mesh.me(), revision = next.0.saturating_sub(1),
+                unacked = self.core.unacked(), acks, mean_ack_ms = format!("{mean_ack_ms:.2}"),
+                dropped = self.mesh.stats().dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "heartbeat");
+        }
         Ok(())
     }
 }

@@ -152,9 +152,7 @@ fn run_sequencer(
         let started = std::time::Instant::now();
         match commit_segment(&store, &mut cores, messages) {
             Ok(messages) => {
-                metrics
-                    .persist_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                metrics.observe_persist(started.elapsed());
                 if done.send(Committed { messages, replies }).is_err() {
                     return;
                 }

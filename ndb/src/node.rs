@@ -72,6 +72,8 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
     );
     let temp = metrics.gauge("temp_segments", "Segments held in temporary history");
     let mut heartbeat = Every::new(Duration::from_secs(10));
+    let mut last_totals = metrics.totals();
+    let beat_metrics = metrics.clone();
     serve(
         &opts.spec,
         me,
@@ -87,8 +89,11 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
                 lag.set(node.known_end().0.saturating_sub(disk.next.0) as i64);
                 temp.set(disk.temp.len() as i64);
                 if heartbeat.due() {
+                let totals = beat_metrics.totals();
+                let (mean_commit_ms, errors) = totals.since(&last_totals);
+                last_totals = totals;
                     tracing::info!(%me, revision = disk.next.0.saturating_sub(1),
-                    temp_segments = disk.temp.len(), "heartbeat");
+                    temp_segments = disk.temp.len(), mean_commit_ms = format!("{mean_commit_ms:.2}"), errors, "heartbeat");
                 }
             },
         },

@@ -70,6 +70,8 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
     let next_id = metrics.gauge("next_id", "Next permanent id the applied log assigns");
     let log_len = metrics.gauge("log_entries", "Entries in the replicated log");
     let mut heartbeat = Every::new(Duration::from_secs(10));
+    let mut last_totals = metrics.totals();
+    let beat_metrics = metrics.clone();
     let mut leader = false;
     serve(
         &opts.spec,
@@ -91,9 +93,12 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
                 tracing::info!(%me, term = node.term(), leader, "role changed");
             }
             if heartbeat.due() {
+                let totals = beat_metrics.totals();
+                let (mean_commit_ms, errors) = totals.since(&last_totals);
+                last_totals = totals;
                 tracing::info!(%me, term = node.term(), leader = node.is_leader(),
                     commit = node.commit_index(), revision = node.machine().next_id().0.saturating_sub(1),
-                    "heartbeat");
+                    mean_commit_ms = format!("{mean_commit_ms:.2}"), errors, "heartbeat");
             }
         },
         },

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -27,6 +27,8 @@ pub struct Metrics {
     mesh_dropped: Gauge,
     mesh_received: Gauge,
     mesh_connects: Gauge,
+    /// (commits, total microseconds), for the heartbeat's mean response time.
+    persist_totals: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -51,6 +53,7 @@ impl Metrics {
             mesh_dropped: Gauge::default(),
             mesh_received: Gauge::default(),
             mesh_connects: Gauge::default(),
+            persist_totals: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
         };
         registry.register(
             "persist_seconds",
@@ -81,6 +84,24 @@ impl Metrics {
             *r = registry;
         }
         m
+    }
+
+    /// Record one durable commit and how long it took.
+    pub fn observe_persist(&self, took: std::time::Duration) {
+        self.persist_seconds.observe(took.as_secs_f64());
+        self.persist_totals.0.fetch_add(1, Ordering::Relaxed);
+        self.persist_totals
+            .1
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Return (commits, microseconds spent in them, storage errors, dropped mesh messages) so far.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            commits: self.persist_totals.0.load(Ordering::Relaxed),
+            commit_micros: self.persist_totals.1.load(Ordering::Relaxed),
+            errors: self.storage_errors.get() + self.mesh_dropped.get().max(0) as u64,
+        }
     }
 
     /// Register a role-specific gauge.
@@ -163,5 +184,30 @@ impl Metrics {
         });
         tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
         Ok(bound)
+    }
+}
+
+/// Running totals behind a heartbeat line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Durable commits.
+    pub commits: u64,
+    /// Microseconds spent in them.
+    pub commit_micros: u64,
+    /// Storage errors plus messages to peers dropped.
+    pub errors: u64,
+}
+
+impl Totals {
+    /// Return the mean commit time in milliseconds and the errors since `earlier`.
+    pub fn since(&self, earlier: &Totals) -> (f64, u64) {
+        let commits = self.commits.saturating_sub(earlier.commits);
+        let micros = self.commit_micros.saturating_sub(earlier.commit_micros);
+        let mean_ms = if commits == 0 {
+            0.0
+        } else {
+            micros as f64 / commits as f64 / 1000.0
+        };
+        (mean_ms, self.errors.saturating_sub(earlier.errors))
     }
 }

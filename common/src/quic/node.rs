@@ -176,9 +176,7 @@ where
                 metrics.storage_errors.inc();
                 NodeError::Storage(e.to_string())
             })?;
-        metrics
-            .persist_seconds
-            .observe(started.elapsed().as_secs_f64());
+        metrics.observe_persist(started.elapsed());
     }
     for action in gated {
         if let Action::Send { to, msg } = action {
