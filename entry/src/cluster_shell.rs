@@ -51,16 +51,16 @@ pub(crate) struct Shell {
     pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
-/// Join the cluster described by `spec` as entry `owner`, delivering into `router`.
+/// Join the cluster described by `spec` as entry `config.owner`, delivering into `router`.
 pub(crate) fn start(
     store: Store,
     router: Arc<Router>,
     spec: &ClusterSpec,
-    owner: u64,
-    max_batch: usize,
+    config: &crate::Config,
     shutdown: watch::Receiver<bool>,
     metrics: Metrics,
 ) -> anyhow::Result<Shell> {
+    let (owner, max_batch) = (config.owner, config.max_batch);
     let me = NodeId::Entry(owner);
     let addr = spec
         .addr_of(me)
@@ -78,6 +78,7 @@ pub(crate) fn start(
         .unwrap_or(1);
     let mut cfg = EntryConfig::new(owner, spec.ndb_ids(), spec.sync_ids());
     cfg.max_segment = max_batch;
+    cfg.window = config.cluster_segments_in_flight.max(1);
     cfg.deliver_from = store.last_id()?.next();
     let clock = Clock::start();
     let core = EntryCore::recover(

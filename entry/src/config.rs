@@ -41,6 +41,10 @@ pub struct Config {
     /// Session Expiry Interval (seconds) of an MQTT 5 CONNECT that carries none; the
     /// specification's default is 0 (the session ends with the connection).
     pub mqtt_default_session_expiry: u32,
+    /// In a cluster: segments this entry keeps in flight (begun, not yet resolved). Fewer means
+    /// larger segments and more throughput on 2 cores, more means a slow fsync stalls less
+    /// (docs/performance.md).
+    pub cluster_segments_in_flight: usize,
     /// Cluster file: when set, join that cluster as entry `owner` instead of running standalone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<PathBuf>,
@@ -71,6 +75,7 @@ impl Default for Config {
             mqtt_deny_subscribe: Vec::new(),
             mqtt_ordo_id: true,
             mqtt_default_session_expiry: 0,
+            cluster_segments_in_flight: 4,
             cluster: None,
             metrics: None,
             allow_anonymous: true,

@@ -167,8 +167,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 store.clone(),
                 router.clone(),
                 &spec,
-                config.owner,
-                config.max_batch,
+                &config,
                 shutdown_rx.clone(),
                 metrics,
             )?;
