@@ -12,6 +12,7 @@ pub mod mqtt;
 pub mod proto;
 #[cfg(feature = "quic")]
 pub mod quic;
+pub mod record;
 pub mod topic;
 pub mod wamp;
 

@@ -48,7 +48,6 @@ const CF_TEMP_SEG: &str = "temp_seg";
 const CF_TEMP_BODY: &str = "temp_body";
 const CF_PERM: &str = "perm";
 const CF_APPLIED: &str = "applied";
-const VALUE_VERSION: u8 = 1;
 
 /// Durable store of one cluster ndb; cheap to clone (clones share the database).
 #[derive(Clone)]
@@ -405,21 +404,11 @@ fn decode_body_key(key: &[u8]) -> Result<(u64, u64, u32), StoreError> {
 }
 
 fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
-    // Encoding a plain struct into a Vec cannot fail.
-    #[allow(clippy::expect_used)]
-    rmp_serde::encode::write(&mut out, value).expect("encode value");
-    out
+    ordo_common::record::encode(value)
 }
 
 fn decode_value<T: DeserializeOwned>(value: &[u8], key: &[u8]) -> Result<T, StoreError> {
-    match value.split_first() {
-        Some((&VALUE_VERSION, body)) => {
-            rmp_serde::from_slice(body).map_err(|e| corrupt(key, e.to_string()))
-        }
-        Some((v, _)) => Err(corrupt(key, format!("unknown value version {v}"))),
-        None => Err(corrupt(key, "empty value")),
-    }
+    ordo_common::record::decode(value).map_err(|e| corrupt(key, e.to_string()))
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use std::sync::Arc;
 const CF_PERM: &str = "perm";
 const CF_RETAINED: &str = "retained";
 const CF_META: &str = "meta";
-const RECORD_VERSION: u8 = 1;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -215,25 +214,14 @@ fn decode_key(key: &[u8]) -> Result<u64, StoreError> {
 }
 
 fn encode_record(message: &StoredMessage) -> Vec<u8> {
-    let mut out = vec![RECORD_VERSION];
-    // Encoding a plain struct into a Vec cannot fail.
-    #[allow(clippy::expect_used)]
-    rmp_serde::encode::write(&mut out, message).expect("encode stored message");
-    out
+    ordo_common::record::encode(message)
 }
 
 fn decode_record(id: u64, value: &[u8]) -> Result<StoredMessage, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
+    ordo_common::record::decode(value).map_err(|e| StoreError::Corrupt {
         key: id.to_string(),
-        reason,
-    };
-    match value.split_first() {
-        Some((&RECORD_VERSION, body)) => {
-            rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string()))
-        }
-        Some((v, _)) => Err(corrupt(format!("unknown record version {v}"))),
-        None => Err(corrupt("empty record".into())),
-    }
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

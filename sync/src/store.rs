@@ -36,7 +36,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 const CF_HARD: &str = "hard";
 const CF_LOG: &str = "log";
 const HARD_KEY: &[u8] = b"hard";
-const VALUE_VERSION: u8 = 1;
 
 /// Why a sync store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,21 +204,11 @@ fn corrupt(key: &[u8], reason: impl Into<String>) -> SyncStoreError {
 }
 
 fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
-    // Encoding a plain struct into a Vec cannot fail.
-    #[allow(clippy::expect_used)]
-    rmp_serde::encode::write(&mut out, value).expect("encode value");
-    out
+    ordo_common::record::encode(value)
 }
 
 fn decode_value<T: DeserializeOwned>(value: &[u8], key: &[u8]) -> Result<T, SyncStoreError> {
-    match value.split_first() {
-        Some((&VALUE_VERSION, body)) => {
-            rmp_serde::from_slice(body).map_err(|e| corrupt(key, e.to_string()))
-        }
-        Some((v, _)) => Err(corrupt(key, format!("unknown value version {v}"))),
-        None => Err(corrupt(key, "empty value")),
-    }
+    ordo_common::record::decode(value).map_err(|e| corrupt(key, e.to_string()))
 }
 
 #[cfg(test)]
