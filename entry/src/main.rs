@@ -101,14 +101,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    ordo_common::quic::node::init_logging();
     let mut config = match &cli.config {
         Some(path) => toml::from_str(&std::fs::read_to_string(path)?)?,
         None => Config::default(),

@@ -29,24 +29,12 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    ordo_common::quic::node::init_logging();
     let spec = ClusterSpec::load(&cli.cluster)?;
     let data_dir = cli
         .data_dir
         .unwrap_or_else(|| PathBuf::from(format!("ordo-data/ndb{}", cli.id)));
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        ordo_common::quic::node::shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = tx.send(true);
-    });
+    let rx = ordo_common::quic::node::shutdown_on_signal();
     run(
         NdbOptions {
             spec,
