@@ -7,16 +7,13 @@ kill -9'd and started again on the same data folder and ports.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
-from harness import HOST, binary_path, free_port
+from harness import HOST, Process, binary_path, free_port
 
 
 _TAKEN: set[int] = set()
@@ -40,81 +37,16 @@ def free_udp_port(avoid=()) -> int:
     raise RuntimeError("no free UDP port found")
 
 
-class Node:
-    """One cluster process, restartable on the same data folder and ports."""
+class Node(Process):
+    """One cluster process, restartable on the same data folder and ports, with metrics."""
 
     def __init__(self, name: str, command: list[str], log_dir: Path, tcp_ports=()):
-        self.name = name
         self.metrics_port = fresh_port()
-        self.command = command + ["--metrics", f"{HOST}:{self.metrics_port}"]
-        self.log_dir = log_dir
-        self.tcp_ports = list(tcp_ports)
-        self.proc: subprocess.Popen | None = None
-        self.logs: list[Path] = []
-        self._log_file = None
+        self._command = command + ["--metrics", f"{HOST}:{self.metrics_port}"]
+        super().__init__(name, name, log_dir, tcp_ports)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 30.0) -> None:
-        assert self.proc is None, f"{self.name} already running"
-        log = self.log_dir / f"{self.name}-{len(self.logs) + 1}.log"
-        self.logs.append(log)
-        self._log_file = open(log, "wb")
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
-        env["NO_COLOR"] = "1"
-        self.proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=self._log_file,
-            stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        for port in self.tcp_ports:
-            while True:
-                if self.proc.poll() is not None:
-                    rc = self.proc.returncode
-                    self._reap()
-                    raise RuntimeError(f"{self.name} exited with {rc} during start-up\n{self.log_tail()}")
-                try:
-                    with socket.create_connection((HOST, port), timeout=0.5):
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() >= deadline:
-                    self.kill9()
-                    raise RuntimeError(f"{self.name} did not accept on {port} in {timeout}s\n{self.log_tail()}")
-                time.sleep(0.05)
-
-    def kill9(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        self._reap()
-
-    def stop(self, timeout: float = 15.0):
-        if self.proc is None:
-            return None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-            return None
-        self._reap()
-        return rc
-
-    def _reap(self) -> None:
-        self.proc = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+    def command(self) -> list[str]:
+        return self._command
 
     def metric(self, name: str) -> float | None:
         """Return one unlabelled sample from the node's /metrics, or None if unreachable."""
@@ -125,20 +57,6 @@ class Node:
             return None
         m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
         return float(m.group(1)) if m else None
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-
-    def log_tail(self, lines: int = 30) -> str:
-        out = []
-        for log in self.logs[-2:]:
-            try:
-                text = log.read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            out.append(f"--- {log.name} (last {lines} lines) ---")
-            out.extend(text[-lines:])
-        return "\n".join(out)
 
 
 class OrdoCluster:

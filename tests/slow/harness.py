@@ -150,46 +150,33 @@ def not_increasing(ids: list) -> list:
 # --------------------------------------------------------------------------- the server
 
 
-class OrdoServer:
-    """One `ordo-entry --standalone` on fixed ports and one data dir, started and stopped at will.
+class Process:
+    """One server process of the suite, restartable on the same ports and data.
 
-    The ports are chosen once (bound to port 0 first) and kept across restarts so that clients
-    can reconnect to the same address.
+    The command comes from `command()`; `start` waits until every TCP port in `tcp_ports`
+    accepts. Each start writes its output to `<log_dir>/<log_name>-N.log`; the process runs in
+    its own process group so that kill -9 takes everything it started.
     """
 
-    def __init__(self, binary: Path, data_dir: Path, log_dir: Path):
-        self.binary = Path(binary)
-        self.data_dir = Path(data_dir)
+    def __init__(self, name: str, log_name: str, log_dir: Path, tcp_ports=()):
+        self.name = name
+        self.log_name = log_name
         self.log_dir = Path(log_dir)
-        self.mqtt_port = free_port()
-        self.wamp_port = free_port(avoid=[self.mqtt_port])
-        self.rawsocket_port = free_port(avoid=[self.mqtt_port, self.wamp_port])
+        self.tcp_ports = list(tcp_ports)
         self.proc: subprocess.Popen | None = None
         self.logs: list[Path] = []
         self._log_file = None
 
-    @property
-    def wamp_url(self) -> str:
-        return f"ws://{HOST}:{self.wamp_port}/"
-
     def command(self) -> list[str]:
-        return [
-            str(self.binary),
-            "--standalone",
-            "--mqtt", f"{HOST}:{self.mqtt_port}",
-            "--wamp", f"{HOST}:{self.wamp_port}",
-            "--wamp-rawsocket", f"{HOST}:{self.rawsocket_port}",
-            "--data-dir", str(self.data_dir),
-        ]
+        raise NotImplementedError
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until its ports accept connections."""
-        assert self.proc is None, "server already running"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / f"ordo-{len(self.logs) + 1}.log"
+        """Start the process and wait until its ports accept connections."""
+        assert self.proc is None, f"{self.name} already running"
+        log = self.log_dir / f"{self.log_name}-{len(self.logs) + 1}.log"
         self.logs.append(log)
         self._log_file = open(log, "wb")
         env = dict(os.environ)
@@ -205,12 +192,12 @@ class OrdoServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        for port in (self.mqtt_port, self.wamp_port, self.rawsocket_port):
+        for port in self.tcp_ports:
             while True:
                 if self.proc.poll() is not None:
                     rc = self.proc.returncode
                     self._reap()
-                    raise RuntimeError(f"ordo-entry exited with {rc} during start-up\n{self.log_tail()}")
+                    raise RuntimeError(f"{self.name} exited with {rc} during start-up\n{self.log_tail()}")
                 try:
                     with socket.create_connection((HOST, port), timeout=0.5):
                         break
@@ -218,12 +205,12 @@ class OrdoServer:
                     pass
                 if time.monotonic() >= deadline:
                     self.kill9()
-                    raise RuntimeError(f"ordo-entry did not accept on port {port} in {timeout}s\n{self.log_tail()}")
+                    raise RuntimeError(f"{self.name} did not accept on port {port} in {timeout}s\n{self.log_tail()}")
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """Send SIGTERM and wait; return the exit code, or None if it had to be killed."""
-        assert self.proc is not None, "server not running"
+        assert self.proc is not None, f"{self.name} not running"
         self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
@@ -234,7 +221,7 @@ class OrdoServer:
         return rc
 
     def kill9(self) -> None:
-        """SIGKILL the server's whole process group and reap it."""
+        """SIGKILL the process group and reap it."""
         if self.proc is None:
             return
         try:
@@ -248,7 +235,7 @@ class OrdoServer:
         self._reap()
 
     def restart(self) -> int | None:
-        """Stop gracefully (SIGTERM) and start again on the same data dir and ports."""
+        """Stop gracefully (SIGTERM) and start again on the same data and ports."""
         rc = self.stop()
         self.start()
         return rc
@@ -258,6 +245,9 @@ class OrdoServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
     def log_tail(self, lines: int = 60) -> str:
         out = []
@@ -269,6 +259,40 @@ class OrdoServer:
             out.append(f"--- {log.name} (last {lines} lines) ---")
             out.extend(text[-lines:])
         return "\n".join(out)
+
+
+class OrdoServer(Process):
+    """One `ordo-entry --standalone` on fixed ports and one data dir, started and stopped at will.
+
+    The ports are chosen once (bound to port 0 first) and kept across restarts so that clients
+    can reconnect to the same address.
+    """
+
+    def __init__(self, binary: Path, data_dir: Path, log_dir: Path):
+        self.binary = Path(binary)
+        self.data_dir = Path(data_dir)
+        self.mqtt_port = free_port()
+        self.wamp_port = free_port(avoid=[self.mqtt_port])
+        self.rawsocket_port = free_port(avoid=[self.mqtt_port, self.wamp_port])
+        super().__init__("ordo-entry", "ordo", log_dir, [self.mqtt_port, self.wamp_port, self.rawsocket_port])
+
+    @property
+    def wamp_url(self) -> str:
+        return f"ws://{HOST}:{self.wamp_port}/"
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            "--standalone",
+            "--mqtt", f"{HOST}:{self.mqtt_port}",
+            "--wamp", f"{HOST}:{self.wamp_port}",
+            "--wamp-rawsocket", f"{HOST}:{self.rawsocket_port}",
+            "--data-dir", str(self.data_dir),
+        ]
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        super().start(timeout)
 
 
 # --------------------------------------------------------------------------- MQTT (paho)
