@@ -41,6 +41,9 @@ pub struct Config {
     /// Session Expiry Interval (seconds) of an MQTT 5 CONNECT that carries none; the
     /// specification's default is 0 (the session ends with the connection).
     pub mqtt_default_session_expiry: u32,
+    /// How often a connected persistent MQTT session writes its resume point to the
+    /// log (milliseconds). After a crash its client gets at most this much again.
+    pub mqtt_session_checkpoint_ms: u64,
     /// In a cluster: segments this entry keeps in flight (begun, not yet resolved). Fewer means
     /// larger segments and more throughput on 2 cores, more means a slow fsync stalls less
     /// (docs/performance.md).
@@ -75,6 +78,7 @@ impl Default for Config {
             mqtt_deny_subscribe: Vec::new(),
             mqtt_ordo_id: true,
             mqtt_default_session_expiry: 0,
+            mqtt_session_checkpoint_ms: 1000,
             cluster_segments_in_flight: 4,
             cluster: None,
             metrics: None,
@@ -94,6 +98,7 @@ impl Config {
              # mqtt_realm: the WAMP realm MQTT clients share.\n\
              # max_batch: messages per advance segment (one fsync each).\n\
              # session_queue: deliveries a slow session may lag before it is closed.\n\
+             # mqtt_session_checkpoint_ms: how often a live persistent MQTT session is saved.\n\
              # allow_anonymous, [[users]]: WAMP ticket / WAMP-CRA users and permissions (docs/wamp.md).\n\n{body}"
         )
     }

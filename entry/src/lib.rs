@@ -116,6 +116,11 @@ const META_INCARNATION: &str = "entry/incarnation";
 
 /// Open the store, start the sequencer and bind both listeners.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    anyhow::ensure!(
+        !config.mqtt_realm.starts_with('$'),
+        "mqtt_realm {:?}: realms starting with '$' are the node's own",
+        config.mqtt_realm
+    );
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");
@@ -186,12 +191,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rawsocket_addr = rawsocket_listener.local_addr()?;
     let mqtt_addr = mqtt_listener.local_addr()?;
     let wamp_addr = wamp_listener.local_addr()?;
+    let mqtt_sessions = Arc::new(mqtt::SessionRegistry::new(
+        Some(mqtt::SessionWriter::start(sequencer.clone())),
+        config.owner,
+    ));
+    mqtt_sessions.rearm(&router, &sequencer, &shutdown_rx);
     let shared = Shared {
         router,
         sequencer,
         store,
         config: Arc::new(config),
-        mqtt_sessions: Arc::new(mqtt::SessionRegistry::default()),
+        mqtt_sessions,
         dealer: Arc::new(wamp::dealer::Dealer::default()),
         broker: Arc::new(wamp::broker::Broker::default()),
         shutdown: shutdown_rx,

@@ -236,6 +236,33 @@ impl Router {
         self.lock().last_dispatched
     }
 
+    /// Return the retained message of one topic, with its id.
+    pub fn retained_of(
+        &self,
+        realm: &str,
+        topic: &str,
+    ) -> Option<(PermanentId, Arc<StoredMessage>)> {
+        self.lock()
+            .retained
+            .get(&(realm.to_owned(), topic.to_owned()))
+            .cloned()
+    }
+
+    /// Return every retained message of a realm whose topic starts with `prefix`, by topic.
+    pub fn retained_under(
+        &self,
+        realm: &str,
+        prefix: &str,
+    ) -> Vec<(String, PermanentId, Arc<StoredMessage>)> {
+        let state = self.lock();
+        state
+            .retained
+            .range((realm.to_owned(), prefix.to_owned())..)
+            .take_while(|((r, t), _)| r == realm && t.starts_with(prefix))
+            .map(|((_, t), (id, m))| (t.clone(), *id, m.clone()))
+            .collect()
+    }
+
     /// Fan out a committed batch, in id order, to every matching session queue.
     ///
     /// Call from one task only, with batches in id order.

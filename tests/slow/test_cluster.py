@@ -203,3 +203,38 @@ def test_kill9_of_each_role_under_load_loses_nothing_acked(cluster, clients):
     late.subscribe(WAMP_TOPIC, after=0)
     assert late.wait_events(len(seen), 60), f"restarted entry replayed {len(late.events)} of {len(seen)}"
     assert [key_from_wamp(e.args, e.kwargs) for e in list(late.events)] == seen
+
+
+def test_persistent_session_follows_its_client_to_another_entry(cluster, clients):
+    """Sessions live in the ordered log: a client resumes on any entry, also after its entry dies."""
+    roam = "ordo/cluster/roam"
+    first = MqttClient(cluster.entry[0].mqtt_port, client_id="roamer", clean_session=False).connect()
+    first.subscribe(roam, qos=1)
+    first.close()  # the session is durable in the log before entry 1 lets the client id go
+    watcher = MqttClient(cluster.entry[2].mqtt_port).connect()  # proves entry 3 applied the log this far
+    watcher.subscribe(roam, qos=1)
+    pub = MqttClient(cluster.entry[1].mqtt_port).connect()
+    sent = [("m", i) for i in range(20)]
+    assert pub.wait_acked([pub.publish(roam, ident_bytes(*k), qos=1) for k in sent], 30)
+    assert watcher.wait_messages(len(sent), 30)
+
+    moved = MqttClient(cluster.entry[2].mqtt_port, client_id="roamer", clean_session=False).connect()
+    assert moved.session_present, "entry 3 did not find the session saved through entry 1"
+    moved.wait_messages(len(sent), 15)
+    moved.wait_messages(len(sent) + 1, 0.5)
+    assert keys(moved) == sent, f"resumed on entry 3: {keys(moved)[:5]}..., expected m0..m19 in order"
+
+    # entry 3 dies under the client: it comes back on entry 1 from its last checkpoint
+    time.sleep(1.5)  # one checkpoint period
+    cluster.entry[2].kill9()
+    assert moved.disconnected.wait(10)
+    moved.client.loop_stop()
+    back = MqttClient(cluster.entry[0].mqtt_port, client_id="roamer", clean_session=False).connect()
+    assert back.session_present, "the session was lost with the entry that served it"
+    more = [("n", i) for i in range(5)]
+    assert pub.wait_acked([pub.publish(roam, ident_bytes(*k), qos=1) for k in more], 30)
+    assert wait_until(lambda: keys(back)[-5:] == more, 15), f"no live delivery after the move: {keys(back)}"
+    assert keys(back) == more, f"messages already acknowledged came again: {keys(back)}"
+    for c in (back, pub, watcher):
+        c.close()
+    cluster.entry[2].start()

@@ -475,3 +475,21 @@ async fn unsubscribe_stops_events() -> Result {
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_internal_realm_cannot_be_joined() -> Result {
+    let node = TestNode::start().await?;
+    // `$ordo` holds the MQTT session records (docs/mqtt.md); no client may read or write it.
+    let client = WampClient::unjoined(node.wamp, Serializer::Json).await?;
+    let err = client
+        .hello("$ordo", Dict::new())
+        .await
+        .err()
+        .context("HELLO to realm $ordo was welcomed")?;
+    assert!(
+        format!("{err:#}").contains("wamp.error.invalid_uri"),
+        "{err:#}"
+    );
+    node.shutdown().await;
+    Ok(())
+}

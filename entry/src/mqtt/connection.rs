@@ -4,6 +4,8 @@
 //! The protocol level of CONNECT fixes the codec for the connection; past the
 //! codec, everything is MQTT 5 packets (`v5::compat` converts 3.1.1 ones).
 
+use super::session_store::{self, PendingWill};
+use super::PersistedSession;
 use crate::router::{Delivery, SessionId, SubscriptionId, SubscriptionSpec};
 use crate::sequencer::PublishError;
 use crate::Shared;
@@ -91,8 +93,11 @@ impl ConnectionError {
 pub(super) type AckFuture =
     Pin<Box<dyn Future<Output = (Packet, bool, Result<PermanentId, PublishError>)> + Send>>;
 
+/// How long a closing connection waits for its session to be durable.
+const SESSION_SAVE_WAIT: Duration = Duration::from_secs(5);
+
 /// MQTT 5 subscription options kept per filter (defaults for 3.1.1).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SubOptions {
     /// Do not deliver this connection's own publishes.
     pub no_local: bool,
@@ -219,11 +224,12 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         (false, false) => NEVER_EXPIRES,
     };
     let (claim, kick) = shared.mqtt_sessions.claim(&client_id).await;
+    let stored = session_store::load(&shared.router, &client_id);
     let persisted = if connect.clean_start {
-        shared.mqtt_sessions.take_persisted(&client_id);
+        shared.mqtt_sessions.discard(&client_id, stored.is_some());
         None
     } else {
-        shared.mqtt_sessions.take_persisted(&client_id)
+        shared.mqtt_sessions.take_persisted(&client_id, stored)
     };
     let receive_max = shared.config.mqtt_inflight.clamp(1, usize::from(u16::MAX));
     // Section 3.2.2.3.14: an MQTT 5 client's keep alive may be capped by Server Keep Alive.
@@ -288,6 +294,12 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         in_aliases: HashMap::new(),
         session_expiry,
         will_on_disconnect: false,
+        client_id: client_id.clone(),
+        // A resumed session is written at once: the record names this entry as
+        // its owner now and supersedes a will that waits on the old record.
+        session_dirty: session_expiry > 0,
+        last_checkpoint: None,
+        checkpointed: false,
         acks: FuturesOrdered::new(),
         graceful: false,
         kick,
@@ -307,16 +319,12 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
     }
     // Tear down: stop deliveries, save a session that outlives the connection, publish the will.
     shared.router.close_session(session_id);
-    if conn.session_expiry > 0 {
-        let expiry = (conn.session_expiry != NEVER_EXPIRES)
-            .then(|| Duration::from_secs(u64::from(conn.session_expiry)));
-        shared
-            .mqtt_sessions
-            .save_persisted(&client_id, conn.persisted(), expiry);
-    }
     // The node stopping is not the client's failure: no will then.
-    if (!conn.graceful || conn.will_on_disconnect) && !stopping {
-        if let Some(will) = &connect.will {
+    let will = connect
+        .will
+        .as_ref()
+        .filter(|_| (!conn.graceful || conn.will_on_disconnect) && !stopping)
+        .map(|will| {
             let message = StoredMessage {
                 realm: conn.realm.clone(),
                 topic: will.topic.clone(),
@@ -334,19 +342,54 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
                 .will_delay_interval
                 .unwrap_or(0)
                 .min(conn.session_expiry);
-            if delay == 0 {
-                let _ = shared.sequencer.publish(message, false).await;
-            } else if let Some(cancel) = shared.mqtt_sessions.delay_will(&claim) {
-                let sequencer = shared.sequencer.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {
-                            let _ = sequencer.publish(message, false).await;
+            (message, delay)
+        });
+    let delayed = will.as_ref().and_then(|(message, delay)| {
+        (*delay > 0).then(|| PendingWill {
+            message: message.clone(),
+            publish_at_ms: unix_ms().saturating_add(u64::from(*delay) * 1000),
+        })
+    });
+    let saved_at = if conn.session_expiry > 0 {
+        let expiry = (conn.session_expiry != NEVER_EXPIRES)
+            .then(|| Duration::from_secs(u64::from(conn.session_expiry)));
+        let (saved_at, durable) =
+            shared
+                .mqtt_sessions
+                .save_persisted(&client_id, conn.persisted(), expiry, delayed);
+        // Hold the client id until the session is in the log: a reconnect, here
+        // or on another entry, then finds it (unless the node is stopping).
+        if let (Some(durable), false) = (durable, stopping) {
+            let _ = tokio::time::timeout(SESSION_SAVE_WAIT, durable).await;
+        }
+        Some(saved_at)
+    } else {
+        // A session that ends with its connection (MQTT 5 may shorten it on DISCONNECT).
+        let stored = conn.checkpointed || session_store::load(&shared.router, &client_id).is_some();
+        shared.mqtt_sessions.discard(&client_id, stored);
+        None
+    };
+    if let Some((message, delay)) = will {
+        if delay == 0 {
+            let _ = shared.sequencer.publish(message, false).await;
+        } else if let Some(cancel) = shared.mqtt_sessions.delay_will(&claim) {
+            let sequencer = shared.sequencer.clone();
+            let registry = shared.mqtt_sessions.clone();
+            let client_id = client_id.clone();
+            let mut stop = shared.shutdown.clone();
+            tokio::spawn(async move {
+                // Stopping leaves the will in the session record, armed again at the next start.
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {
+                        let _ = sequencer.publish(message, false).await;
+                        if let Some(saved_at) = saved_at {
+                            registry.will_published(&client_id, saved_at);
                         }
-                        _ = cancel => {}
                     }
-                });
-            }
+                    _ = cancel => {}
+                }
+            });
         }
     }
     shared.mqtt_sessions.release(claim);
@@ -480,6 +523,14 @@ pub(super) struct Connection {
     pub(super) session_expiry: u32,
     /// DISCONNECT 0x04: publish the will although the disconnect is clean.
     pub(super) will_on_disconnect: bool,
+    /// The client id, under which a persistent session is saved.
+    client_id: String,
+    /// Subscriptions changed: checkpoint the session before waiting again.
+    pub(super) session_dirty: bool,
+    /// The session as last checkpointed, to skip writes that change nothing.
+    last_checkpoint: Option<PersistedSession>,
+    /// Whether this connection wrote a session record to the log.
+    checkpointed: bool,
     pub(super) acks: FuturesOrdered<AckFuture>,
     pub(super) graceful: bool,
     /// Fires when a new connection takes this client id over.
@@ -526,6 +577,9 @@ impl Connection {
         let idle_limit =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = idle_limit.map(|d| Instant::now() + d);
+        let period = Duration::from_millis(self.shared.config.mqtt_session_checkpoint_ms.max(10));
+        let mut checkpoints = tokio::time::interval_at(Instant::now() + period, period);
+        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Packets already buffered are handled before waiting again.
             while let Some(packet) = decode_for(self.v5, inbuf, max)? {
@@ -543,6 +597,9 @@ impl Connection {
             }
             self.send_pending(max_inflight);
             self.flush().await?;
+            if self.session_dirty {
+                self.checkpoint();
+            }
             let can_take = self.pending.is_empty()
                 && self.replay.is_none()
                 && self.inflight.len() < max_inflight;
@@ -570,11 +627,31 @@ impl Connection {
                         self.complete_ack(ack, qos1, result)?;
                     }
                 }
+                _ = checkpoints.tick(), if self.session_expiry > 0 => self.checkpoint(),
                 _ = sleep_until(deadline) => return Err(ConnectionError::Timeout("keepalive expired")),
                 _ = self.shutdown.changed() => return Err(ConnectionError::Stopping),
                 _ = &mut self.kick => return Err(ConnectionError::TakenOver),
             }
         }
+    }
+
+    /// Write a persistent session's state to the log if it changed since the last write.
+    fn checkpoint(&mut self) {
+        self.session_dirty = false;
+        if self.session_expiry == 0 {
+            return;
+        }
+        let session = self.persisted();
+        if self.last_checkpoint.as_ref() == Some(&session) {
+            return;
+        }
+        let expiry = (self.session_expiry != NEVER_EXPIRES)
+            .then(|| Duration::from_secs(u64::from(self.session_expiry)));
+        self.shared
+            .mqtt_sessions
+            .checkpoint(&self.client_id, session.clone(), expiry);
+        self.last_checkpoint = Some(session);
+        self.checkpointed = true;
     }
 
     fn complete_ack(

@@ -43,8 +43,14 @@ impl Connection {
                     properties: Properties::default(),
                 }));
             }
-            Packet::Subscribe(s) => self.handle_subscribe(s),
-            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::Subscribe(s) => {
+                self.session_dirty = true;
+                self.handle_subscribe(s)
+            }
+            Packet::Unsubscribe(u) => {
+                self.session_dirty = true;
+                self.handle_unsubscribe(u)
+            }
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => {
                 if let Some(expiry) = d.properties.session_expiry_interval {

@@ -8,21 +8,32 @@
 //! one over, and persistent sessions (clean session = 0) keep their
 //! subscriptions and a resume point: on reconnect, every message after that
 //! point is replayed from the store in id order, then delivery goes live.
+//! Sessions are saved in the ordered log itself ([`session_store`]), so they
+//! survive a restart and can be resumed on another entry of a cluster.
 
 mod connection;
 mod inbound;
 mod outbound;
+pub mod session_store;
 
+use crate::router::Router;
+use crate::sequencer::Sequencer;
 use crate::Shared;
+use connection::unix_ms;
 use ordo_common::PermanentId;
+use serde::{Deserialize, Serialize};
+pub use session_store::{PendingWill, SessionRecord, SessionWriter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// How long a node remembers deleting a session (the log applies the delete well before).
+const DISCARD_MEMORY_MS: u64 = 60_000;
+
 /// What a persistent session keeps while its client is away.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersistedSession {
     /// Topic filters with their granted QoS.
     pub subscriptions: Vec<(String, u8)>,
@@ -47,16 +58,28 @@ struct Live {
 struct RegistryState {
     next_generation: u64,
     live: HashMap<String, Live>,
-    /// Saved sessions with the instant they expire (`None`: never).
-    persisted: HashMap<String, (PersistedSession, Option<Instant>)>,
+    /// Sessions saved by this node's connections, newest first in line:
+    /// the log has them too, but may not have applied them yet.
+    persisted: HashMap<String, SessionRecord>,
+    /// Sessions this node deleted, with when: the log may still hold the record.
+    discarded: HashMap<String, u64>,
     /// Delayed wills waiting to be published; a new connection cancels them.
     delayed_wills: HashMap<String, oneshot::Sender<()>>,
 }
 
 /// Client ids in use and persistent sessions, shared by all MQTT connections.
-#[derive(Default)]
 pub struct SessionRegistry {
     state: Mutex<RegistryState>,
+    /// Where sessions are made durable; `None` keeps them in memory only.
+    writer: Option<SessionWriter>,
+    /// This entry's owner id, written into its session records.
+    owner: u64,
+}
+
+impl Default for SessionRegistry {
+    fn default() -> Self {
+        Self::new(None, 0)
+    }
 }
 
 /// A connection's claim on a client id; held for the connection's lifetime.
@@ -67,8 +90,23 @@ pub struct Claim {
 }
 
 impl SessionRegistry {
+    /// A registry that saves sessions through `writer` as entry `owner`.
+    pub fn new(writer: Option<SessionWriter>, owner: u64) -> Self {
+        Self {
+            state: Mutex::new(RegistryState::default()),
+            writer,
+            owner,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, client_id: &str, record: Option<SessionRecord>) {
+        if let Some(writer) = &self.writer {
+            writer.write(client_id, record);
+        }
     }
 
     /// Claim a client id, disconnecting any connection that holds it, and wait
@@ -126,34 +164,119 @@ impl SessionRegistry {
         }
     }
 
-    /// Take a persistent session's saved state, if any and not expired.
-    pub fn take_persisted(&self, client_id: &str) -> Option<PersistedSession> {
-        let (session, expires) = self.lock().persisted.remove(client_id)?;
-        match expires {
-            Some(at) if at <= Instant::now() => None,
-            _ => Some(session),
+    /// Take a persistent session's saved state: the newer of this node's copy
+    /// and the log's (`stored`), unless it has expired.
+    pub fn take_persisted(
+        &self,
+        client_id: &str,
+        stored: Option<SessionRecord>,
+    ) -> Option<PersistedSession> {
+        let (mine, discarded) = {
+            let mut state = self.lock();
+            (
+                state.persisted.remove(client_id),
+                state.discarded.remove(client_id),
+            )
+        };
+        let stored = stored.filter(|r| discarded.is_none_or(|at| at < r.saved_at_ms));
+        let newest = match (mine, stored) {
+            (Some(a), Some(b)) => Some(if a.saved_at_ms >= b.saved_at_ms { a } else { b }),
+            (a, b) => a.or(b),
+        }?;
+        if newest.expired(unix_ms()) {
+            self.write(client_id, None);
+            return None;
+        }
+        Some(newest.session)
+    }
+
+    /// Throw a client's session away (clean start, or a session that ends with
+    /// its connection); `stored` says whether the log holds one to delete.
+    pub fn discard(&self, client_id: &str, stored: bool) {
+        let now = unix_ms();
+        {
+            let mut state = self.lock();
+            state.persisted.remove(client_id);
+            if stored {
+                // Long enough for the log to apply the delete.
+                state
+                    .discarded
+                    .retain(|_, at| now.saturating_sub(*at) < DISCARD_MEMORY_MS);
+                state.discarded.insert(client_id.to_owned(), now);
+            }
+        }
+        if stored {
+            self.write(client_id, None);
+        }
+    }
+
+    fn record(
+        &self,
+        session: PersistedSession,
+        expiry: Option<Duration>,
+        will: Option<PendingWill>,
+    ) -> SessionRecord {
+        let now = unix_ms();
+        SessionRecord {
+            saved_at_ms: now,
+            expires_at_ms: expiry.map(|d| now.saturating_add(d.as_millis() as u64)),
+            owner: self.owner,
+            session,
+            will,
         }
     }
 
     /// Save a session's state for its next connection, kept for `expiry`
-    /// (`None`: forever); expired sessions of other clients are dropped.
+    /// (`None`: forever) with the will still waiting for its delay, if any;
+    /// expired sessions of other clients are dropped from memory. Returns the
+    /// record's save time and a receiver that fires once it is durable.
     pub fn save_persisted(
         &self,
         client_id: &str,
         session: PersistedSession,
         expiry: Option<Duration>,
-    ) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        state
-            .persisted
-            .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
-        let expires = expiry.and_then(|d| now.checked_add(d));
-        let never = expiry.is_none() || expires.is_none();
-        state.persisted.insert(
-            client_id.to_owned(),
-            (session, if never { None } else { expires }),
-        );
+        will: Option<PendingWill>,
+    ) -> (u64, Option<oneshot::Receiver<()>>) {
+        let record = self.record(session, expiry, will);
+        let saved_at = record.saved_at_ms;
+        let now = unix_ms();
+        {
+            let mut state = self.lock();
+            state.persisted.retain(|_, r| !r.expired(now));
+            state.discarded.remove(client_id);
+            state.persisted.insert(client_id.to_owned(), record.clone());
+        }
+        let durable = self
+            .writer
+            .as_ref()
+            .map(|w| w.write_durable(client_id, Some(record)));
+        (saved_at, durable)
+    }
+
+    /// Make a live session's state durable without ending it.
+    pub fn checkpoint(&self, client_id: &str, session: PersistedSession, expiry: Option<Duration>) {
+        let record = self.record(session, expiry, None);
+        self.lock().discarded.remove(client_id);
+        self.write(client_id, Some(record));
+    }
+
+    /// A delayed will of the session saved at `saved_at` was published: save
+    /// the session without it, unless a newer save replaced that one.
+    pub fn will_published(&self, client_id: &str, saved_at: u64) {
+        let record = {
+            let mut state = self.lock();
+            match state.persisted.get_mut(client_id) {
+                Some(r) if r.saved_at_ms == saved_at => {
+                    r.will = None;
+                    Some(r.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(record) = record {
+            let expired = record.expired(unix_ms());
+            self.write(client_id, (!expired).then_some(record));
+        }
     }
 
     /// Register a delayed will for the claim's client id; the receiver fires if
@@ -172,6 +295,56 @@ impl SessionRegistry {
         state.delayed_wills.retain(|_, tx| !tx.is_closed());
         state.delayed_wills.insert(claim.client_id.clone(), tx);
         Some(rx)
+    }
+
+    /// After a restart: arm again the delayed wills of the sessions this entry
+    /// saved, and drop its expired sessions from the log.
+    pub fn rearm(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        sequencer: &Sequencer,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        let now = unix_ms();
+        for (client_id, record) in session_store::load_all(router) {
+            if record.owner != self.owner {
+                continue;
+            }
+            let Some(will) = record.will.clone() else {
+                if record.expired(now) {
+                    self.write(&client_id, None);
+                }
+                continue;
+            };
+            let (tx, cancel) = oneshot::channel();
+            {
+                let mut state = self.lock();
+                if state.live.contains_key(&client_id) {
+                    continue;
+                }
+                state.delayed_wills.insert(client_id.clone(), tx);
+                state.persisted.insert(client_id.clone(), record.clone());
+            }
+            tracing::info!(client_id, "delayed will armed again after restart");
+            let delay = Duration::from_millis(will.publish_at_ms.saturating_sub(now));
+            let (registry, router, sequencer) = (self.clone(), router.clone(), sequencer.clone());
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                // Stopping leaves the will in the log, armed again at the next start.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel => return,
+                    _ = shutdown.changed() => return,
+                }
+                // A client that resumed its session on another entry saved a newer record.
+                let current = session_store::load(&router, &client_id).map(|r| r.saved_at_ms);
+                if current.is_some_and(|at| at > record.saved_at_ms) {
+                    return;
+                }
+                let _ = sequencer.publish(will.message, false).await;
+                registry.will_published(&client_id, record.saved_at_ms);
+            });
+        }
     }
 }
 
@@ -193,5 +366,85 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(saved_at_ms: u64, resume: u64, expires_at_ms: Option<u64>) -> SessionRecord {
+        SessionRecord {
+            saved_at_ms,
+            expires_at_ms,
+            owner: 1,
+            session: PersistedSession {
+                resume_after: PermanentId(resume),
+                ..PersistedSession::default()
+            },
+            will: None,
+        }
+    }
+
+    #[test]
+    fn the_newer_of_memory_and_log_wins() {
+        let registry = SessionRegistry::default();
+        let (saved_at, _) = registry.save_persisted("c", PersistedSession::default(), None, None);
+        // The log holds an older save: this node's copy wins.
+        let old = record(saved_at - 1, 7, None);
+        let taken = registry.take_persisted("c", Some(old));
+        assert_eq!(taken.map(|s| s.resume_after), Some(PermanentId(0)));
+        // A newer save made on another entry wins over this node's copy.
+        registry.save_persisted("c", PersistedSession::default(), None, None);
+        let newer = record(unix_ms() + 1_000, 9, None);
+        let taken = registry.take_persisted("c", Some(newer));
+        assert_eq!(taken.map(|s| s.resume_after), Some(PermanentId(9)));
+        // Taken means gone from memory; the log's copy alone is then used.
+        assert!(registry.take_persisted("c", None).is_none());
+    }
+
+    #[test]
+    fn a_discarded_session_hides_the_logs_older_copy() {
+        let registry = SessionRegistry::default();
+        let before = record(unix_ms() - 10, 3, None);
+        registry.discard("c", true);
+        assert!(registry.take_persisted("c", Some(before)).is_none());
+        // A save after the delete is not hidden.
+        let after = record(unix_ms() + 10, 4, None);
+        assert!(registry.take_persisted("c", Some(after)).is_some());
+    }
+
+    #[test]
+    fn expired_sessions_are_not_resumed() {
+        let registry = SessionRegistry::default();
+        let now = unix_ms();
+        assert!(registry
+            .take_persisted("c", Some(record(now - 5_000, 1, Some(now - 1))))
+            .is_none());
+        assert!(registry
+            .take_persisted("c", Some(record(now - 5_000, 1, Some(now + 60_000))))
+            .is_some());
+        registry.save_persisted("d", PersistedSession::default(), Some(Duration::ZERO), None);
+        assert!(registry.take_persisted("d", None).is_none());
+    }
+
+    #[test]
+    fn records_round_trip_through_the_log_format() {
+        let mut r = record(5, 6, Some(7));
+        r.session.subscriptions = vec![("a/+".into(), 1)];
+        r.session.unacked = vec![(3, PermanentId(5))];
+        r.session
+            .options
+            .insert("a/+".into(), connection::SubOptions::default());
+        let message = session_store::to_message("client/1", Some(&r));
+        assert_eq!(message.realm, session_store::SESSION_REALM);
+        assert!(message.retain);
+        let router = Router::new(PermanentId(0), vec![(PermanentId(1), message)], 16, 0);
+        assert_eq!(session_store::load(&router, "client/1"), Some(r.clone()));
+        assert_eq!(
+            session_store::load_all(&router),
+            vec![("client/1".to_owned(), r)]
+        );
+        assert_eq!(session_store::load(&router, "client/2"), None);
     }
 }

@@ -49,7 +49,9 @@ pub async fn run(
         _ = stop.changed() => return Ok(()),
     };
     let (realm, hello_details) = match hello {
-        Ok(Ok(Some(Message::Hello { realm, details }))) if validate_uri(&realm, false) => {
+        Ok(Ok(Some(Message::Hello { realm, details })))
+            if validate_uri(&realm, false) && !realm.starts_with('$') =>
+        {
             (realm, details)
         }
         Ok(Ok(Some(Message::Hello { .. }))) => {
