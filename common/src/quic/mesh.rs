@@ -12,8 +12,10 @@
 //! direction of a pair uses its own connection; inbound frames wait for room in
 //! the inbox, which pushes back on the sender through QUIC flow control.
 //!
-//! Who a peer is: any holder of a certificate from the cluster CA may connect;
-//! its first frame names it. Membership and the CA are the trust boundary.
+//! Who a peer is: any holder of a certificate from the cluster CA may connect,
+//! and its first frame names it; the name must be one its certificate carries
+//! (`sync1`, `ndb2`, `entry3`), or the connection is closed. Outgoing, a node
+//! checks that the peer's certificate carries the name it dialled.
 
 use super::{client_config, read_frame, server_config, write_frame, NodeIdentity, QuicError};
 use crate::proto::{Msg, NodeId};
@@ -29,9 +31,10 @@ pub const MAX_FRAME: usize = 512 << 20;
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 16_384;
 
+/// The first frame of every stream: who is speaking.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Hello {
-    from: NodeId,
+pub(super) struct Hello {
+    pub(super) from: NodeId,
 }
 
 /// Counters a node exports as metrics.
@@ -170,7 +173,7 @@ async fn peer_sender(
     let mut logged_down = false;
     loop {
         let stream = async {
-            let conn = super::connect(&endpoint, addr).await?;
+            let conn = super::connect_to(&endpoint, addr, &peer.to_string()).await?;
             let mut send = conn.open_uni().await?;
             write_frame(&mut send, &Hello { from: me }).await?;
             Ok::<_, QuicError>((conn, send))
@@ -231,13 +234,19 @@ async fn accept(
                 }
             };
             while let Ok(recv) = conn.accept_uni().await {
-                tokio::spawn(read_stream(recv, inbox.clone(), stats.clone()));
+                tokio::spawn(read_stream(
+                    conn.clone(),
+                    recv,
+                    inbox.clone(),
+                    stats.clone(),
+                ));
             }
         });
     }
 }
 
 async fn read_stream(
+    conn: quinn::Connection,
     mut recv: quinn::RecvStream,
     inbox: mpsc::Sender<(NodeId, Msg)>,
     stats: Arc<MeshStats>,
@@ -250,6 +259,13 @@ async fn read_stream(
             return;
         }
     };
+    // Any cluster certificate gets past TLS; only the node's own may speak for it.
+    if !super::peer_is(&conn, &from.to_string()) {
+        tracing::warn!(claimed = %from, remote = %conn.remote_address(),
+            "a peer's certificate does not name the node it claims to be; refused");
+        conn.close(1u32.into(), b"certificate does not match hello");
+        return;
+    }
     loop {
         match read_frame::<Msg>(&mut recv, MAX_FRAME).await {
             Ok(Some(msg)) => {

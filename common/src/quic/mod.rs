@@ -132,6 +132,35 @@ pub async fn connect(
     Ok(endpoint.connect(peer, SERVER_NAME)?.await?)
 }
 
+/// Connect to the node named `name` (`sync1`, `ndb2`, ...): its certificate
+/// must carry that name, so a node cannot answer for another.
+pub async fn connect_to(
+    endpoint: &quinn::Endpoint,
+    peer: SocketAddr,
+    name: &str,
+) -> Result<quinn::Connection, QuicError> {
+    Ok(endpoint.connect(peer, name)?.await?)
+}
+
+/// Whether the client certificate `conn`'s peer presented (already verified
+/// against the cluster CA) names `name`.
+pub fn peer_is(conn: &quinn::Connection, name: &str) -> bool {
+    let Some(identity) = conn.peer_identity() else {
+        return false;
+    };
+    let Ok(chain) = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>() else {
+        return false;
+    };
+    let Some(leaf) = chain.first() else {
+        return false;
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(name) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(leaf)
+        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
 /// Write one frame: length, then the msgpack encoding of `message`.
 pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,

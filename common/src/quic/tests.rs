@@ -149,3 +149,58 @@ async fn oversized_frame_is_refused_before_allocation() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Send `hello` then one message to `mesh_addr` as the holder of `identity`;
+/// return whether the mesh's inbox got the message.
+async fn heard_as(
+    identity: &NodeIdentity,
+    mesh_addr: std::net::SocketAddr,
+    hello: crate::proto::NodeId,
+    inbox: &mut tokio::sync::mpsc::Receiver<(crate::proto::NodeId, crate::proto::Msg)>,
+) -> bool {
+    let client = endpoint("127.0.0.1:0".parse().expect("addr"), identity).expect("client");
+    let conn = connect_to(&client, mesh_addr, "sync1")
+        .await
+        .expect("connect");
+    let mut send = conn.open_uni().await.expect("open");
+    write_frame(&mut send, &mesh::Hello { from: hello })
+        .await
+        .expect("hello");
+    let msg = crate::proto::Msg::Trim {
+        owner: 1,
+        segment: 1,
+        count: 1,
+    };
+    write_frame(&mut send, &msg).await.expect("msg");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(2), inbox.recv()).await;
+    conn.close(0u32.into(), b"done");
+    matches!(got, Ok(Some((from, _))) if from == hello)
+}
+
+#[tokio::test]
+async fn a_peer_is_only_heard_under_its_certificates_name() {
+    use crate::proto::NodeId;
+    let dir = std::env::temp_dir().join(format!("ordo-quic-name-{}", std::process::id()));
+    generate_dev_certs(&dir, &["sync1", "ndb1"]).expect("certs");
+    let (tx, mut inbox) = tokio::sync::mpsc::channel(16);
+    let sync1 = load_identity(&dir, "sync1").expect("sync1");
+    let mesh = mesh::Mesh::start(
+        NodeId::Sync(1),
+        "127.0.0.1:0".parse().expect("addr"),
+        &std::collections::BTreeMap::new(),
+        &sync1,
+        tx,
+    )
+    .expect("mesh");
+    let addr = mesh.local_addr().expect("addr");
+    let ndb1 = load_identity(&dir, "ndb1").expect("ndb1");
+    // ndb1's certificate, claiming to be sync2: refused.
+    assert!(!heard_as(&ndb1, addr, NodeId::Sync(2), &mut inbox).await);
+    // The same certificate under its own name: heard.
+    assert!(heard_as(&ndb1, addr, NodeId::Ndb(1), &mut inbox).await);
+    // Dialling sync1 by another node's name fails the server check.
+    let client = endpoint("127.0.0.1:0".parse().expect("addr"), &ndb1).expect("client");
+    assert!(connect_to(&client, addr, "sync2").await.is_err());
+    mesh.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
