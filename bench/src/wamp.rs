@@ -2,7 +2,7 @@
 //! with the JSON serializer, the one every peer speaks.
 //!
 //! ```text
-//!   for run in 1..=K, for router in [ordo, foxwamp, crossbar]:
+//!   for run in 1..=K, for router in [sink, ordo, foxwamp, crossbar]:
 //!     start ─▶ pub/sub peak (window W) ─▶ pub/sub latency (window 1)
 //!           ─▶ RPC peak (window W)     ─▶ RPC latency (window 1) ─▶ kill
 //! ```
@@ -404,13 +404,19 @@ async fn subscribe_loop(
     Ok((in_window, total, h, got, disorder))
 }
 
-async fn pubsub_phase(addr: SocketAddr, args: &Args, tag: &str, window: usize) -> Result<PhaseOut> {
+async fn pubsub_phase(
+    addr: SocketAddr,
+    args: &Args,
+    tag: &str,
+    window: usize,
+    subscribers: usize,
+) -> Result<PhaseOut> {
     let duration = Duration::from_secs_f64(args.duration);
     let topic = |i: usize| format!("bench.{tag}.w{window}.p{i}");
     let mut subs = Vec::new();
     let (owed_tx, owed_rx) = watch::channel(None);
     let mut sub_sessions = Vec::new();
-    for _ in 0..args.subscribers {
+    for _ in 0..subscribers {
         let mut s = Session::connect(addr).await.context("subscriber")?;
         let mut topics = HashMap::new();
         for i in 0..args.publishers {
@@ -568,6 +574,108 @@ async fn rpc_phase(addr: SocketAddr, args: &Args, tag: &str, window: usize) -> R
     Ok(out)
 }
 
+// ------------------------------------------------------------------------- the WAMP sink
+
+/// The generator's own ceiling: an in-process WAMP "router" on its own thread (one-core
+/// runtime) that answers HELLO, SUBSCRIBE, REGISTER, PUBLISH (PUBLISHED) and CALL (RESULT with
+/// the call's arguments) at once and delivers nothing: no EVENTs, no INVOCATIONs.
+struct WampSink {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WampSink {
+    fn start() -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind WAMP sink")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("sink runtime")?;
+        let thread = std::thread::Builder::new()
+            .name("ordo-bench-wamp-sink".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let accept = async {
+                        while let Ok((stream, _)) = listener.accept().await {
+                            tokio::spawn(sink_connection(stream));
+                        }
+                    };
+                    tokio::select! {
+                        _ = stopped => {}
+                        () = accept => {}
+                    }
+                });
+            })
+            .context("spawn WAMP sink thread")?;
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for WampSink {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// WebSocket handshake callback: answer with the `wamp.2.json` subprotocol.
+#[allow(clippy::result_large_err)] // the signature tungstenite asks for
+fn choose_json(
+    _: &tokio_tungstenite::tungstenite::handshake::server::Request,
+    mut response: tokio_tungstenite::tungstenite::handshake::server::Response,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::server::Response,
+    tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+> {
+    response.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("wamp.2.json"),
+    );
+    Ok(response)
+}
+
+async fn sink_connection(stream: TcpStream) -> Result<()> {
+    stream.set_nodelay(true)?;
+    let mut ws = tokio_tungstenite::accept_hdr_async(stream, choose_json).await?;
+    let mut next_id = 1u64;
+    while let Some(msg) = ws.next().await {
+        let text = match msg? {
+            WsMessage::Text(t) => t,
+            WsMessage::Close(_) => break,
+            _ => continue,
+        };
+        let m: Vec<Value> = serde_json::from_str(text.as_str())?;
+        let request = m.get(1).cloned().unwrap_or(Value::Null);
+        next_id += 1;
+        let reply = match code(&m) {
+            HELLO => json!([WELCOME, next_id, {"roles": {"broker": {}, "dealer": {}}}]),
+            SUBSCRIBE => json!([SUBSCRIBED, request, next_id]),
+            REGISTER => json!([REGISTERED, request, next_id]),
+            PUBLISH => json!([PUBLISHED, request, next_id]),
+            CALL => json!([RESULT, request, {}, m.get(4).cloned().unwrap_or(json!([]))]),
+            GOODBYE => json!([GOODBYE, {}, "wamp.close.goodbye_and_out"]),
+            _ => continue,
+        };
+        ws.send(WsMessage::text(reply.to_string())).await?;
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------------- runs and the table
 
 /// One router measured once.
@@ -621,6 +729,7 @@ impl RouterRun {
         };
         match f {
             Fig::PubAck => self.pubsub.as_ref().map(|p| p.ack_rate),
+            Fig::Events if self.peer == Peer::Sink => None,
             Fig::Events => self.pubsub.as_ref().map(|p| p.event_rate),
             Fig::AckP50 => l50(&self.pubsub_lat, false),
             Fig::AckP99 => l99(&self.pubsub_lat, false),
@@ -720,6 +829,9 @@ fn table(all: &[RouterRun], peers: &[Peer], args: &Args) -> String {
         let errors: u64 = runs.iter().flat_map(|r| r.phases()).map(|p| p.errors).sum();
         let failed = runs.iter().filter(|r| r.error.is_some()).count();
         let mut notes = Vec::new();
+        if peer == Peer::Sink {
+            notes.push("the generator's ceiling: acks at once, delivers nothing".to_string());
+        }
         if disorder > 0 {
             notes.push(format!("{disorder} duplicate/out-of-order"));
         }
@@ -746,7 +858,10 @@ fn table(all: &[RouterRun], peers: &[Peer], args: &Args) -> String {
             header.join(" | "),
             "---|".repeat(FIGS.len())
         );
-        for &peer in peers.iter().filter(|p| **p != Peer::Ordo) {
+        for &peer in peers
+            .iter()
+            .filter(|p| !matches!(p, Peer::Ordo | Peer::Sink))
+        {
             let cells: Vec<String> = FIGS
                 .iter()
                 .map(|(f, _, _)| {
@@ -784,11 +899,14 @@ fn table(all: &[RouterRun], peers: &[Peer], args: &Args) -> String {
 /// `--wamp`: measure every router of `--wamp-peers` `--runs` times; print the table.
 pub async fn run(args: &Args, programs: &Programs) -> Result<()> {
     let mut peers = args.wamp_peers.clone();
+    if !args.no_sink {
+        peers.push(Peer::Sink);
+    }
     peers.sort();
     peers.dedup();
     for p in &peers {
-        if !matches!(p, Peer::Ordo | Peer::Foxwamp | Peer::Crossbar) {
-            bail!("--wamp-peers takes ordo, foxwamp and crossbar, not {p}");
+        if !matches!(p, Peer::Sink | Peer::Ordo | Peer::Foxwamp | Peer::Crossbar) {
+            bail!("--wamp-peers takes sink, ordo, foxwamp and crossbar, not {p}");
         }
     }
     let mut all = Vec::new();
@@ -833,19 +951,32 @@ async fn bench_router(peer: Peer, run: usize, args: &Args, programs: &Programs) 
         error: None,
     };
     let startup = Duration::from_secs_f64(args.startup_timeout);
-    let mut router = match Broker::start(peer, programs, startup).await {
-        Ok(b) => b,
+    let started = if peer == Peer::Sink {
+        WampSink::start().map(Router::Sink)
+    } else {
+        Broker::start(peer, programs, startup)
+            .await
+            .map(Router::Broker)
+    };
+    let mut router = match started {
+        Ok(r) => r,
         Err(e) => {
             out.error = Some(format!("{e:#}"));
             return out;
         }
     };
-    let Some(addr) = router.wamp else {
+    let Some(addr) = router.wamp() else {
         out.error = Some(format!("{peer} has no WAMP listener"));
         router.stop().await;
         return out;
     };
     let tag = format!("x{:x}r{run}", std::process::id());
+    // The sink delivers nothing: its row measures the publishers and callers only.
+    let subscribers = if peer == Peer::Sink {
+        0
+    } else {
+        args.subscribers
+    };
     let limit = Duration::from_secs_f64(args.duration * 3.0 + 60.0);
     let result: Result<()> = async {
         let show = |name: &str, p: &PhaseOut| {
@@ -855,14 +986,14 @@ async fn bench_router(peer: Peer, run: usize, args: &Args, programs: &Programs) 
                 p.ack_rate, p.event_rate, l(p.ack_latency), l(p.event_latency), p.lost, p.errors
             );
         };
-        let p = tokio::time::timeout(limit, pubsub_phase(addr, args, &tag, args.window))
+        let p = tokio::time::timeout(limit, pubsub_phase(addr, args, &tag, args.window, subscribers))
             .await
             .context("pub/sub phase timed out")?
             .context("pub/sub phase")?;
         show("pub/sub", &p);
         out.pubsub = Some(p);
         router.check_alive()?;
-        let p = tokio::time::timeout(limit, pubsub_phase(addr, args, &tag, 1))
+        let p = tokio::time::timeout(limit, pubsub_phase(addr, args, &tag, 1, subscribers))
             .await
             .context("pub/sub latency phase timed out")?
             .context("pub/sub latency phase")?;
@@ -891,6 +1022,35 @@ async fn bench_router(peer: Peer, run: usize, args: &Args, programs: &Programs) 
     }
     router.stop().await;
     out
+}
+
+/// A router under test: the in-process sink or a started broker.
+enum Router {
+    Sink(WampSink),
+    Broker(Broker),
+}
+
+impl Router {
+    fn wamp(&self) -> Option<SocketAddr> {
+        match self {
+            Router::Sink(s) => Some(s.addr),
+            Router::Broker(b) => b.wamp,
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        match self {
+            Router::Sink(_) => Ok(()),
+            Router::Broker(b) => b.check_alive(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Router::Sink(s) => drop(s),
+            Router::Broker(b) => b.stop().await,
+        }
+    }
 }
 
 /// `<workspace>/bench/.crossbar-venv/bin/crossbar` (made by scripts/crossbar-venv.sh).
