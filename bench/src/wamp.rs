@@ -1092,3 +1092,73 @@ pub fn crossbar_config(port: u16) -> Value {
         }]
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["ordo-bench", "--wamp", "--duration", "0.5"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn phases_against_the_sink_count_every_ack() {
+        let sink = WampSink::start().expect("sink");
+        let a = args(&["--publishers", "2", "--callers", "2", "--window", "8"]);
+        let p = pubsub_phase(sink.addr, &a, "t", 8, 0)
+            .await
+            .expect("pub/sub");
+        assert!(p.ack_rate > 0.0 && p.ack_latency.is_some());
+        assert_eq!((p.lost, p.disorder, p.errors), (0, 0, 0));
+        assert!(p.event_latency.is_none());
+        let r = rpc_phase(sink.addr, &a, "t", 1).await.expect("rpc");
+        assert!(r.ack_rate > 0.0 && r.ack_latency.is_some());
+        assert_eq!(r.errors, 0);
+    }
+
+    #[test]
+    fn crossbar_config_allows_everything_on_one_port() {
+        let c = crossbar_config(4242);
+        let worker = &c["workers"][0];
+        assert_eq!(worker["transports"][0]["endpoint"]["port"], 4242);
+        assert_eq!(
+            worker["transports"][0]["endpoint"]["interface"],
+            "127.0.0.1"
+        );
+        let permission = &worker["realms"][0]["roles"][0]["permissions"][0];
+        assert_eq!(permission["uri"], "");
+        assert_eq!(permission["match"], "prefix");
+        for action in ["call", "register", "publish", "subscribe"] {
+            assert_eq!(permission["allow"][action], true);
+        }
+    }
+
+    #[test]
+    fn ratios_are_per_run_and_skip_the_sink() {
+        let out = |peer, run, rate| RouterRun {
+            peer,
+            run,
+            pubsub: Some(PhaseOut {
+                ack_rate: rate,
+                ..PhaseOut::default()
+            }),
+            pubsub_lat: None,
+            rpc: None,
+            rpc_lat: None,
+            error: None,
+        };
+        let all = [
+            out(Peer::Sink, 0, 100.0),
+            out(Peer::Ordo, 0, 30.0),
+            out(Peer::Foxwamp, 0, 10.0),
+        ];
+        let a = args(&[]);
+        let text = table(&all, &[Peer::Sink, Peer::Ordo, Peer::Foxwamp], &a);
+        assert!(text.contains("| foxwamp | 3.00 |"), "{text}");
+        assert!(!text.contains("| sink | 0.30"), "{text}");
+    }
+}
