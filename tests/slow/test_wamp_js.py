@@ -38,10 +38,10 @@ def node():
     return path
 
 
-def run_js(node, ordo, scenario, serializer, *extra, timeout=40):
+def run_js(node, ordo, scenario, serializer, *extra, url=None, timeout=40):
     """Run one scenario of wamp_client.js; return its JSON report (failing if it failed)."""
     proc = subprocess.run(
-        [node, str(SCRIPT), scenario, ordo.wamp_url, REALM, serializer, *map(str, extra)],
+        [node, str(SCRIPT), scenario, url or ordo.wamp_url, REALM, serializer, *map(str, extra)],
         cwd=JS,
         capture_output=True,
         text=True,
@@ -103,6 +103,16 @@ def test_pubsub(node, ordo, client, serializer):
 def test_rpc(node, ordo, client, serializer):
     report = run_js(node, ordo, f"{client}-rpc", serializer)
     check_rpc(report, callee=client)
+
+
+@pytest.mark.parametrize("scenario", ["pubsub", "rpc"])
+def test_autobahn_js_over_rawsocket(node, ordo, scenario):
+    """autobahn-js's Node RawSocket transport (JSON: the only serializer it has there)."""
+    report = run_js(node, ordo, f"autobahn-{scenario}", "json", url=f"tcp://127.0.0.1:{ordo.rawsocket_port}")
+    if scenario == "pubsub":
+        check_pubsub(report, publication_ids_visible=True)
+    else:
+        check_rpc(report, callee="autobahn")
 
 
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])

@@ -5,6 +5,8 @@
 //
 //   node wamp_client.js SCENARIO URL REALM SERIALIZER [ARGS...]
 //
+// URL: ws://host:port/ (WebSocket) or, for the autobahn-* scenarios, tcp://host:port (RawSocket).
+//
 // SCENARIO: autobahn-pubsub | wampy-pubsub | autobahn-rpc | wampy-rpc | cross-pubsub |
 //           cross-rpc | autobahn-subscribe TOPIC COUNT
 // SERIALIZER: json | msgpack (| cbor for autobahn alone)
@@ -84,12 +86,22 @@ function autobahnSerializer () {
   }
 }
 
+// URL ws://host:port/ -> WebSocket; tcp://host:port -> RawSocket (autobahn-js alone, JSON only:
+// its Node RawSocket transport has no other serializer).
+function autobahnTransport () {
+  if (url.startsWith('tcp://')) {
+    if (serializer !== 'json') throw new Error('autobahn-js RawSocket speaks JSON only')
+    const { hostname, port } = new URL(url)
+    return { transports: [{ type: 'rawsocket', host: hostname, port: Number(port) }] }
+  }
+  return { url, serializers: [autobahnSerializer()] }
+}
+
 function autobahnOpen () {
   return new Promise((resolve, reject) => {
     const connection = new autobahn.Connection({
-      url,
+      ...autobahnTransport(),
       realm,
-      serializers: [autobahnSerializer()],
       max_retries: 0,
       retry_if_unreachable: false
     })
