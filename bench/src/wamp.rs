@@ -909,6 +909,15 @@ pub async fn run(args: &Args, programs: &Programs) -> Result<()> {
             bail!("--wamp-peers takes sink, ordo, foxwamp and crossbar, not {p}");
         }
     }
+    if peers.contains(&Peer::Crossbar)
+        && !programs.crossbar_bin.exists()
+        && args.crossbar_bin.is_none()
+    {
+        // Not measured if this fails: the crossbar row then says why.
+        if let Err(e) = install_crossbar().await {
+            eprintln!("crossbar: {e:#}");
+        }
+    }
     let mut all = Vec::new();
     for run in 0..args.runs {
         for &peer in &peers {
@@ -1051,6 +1060,28 @@ impl Router {
             Router::Broker(b) => b.stop().await,
         }
     }
+}
+
+/// Run scripts/crossbar-venv.sh (pip install crossbar into bench/.crossbar-venv), at most 20 min.
+async fn install_crossbar() -> Result<()> {
+    let script = broker::workspace_root()
+        .join("scripts")
+        .join("crossbar-venv.sh");
+    eprintln!(
+        "crossbar: {} missing; running {} (about 140 packages, 1-2 minutes)",
+        default_crossbar_bin().display(),
+        script.display()
+    );
+    let mut child = tokio::process::Command::new("bash")
+        .arg(&script)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start {}", script.display()))?;
+    let status = tokio::time::timeout(Duration::from_secs(20 * 60), child.wait())
+        .await
+        .context("crossbar-venv.sh took over 20 minutes")??;
+    anyhow::ensure!(status.success(), "crossbar-venv.sh failed ({status})");
+    Ok(())
 }
 
 /// `<workspace>/bench/.crossbar-venv/bin/crossbar` (made by scripts/crossbar-venv.sh).
