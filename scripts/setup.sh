@@ -5,7 +5,8 @@
 #   apt:    libclang-dev (RocksDB bindings), mosquitto + mosquitto-clients (slow suite),
 #           sccache (optional build cache; a failure to install it is only a warning)
 #   python: <repo>/.venv with tests/slow/requirements.txt (pytest, paho-mqtt, autobahn, msgpack)
-#   npm:    bench/peers (only when bench/peers/package.json exists)
+#   npm:    bench/peers (fox-wamp, the bench peer) and tests/slow/js (autobahn-js, wampy.js for
+#           tests/slow/test_wamp_js.py), each pinned by its package-lock.json
 #
 # Works as root or with sudo, interactively or in CI (no stdin needed).
 # Environment: PYTHON=/path/to/python3 picks the interpreter for the venv.
@@ -110,29 +111,40 @@ else
     printf '%s\n' "$want" >"$stamp"
 fi
 
-# ---------------------------------------------------------------- npm peers (bench)
-if [ -f "$peers/package.json" ]; then
-    command -v npm >/dev/null 2>&1 || die "bench/peers/package.json exists but npm is not installed"
-    if [ -f "$peers/package-lock.json" ]; then
-        lock="$peers/package-lock.json"
-        # npm writes node_modules/.package-lock.json on every install: it is newer than the lock
-        # exactly when node_modules matches it.
-        marker="$peers/node_modules/.package-lock.json"
-        if [ -f "$marker" ] && [ ! "$lock" -nt "$marker" ] && [ ! "$peers/package.json" -nt "$marker" ]; then
-            say "bench/peers node_modules up to date"
+# ---------------------------------------------------------------- npm packages
+# bench/peers: fox-wamp for ordo-bench; tests/slow/js: the JavaScript WAMP clients of the slow
+# suite. Each is installed with `npm ci` from its lock file, skipped when node_modules matches.
+npm_install() {
+    local dir="$1" name="$2"
+    [ -f "$dir/package.json" ] || return 0
+    command -v npm >/dev/null 2>&1 || die "$name/package.json exists but npm is not installed"
+    # npm writes node_modules/.package-lock.json on every install: it is newer than the lock
+    # exactly when node_modules matches it.
+    local marker="$dir/node_modules/.package-lock.json"
+    if [ -f "$dir/package-lock.json" ]; then
+        if [ -f "$marker" ] && [ ! "$dir/package-lock.json" -nt "$marker" ] && [ ! "$dir/package.json" -nt "$marker" ]; then
+            say "$name node_modules up to date"
         else
-            say "npm ci in bench/peers"
-            (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error)
+            say "npm ci in $name"
+            if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error); then
+                # npm ci refuses a lock that lacks an optional dependency for another platform
+                # when the registry cannot resolve it (tests/slow/js: msgpackr-extract and
+                # cbor-extract for darwin/win32/arm list versions the registry here lacks).
+                # npm install --no-save installs the same locked versions and leaves the lock be.
+                say "npm ci refused the lock in $name; npm install --no-save from the same lock"
+                (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error)
+            fi
         fi
     else
-        marker="$peers/node_modules/.package-lock.json"
-        if [ -f "$marker" ] && [ ! "$peers/package.json" -nt "$marker" ]; then
-            say "bench/peers node_modules up to date"
+        if [ -f "$marker" ] && [ ! "$dir/package.json" -nt "$marker" ]; then
+            say "$name node_modules up to date"
         else
-            say "npm install in bench/peers (no package-lock.json)"
-            (cd "$peers" && npm install --no-audit --no-fund --loglevel=error)
+            say "npm install in $name (no package-lock.json)"
+            (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
         fi
     fi
-fi
+}
+npm_install "$peers" bench/peers
+npm_install "$repo/tests/slow/js" tests/slow/js
 
 say "done"

@@ -36,6 +36,8 @@ pub enum Peer {
     Mosquitto,
     /// fox-wamp (Node.js), launched through bench/peers/foxwamp.js.
     Foxwamp,
+    /// Crossbar.io (Python, WAMP only: `--wamp`), from bench/.crossbar-venv.
+    Crossbar,
 }
 
 impl fmt::Display for Peer {
@@ -48,6 +50,7 @@ impl fmt::Display for Peer {
             Peer::Cluster3 => "cluster3",
             Peer::Mosquitto => "mosquitto",
             Peer::Foxwamp => "foxwamp",
+            Peer::Crossbar => "crossbar",
         })
     }
 }
@@ -84,6 +87,8 @@ pub struct Programs {
     pub node_bin: PathBuf,
     /// bench/peers/foxwamp.js.
     pub foxwamp_js: PathBuf,
+    /// Crossbar's `crossbar` command (bench/.crossbar-venv/bin/crossbar).
+    pub crossbar_bin: PathBuf,
     /// Lines appended to the generated mosquitto.conf.
     pub mosquitto_conf: Vec<String>,
     /// Tune mosquitto and fox-wamp for the workload (see `--peer-defaults`).
@@ -133,8 +138,10 @@ pub fn default_foxwamp_js() -> PathBuf {
 pub struct Broker {
     /// Which broker this is.
     pub peer: Peer,
-    /// Its MQTT listeners (always 127.0.0.1): one, or one per cluster entry.
+    /// Its MQTT listeners (always 127.0.0.1): one, or one per cluster entry (Crossbar: none).
     pub addrs: Vec<SocketAddr>,
+    /// Its WAMP WebSocket listener (standalone Ordo, fox-wamp, Crossbar).
+    pub wamp: Option<SocketAddr>,
     /// For the sink only: PUBLISH packets it received.
     pub sink_received: Option<Arc<AtomicU64>>,
     running: Running,
@@ -153,6 +160,7 @@ impl Broker {
             return Ok(Self {
                 peer,
                 addrs: vec![sink.addr()],
+                wamp: None,
                 sink_received: Some(sink.received()),
                 running: Running::Sink(sink),
             });
@@ -163,6 +171,7 @@ impl Broker {
             return Ok(Self {
                 peer,
                 addrs,
+                wamp: None,
                 sink_received: None,
                 running: Running::Processes(processes),
             });
@@ -229,11 +238,36 @@ impl Broker {
                 let mut cmd = Command::new(&programs.node_bin);
                 cmd.arg(&programs.foxwamp_js)
                     .arg(addr.port().to_string())
+                    .arg(wamp.port().to_string())
                     .env("FOXWAMP_EXIT_ON_STDIN_EOF", "1")
                     .env(
                         "FOXWAMP_NODELAY",
                         if programs.tune_peers { "1" } else { "0" },
                     );
+                cmd
+            }
+            Peer::Crossbar => {
+                if !programs.crossbar_bin.exists() {
+                    bail!(
+                        "{} not found: run scripts/crossbar-venv.sh (pip install crossbar into \
+                         bench/.crossbar-venv) or pass --crossbar-bin",
+                        programs.crossbar_bin.display()
+                    );
+                }
+                let cbdir = dir.path.join(".crossbar");
+                std::fs::create_dir_all(&cbdir)?;
+                let config = crate::wamp::crossbar_config(wamp.port());
+                std::fs::write(
+                    cbdir.join("config.json"),
+                    serde_json::to_string_pretty(&config)?,
+                )?;
+                let mut cmd = Command::new(&programs.crossbar_bin);
+                cmd.arg("start")
+                    .arg("--cbdir")
+                    .arg(&cbdir)
+                    .args(["--loglevel", "warn"])
+                    // its router runs in a worker process: kill the whole group
+                    .process_group(0);
                 cmd
             }
             Peer::Sink | Peer::Cluster1 | Peer::Cluster2 | Peer::Cluster3 => {
@@ -244,10 +278,26 @@ impl Broker {
         let log = dir.path.join("broker.log");
         let mut processes = Processes::new(dir);
         let guard = processes.spawn(&peer.to_string(), cmd, log)?;
+        if peer == Peer::Crossbar {
+            guard.kill_group = true;
+            // a Python router with a controller and a worker process starts slowly
+            guard
+                .wait_listening(wamp, startup.max(Duration::from_secs(60)))
+                .await?;
+            return Ok(Self {
+                peer,
+                addrs: Vec::new(),
+                wamp: Some(wamp),
+                sink_received: None,
+                running: Running::Processes(processes),
+            });
+        }
         guard.wait_listening(addr, startup).await?;
+        guard.wait_listening(wamp, startup).await?;
         Ok(Self {
             peer,
             addrs: vec![addr],
+            wamp: Some(wamp),
             sink_received: None,
             running: Running::Processes(processes),
         })
@@ -317,6 +367,7 @@ impl Processes {
             child,
             _stdin: stdin,
             log,
+            kill_group: false,
         });
         let last = self.guards.len() - 1;
         Ok(&mut self.guards[last])
@@ -343,7 +394,7 @@ impl Processes {
 
     fn kill_all(&mut self) {
         for guard in &mut self.guards {
-            let _ = guard.child.start_kill();
+            guard.kill();
         }
     }
 }
@@ -362,9 +413,25 @@ pub(crate) struct ProcessGuard {
     /// Held open so fox-wamp's launcher sees EOF (and exits) if this process dies without cleanup.
     _stdin: Option<ChildStdin>,
     log: PathBuf,
+    /// The child leads its own process group (see `Command::process_group(0)`): kill the group.
+    pub(crate) kill_group: bool,
 }
 
 impl ProcessGuard {
+    /// SIGKILL the child (and its process group when `kill_group`).
+    fn kill(&mut self) {
+        if self.kill_group {
+            if let Some(pid) = self.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = self.child.start_kill();
+    }
+
     /// Wait until `addr` accepts TCP connections; an error if the process exits or `limit` passes.
     pub(crate) async fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
@@ -405,7 +472,7 @@ impl ProcessGuard {
 
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        self.kill();
         // Give the kill a moment so the scratch directory is not removed under a live writer.
         for _ in 0..100 {
             if !matches!(self.child.try_wait(), Ok(None)) {

@@ -30,6 +30,23 @@ pub struct Args {
     )]
     pub peers: Vec<Peer>,
 
+    /// WAMP mode: compare WAMP routers (--wamp-peers) on pub/sub with acknowledge and on RPC,
+    /// over WebSocket with JSON, instead of the MQTT comparison.
+    #[arg(long)]
+    pub wamp: bool,
+
+    /// Routers measured by --wamp (always in the order ordo, foxwamp, crossbar).
+    #[arg(long, value_delimiter = ',', default_value = "ordo,foxwamp,crossbar")]
+    pub wamp_peers: Vec<Peer>,
+
+    /// --wamp: caller sessions of the RPC phases (all call one callee).
+    #[arg(long, default_value_t = 4)]
+    pub callers: usize,
+
+    /// Crossbar's `crossbar` command [default: <workspace>/bench/.crossbar-venv/bin/crossbar].
+    #[arg(long)]
+    pub crossbar_bin: Option<PathBuf>,
+
     /// Do not measure the built-in sink first (it is measured unless this is given).
     #[arg(long)]
     pub no_sink: bool,
@@ -122,6 +139,12 @@ impl Args {
     pub fn validate(&self) -> Result<()> {
         if self.peers.is_empty() {
             bail!("--peers is empty");
+        }
+        if self.peers.contains(&Peer::Crossbar) {
+            bail!("crossbar is a WAMP router: measure it with --wamp (--wamp-peers)");
+        }
+        if self.wamp && (self.wamp_peers.is_empty() || self.callers == 0 || self.callers > 1000) {
+            bail!("--wamp needs --wamp-peers and --callers 1..=1000");
         }
         if self.publishers == 0 || self.publishers > 10_000 {
             bail!("--publishers must be 1..=10000");

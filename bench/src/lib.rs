@@ -23,6 +23,7 @@ mod cluster;
 mod phase;
 mod report;
 mod sink;
+mod wamp;
 mod wire;
 
 use std::time::Duration;
@@ -65,6 +66,10 @@ pub async fn run(args: Args) -> Result<()> {
             .foxwamp_js
             .clone()
             .unwrap_or_else(broker::default_foxwamp_js),
+        crossbar_bin: args
+            .crossbar_bin
+            .clone()
+            .unwrap_or_else(wamp::default_crossbar_bin),
         mosquitto_conf: args.mosquitto_conf.clone(),
         tune_peers: !args.peer_defaults,
         scratch_root: args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -77,6 +82,9 @@ pub async fn run(args: Args) -> Result<()> {
             "warning: {} is on {fs}: Ordo's fsyncs cost nothing there; pass --scratch-dir on a disk",
             programs.scratch_root.display()
         );
+    }
+    if args.wamp {
+        return wamp::run(&args, &programs).await;
     }
     let mut all = Vec::new();
     for run in 0..args.runs {

@@ -112,7 +112,39 @@ pub(crate) fn check(message_code: u64, dict: &Dict) -> Result<(), Problem> {
     {
         return Err(Problem::Passthru);
     }
-    let table: &[(&str, Kind)] = match message_code {
+    for (key, kind) in table(message_code) {
+        if let Some(value) = dict.get(*key) {
+            if !fits(*kind, value) {
+                return Err(Problem::Invalid(key));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove the well-known keys of this message whose value is "not set": msgpack nil (JSON
+/// null) or `undefined` as JavaScript msgpack encoders write it (msgpackr and msgpack-lite:
+/// fixext 1, type 0, data 0). wampy.js sends every option it knows, e.g. SUBSCRIBE
+/// `{match: undefined, get_retained: undefined}`, which its msgpack serializer encodes that way.
+/// Unknown keys are kept as they are.
+pub(crate) fn strip_unset(message_code: u64, dict: &mut Dict) {
+    for (key, _) in table(message_code) {
+        if dict.get(*key).is_some_and(is_unset) {
+            dict.remove(*key);
+        }
+    }
+}
+
+fn is_unset(value: &Value) -> bool {
+    match value {
+        Value::Nil => true,
+        Value::Ext(0, data) => data.as_slice() == [0],
+        _ => false,
+    }
+}
+
+fn table(message_code: u64) -> &'static [(&'static str, Kind)] {
+    match message_code {
         code::HELLO => HELLO,
         code::WELCOME => WELCOME,
         code::PUBLISH => PUBLISH,
@@ -125,15 +157,7 @@ pub(crate) fn check(message_code: u64, dict: &Dict) -> Result<(), Problem> {
         code::INVOCATION => INVOCATION,
         code::INTERRUPT => INTERRUPT,
         _ => &[],
-    };
-    for (key, kind) in table {
-        if let Some(value) = dict.get(*key) {
-            if !fits(*kind, value) {
-                return Err(Problem::Invalid(key));
-            }
-        }
     }
-    Ok(())
 }
 
 /// Return whether messages of this code carry an application payload.
@@ -173,6 +197,25 @@ mod tests {
 
     fn dict(key: &str, value: Value) -> Dict {
         Dict::from([(key.to_owned(), value)])
+    }
+
+    #[test]
+    fn unset_well_known_keys_are_removed() {
+        let mut d = Dict::from([
+            ("match".to_owned(), Value::Nil),
+            ("get_retained".to_owned(), Value::Ext(0, vec![0])),
+            ("x_custom".to_owned(), Value::Nil),
+        ]);
+        strip_unset(code::SUBSCRIBE, &mut d);
+        assert_eq!(d, dict("x_custom", Value::Nil));
+        assert_eq!(check(code::SUBSCRIBE, &d), Ok(()));
+        // Another extension type, or a set value, stays (and is checked).
+        let mut d = dict("match", Value::Ext(1, vec![0]));
+        strip_unset(code::SUBSCRIBE, &mut d);
+        assert_eq!(check(code::SUBSCRIBE, &d), Err(Problem::Invalid("match")));
+        let mut d = dict("acknowledge", Value::Boolean(true));
+        strip_unset(code::PUBLISH, &mut d);
+        assert_eq!(d, dict("acknowledge", Value::Boolean(true)));
     }
 
     #[test]

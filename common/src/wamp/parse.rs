@@ -280,7 +280,8 @@ impl Fields {
         self.check_options(dict)
     }
 
-    fn check_options(&mut self, dict: Dict) -> Result<Dict, DecodeError> {
+    fn check_options(&mut self, mut dict: Dict) -> Result<Dict, DecodeError> {
+        options::strip_unset(self.code, &mut dict);
         match options::check(self.code, &dict) {
             Ok(()) => {}
             Err(Problem::Invalid(key)) => {
