@@ -17,6 +17,8 @@
 //! rest of the entry (RocksDB).
 #![warn(missing_docs)]
 
+pub mod kv;
+
 #[cfg(ordo_loom)]
 use loom::sync::{Mutex, MutexGuard};
 use ordo_common::topic::Filter;
@@ -26,6 +28,8 @@ use std::sync::Arc;
 #[cfg(not(ordo_loom))]
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
+
+pub use kv::Outcome;
 
 /// Identifies a client session on this entry (also its WAMP session id).
 pub type SessionId = u64;
@@ -92,6 +96,10 @@ struct State {
     retained: BTreeMap<(String, String), (PermanentId, Arc<StoredMessage>)>,
     /// Shared subscription groups (realm, key) -> messages handed out so far (round robin).
     share_cursor: HashMap<(String, String), usize>,
+    /// fox-wamp conditional state: parked publishes, wills (see [`kv`]).
+    kv: kv::KvState,
+    /// Sessions that take the outcomes of their conditional publishes.
+    outcomes: BTreeMap<SessionId, mpsc::UnboundedSender<Outcome>>,
 }
 
 /// Shared routing table of one entry.
@@ -153,6 +161,7 @@ impl Router {
     pub fn close_session(&self, session: SessionId) -> PermanentId {
         let mut state = self.lock();
         state.sessions.remove(&session);
+        state.outcomes.remove(&session);
         let ids: Vec<SubscriptionId> = state
             .subscriptions
             .iter()
@@ -231,6 +240,39 @@ impl Router {
         }
     }
 
+    /// Return the receiver of `session`'s conditional-publish outcomes.
+    ///
+    /// Call once per session that publishes with fox-wamp options; outcomes of
+    /// messages whose publisher is `session` go there (the receiver checks
+    /// [`Outcome::origin`]: session ids are per entry). Closing the session drops it.
+    pub fn outcomes(&self, session: SessionId) -> mpsc::UnboundedReceiver<Outcome> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().outcomes.insert(session, tx);
+        rx
+    }
+
+    /// Return the wills session `session` of entry `origin` owns, as of the
+    /// last dispatched id: (realm, topic, value).
+    pub fn wills_of(
+        &self,
+        origin: u64,
+        session: SessionId,
+    ) -> Vec<(String, String, serde_json::Value)> {
+        self.lock().kv.wills_of(origin, session)
+    }
+
+    /// Tell whether a dispatched message was delivered under its own id, so a
+    /// replay or history read should show it (refused, parked and control
+    /// records are not).
+    pub fn replayable(&self, id: PermanentId, message: &StoredMessage) -> bool {
+        self.lock().kv.replayable(id, message)
+    }
+
+    /// Return how many `watch` publishes are parked.
+    pub fn parked_count(&self) -> usize {
+        self.lock().kv.parked_count()
+    }
+
     /// Return the highest id dispatched so far.
     pub fn last_dispatched(&self) -> PermanentId {
         self.lock().last_dispatched
@@ -243,13 +285,12 @@ impl Router {
         let mut state = self.lock();
         let mut per_session: BTreeMap<SessionId, Vec<(SubscriptionId, u8)>> = BTreeMap::new();
         for (id, message) in batch {
-            if message.retain {
-                let key = (message.realm.clone(), message.topic.clone());
-                if message.payload.is_empty() {
-                    state.retained.remove(&key);
-                } else {
-                    state.retained.insert(key, (*id, message.clone()));
-                }
+            let st = &mut *state;
+            let applied = st.kv.apply(&mut st.retained, *id, message);
+            if !applied.deliver {
+                send_outcomes(&state, applied.outcomes);
+                state.last_dispatched = *id;
+                continue;
             }
             per_session.clear();
             let mut groups: BTreeMap<String, Vec<(SubscriptionId, SessionId, u8)>> =
@@ -308,7 +349,16 @@ impl Router {
                     entry.tx = None;
                 }
             }
+            send_outcomes(&state, applied.outcomes);
             state.last_dispatched = *id;
+        }
+    }
+}
+
+fn send_outcomes(state: &State, outcomes: Vec<(SessionId, Outcome)>) {
+    for (session, outcome) in outcomes {
+        if let Some(tx) = state.outcomes.get(&session) {
+            let _ = tx.send(outcome);
         }
     }
 }
