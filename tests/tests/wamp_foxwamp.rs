@@ -429,7 +429,8 @@ async fn will_is_written_when_a_session_drops_and_parked_waiters_die_with_theirs
     );
     // The retained presence is the merge of a's value and its will.
     let mut s = join(node.wamp).await?;
-    s.subscribe("fw.presence", dict([("snapshot", t())])).await?;
+    s.subscribe("fw.presence", dict([("snapshot", t())]))
+        .await?;
     assert_eq!(
         value(&s.next_event().await?),
         json!({"state": "off", "name": "a"})
@@ -450,13 +451,11 @@ fn free_udp(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
         .collect::<std::io::Result<Vec<_>>>()?)
 }
 
-/// Start 3 sync and 3 ndb nodes in this process; return their stop switches and tasks.
-fn start_cluster(
-    root: &std::path::Path,
-) -> anyhow::Result<(
-    std::path::PathBuf,
-    Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
-)> {
+/// A node run in this process: the switch that stops it and its task.
+type InProcess = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// Start 3 sync and 3 ndb nodes in this process; return the cluster file and the nodes.
+fn start_cluster(root: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, Vec<InProcess>)> {
     let mut addrs = free_udp(8)?.into_iter();
     let mut members = |n: u64| -> Vec<Member> {
         (1..=n)
