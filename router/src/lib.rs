@@ -12,6 +12,10 @@
 //! as a new subscription is added, which gives replay its seam: ids up to it are
 //! on disk, ids above it arrive live.
 //!
+//! Each message is first applied to the retained values and fox-wamp's
+//! conditional state ([`kv`]): a refused or parked conditional publish is not
+//! delivered, and its publisher's session learns the outcome.
+//!
 //! It is its own crate so that a loom test (`tests/loom.rs`, built with
 //! `RUSTFLAGS="--cfg ordo_loom"`) can explore that seam without building the
 //! rest of the entry (RocksDB).
@@ -265,6 +269,10 @@ impl Router {
     /// replay or history read should show it (refused, parked and control
     /// records are not).
     pub fn replayable(&self, id: PermanentId, message: &StoredMessage) -> bool {
+        // Only messages with fox-wamp options are ever held back.
+        if message.wamp.as_ref().is_none_or(|o| o.fox.is_none()) {
+            return true;
+        }
         self.lock().kv.replayable(id, message)
     }
 

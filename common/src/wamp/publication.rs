@@ -166,6 +166,41 @@ mod tests {
     }
 
     #[test]
+    fn fox_options_round_trip_and_older_records_decode() {
+        let with = PublishOptions {
+            fox: Some(FoxOptions {
+                origin: 2,
+                request: Some(7),
+                when: Some(When {
+                    value: serde_json::Value::Null,
+                    watch: true,
+                }),
+                will: Some(Will {
+                    value: serde_json::json!({"a": [1, "x", null]}),
+                }),
+                control: Some(Control::Release { of: 9 }),
+            }),
+            ..Default::default()
+        };
+        let bytes = rmp_serde::to_vec(&with).expect("encode");
+        let back: PublishOptions = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back, with);
+        // The seven fields written before `fox` existed.
+        let old = (
+            None::<Publisher>,
+            Vec::<u64>::new(),
+            Some(vec![3u64]),
+            Vec::<String>::new(),
+            None::<Vec<String>>,
+            Vec::<String>::new(),
+            None::<Vec<String>>,
+        );
+        let bytes = rmp_serde::to_vec(&old).expect("encode");
+        let back: PublishOptions = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!((back.eligible, back.fox), (Some(vec![3]), None));
+    }
+
+    #[test]
     fn disclose_me_keeps_the_publisher() {
         let mut options = Dict::new();
         options.insert("disclose_me".into(), Value::Boolean(true));
