@@ -5,7 +5,8 @@ replays that topic from the start of history (`after: 0`). Because Ordo delivers
 every subscriber in the same permanent-id order, all clients compute the same queue of waiters
 and agree on who holds the lock (the first waiter), without asking anyone. A client that joins
 late replays the history and reaches the same answer. (A holder that dies keeps the lock: a
-release on the holder's disconnect, fox-wamp's `will` option, is not built yet.)
+release on the holder's disconnect needs fox-wamp's `will` option: see docs/wamp.md and the
+lock on `when`/`watch`/`will` in tests/slow/test_wamp_foxwamp.py.)
 
     .venv/bin/python demos/resource_lock.py --name alice            # against ordo-entry --standalone
     .venv/bin/python demos/resource_lock.py --name bob --hold 5 --rounds 2

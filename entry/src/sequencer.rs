@@ -222,7 +222,9 @@ pub(crate) fn retained_changes(
 ) -> Vec<(String, String, Option<PermanentId>)> {
     messages
         .iter()
-        .filter(|(_, m)| m.retain)
+        // A conditional publish's effect is decided by the router; its
+        // release record or the next plain write indexes the topic.
+        .filter(|(_, m)| m.retain && !is_conditional(m))
         .map(|(id, m)| {
             (
                 m.realm.clone(),
@@ -231,6 +233,13 @@ pub(crate) fn retained_changes(
             )
         })
         .collect()
+}
+
+fn is_conditional(m: &StoredMessage) -> bool {
+    m.wamp
+        .as_ref()
+        .and_then(|o| o.fox.as_ref())
+        .is_some_and(|f| f.when.is_some())
 }
 
 async fn run_dispatcher(mut rx: mpsc::UnboundedReceiver<Committed>, router: Arc<Router>) {

@@ -12,10 +12,16 @@
 //! as a new subscription is added, which gives replay its seam: ids up to it are
 //! on disk, ids above it arrive live.
 //!
+//! Each message is first applied to the retained values and fox-wamp's
+//! conditional state ([`kv`]): a refused or parked conditional publish is not
+//! delivered, and its publisher's session learns the outcome.
+//!
 //! It is its own crate so that a loom test (`tests/loom.rs`, built with
 //! `RUSTFLAGS="--cfg ordo_loom"`) can explore that seam without building the
 //! rest of the entry (RocksDB).
 #![warn(missing_docs)]
+
+pub mod kv;
 
 #[cfg(ordo_loom)]
 use loom::sync::{Mutex, MutexGuard};
@@ -26,6 +32,8 @@ use std::sync::Arc;
 #[cfg(not(ordo_loom))]
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
+
+pub use kv::Outcome;
 
 /// Identifies a client session on this entry (also its WAMP session id).
 pub type SessionId = u64;
@@ -92,6 +100,10 @@ struct State {
     retained: BTreeMap<(String, String), (PermanentId, Arc<StoredMessage>)>,
     /// Shared subscription groups (realm, key) -> messages handed out so far (round robin).
     share_cursor: HashMap<(String, String), usize>,
+    /// fox-wamp conditional state: parked publishes, wills (see [`kv`]).
+    kv: kv::KvState,
+    /// Sessions that take the outcomes of their conditional publishes.
+    outcomes: BTreeMap<SessionId, mpsc::UnboundedSender<Outcome>>,
 }
 
 /// Shared routing table of one entry.
@@ -153,6 +165,7 @@ impl Router {
     pub fn close_session(&self, session: SessionId) -> PermanentId {
         let mut state = self.lock();
         state.sessions.remove(&session);
+        state.outcomes.remove(&session);
         let ids: Vec<SubscriptionId> = state
             .subscriptions
             .iter()
@@ -231,6 +244,43 @@ impl Router {
         }
     }
 
+    /// Return the receiver of `session`'s conditional-publish outcomes.
+    ///
+    /// Call once per session that publishes with fox-wamp options; outcomes of
+    /// messages whose publisher is `session` go there (the receiver checks
+    /// [`Outcome::origin`]: session ids are per entry). Closing the session drops it.
+    pub fn outcomes(&self, session: SessionId) -> mpsc::UnboundedReceiver<Outcome> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().outcomes.insert(session, tx);
+        rx
+    }
+
+    /// Return the wills session `session` of entry `origin` owns, as of the
+    /// last dispatched id: (realm, topic, value).
+    pub fn wills_of(
+        &self,
+        origin: u64,
+        session: SessionId,
+    ) -> Vec<(String, String, serde_json::Value)> {
+        self.lock().kv.wills_of(origin, session)
+    }
+
+    /// Tell whether a dispatched message was delivered under its own id, so a
+    /// replay or history read should show it (refused, parked and control
+    /// records are not).
+    pub fn replayable(&self, id: PermanentId, message: &StoredMessage) -> bool {
+        // Only messages with fox-wamp options are ever held back.
+        if message.wamp.as_ref().is_none_or(|o| o.fox.is_none()) {
+            return true;
+        }
+        self.lock().kv.replayable(id, message)
+    }
+
+    /// Return how many `watch` publishes are parked.
+    pub fn parked_count(&self) -> usize {
+        self.lock().kv.parked_count()
+    }
+
     /// Return the highest id dispatched so far.
     pub fn last_dispatched(&self) -> PermanentId {
         self.lock().last_dispatched
@@ -270,13 +320,12 @@ impl Router {
         let mut state = self.lock();
         let mut per_session: BTreeMap<SessionId, Vec<(SubscriptionId, u8)>> = BTreeMap::new();
         for (id, message) in batch {
-            if message.retain {
-                let key = (message.realm.clone(), message.topic.clone());
-                if message.payload.is_empty() {
-                    state.retained.remove(&key);
-                } else {
-                    state.retained.insert(key, (*id, message.clone()));
-                }
+            let st = &mut *state;
+            let applied = st.kv.apply(&mut st.retained, *id, message);
+            if !applied.deliver {
+                send_outcomes(&state, applied.outcomes);
+                state.last_dispatched = *id;
+                continue;
             }
             per_session.clear();
             let mut groups: BTreeMap<String, Vec<(SubscriptionId, SessionId, u8)>> =
@@ -335,7 +384,16 @@ impl Router {
                     entry.tx = None;
                 }
             }
+            send_outcomes(&state, applied.outcomes);
             state.last_dispatched = *id;
+        }
+    }
+}
+
+fn send_outcomes(state: &State, outcomes: Vec<(SessionId, Outcome)>) {
+    for (session, outcome) in outcomes {
+        if let Some(tx) = state.outcomes.get(&session) {
+            let _ = tx.send(outcome);
         }
     }
 }

@@ -40,7 +40,7 @@ mod tests;
 
 pub use error::DecodeError;
 pub use message::{code, Dict, Message};
-pub use publication::{PublishOptions, Publisher};
+pub use publication::{Control, FoxOptions, PublishOptions, Publisher, When, Will};
 pub use rmpv::Value;
 pub use uri::validate_uri;
 

@@ -55,9 +55,16 @@ const PUBLISH: &[(&str, Kind)] = &[
     ("retain", Bool),
     ("disclose_me", Bool),
     ("transaction_hash", Str),
+    ("watch", Bool),
+    ("trace", Bool),
     FORWARD,
 ];
-const SUBSCRIBE: &[(&str, Kind)] = &[("match", MATCH), ("get_retained", Bool), FORWARD];
+const SUBSCRIBE: &[(&str, Kind)] = &[
+    ("match", MATCH),
+    ("get_retained", Bool),
+    ("snapshot", Bool),
+    FORWARD,
+];
 const EVENT: &[(&str, Kind)] = &[
     ("publisher", Id),
     ("publisher_authid", Str),

@@ -41,6 +41,58 @@ pub struct PublishOptions {
     pub exclude_authrole: Vec<String>,
     /// Only these authroles may receive it (`eligible_authrole`).
     pub eligible_authrole: Option<Vec<String>>,
+    /// fox-wamp key-value options (`when`, `watch`, `will`) and router-made
+    /// records; `None` otherwise (and in records written before).
+    #[serde(default)]
+    pub fox: Option<FoxOptions>,
+}
+
+/// fox-wamp's key-value publish options, decided in permanent-id order by the
+/// router on every node (see `ordo_router::kv`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoxOptions {
+    /// Owner id of the entry whose session published it: outcomes go back there.
+    pub origin: u64,
+    /// The PUBLISH request to answer, when the publisher asked `acknowledge`.
+    pub request: Option<u64>,
+    /// Compare-and-set: apply only when the retained value fits (`when`, `watch`).
+    pub when: Option<When>,
+    /// Value written to the topic when the publisher's session ends (`will`).
+    pub will: Option<Will>,
+    /// Set on records the router's front door makes, not clients.
+    pub control: Option<Control>,
+}
+
+/// A compare-and-set condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct When {
+    /// The pattern the retained value must fit; `null` means no retained value.
+    pub value: serde_json::Value,
+    /// Park the publish until the condition holds instead of refusing it.
+    pub watch: bool,
+}
+
+/// A session's last will for one topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Will {
+    /// The value written (merged) when the session ends; `null` deletes.
+    pub value: serde_json::Value,
+}
+
+/// What a router-made record is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// The publisher's session ended: its parked publishes are dropped. Never delivered.
+    SessionEnd,
+    /// The publisher's will for this topic: applied only if the session still
+    /// owns the topic's will when the record is reached.
+    WillOf,
+    /// The delivery of a parked publish (this permanent id) that was released
+    /// earlier; it changes no state, it only carries the event.
+    Release {
+        /// The parked publish's permanent id.
+        of: u64,
+    },
 }
 
 impl PublishOptions {
@@ -74,6 +126,7 @@ impl PublishOptions {
             eligible_authid: strings("eligible_authid"),
             exclude_authrole: strings("exclude_authrole").unwrap_or_default(),
             eligible_authrole: strings("eligible_authrole"),
+            fox: None,
         };
         (out != PublishOptions::default()).then_some(out)
     }
@@ -110,6 +163,41 @@ mod tests {
         assert!(!p.admits(2, "alice", "anonymous"));
         assert!(!p.admits(3, "carol", "anonymous"));
         assert!(PublishOptions::from_options(&Dict::new(), Publisher::default()).is_none());
+    }
+
+    #[test]
+    fn fox_options_round_trip_and_older_records_decode() {
+        let with = PublishOptions {
+            fox: Some(FoxOptions {
+                origin: 2,
+                request: Some(7),
+                when: Some(When {
+                    value: serde_json::Value::Null,
+                    watch: true,
+                }),
+                will: Some(Will {
+                    value: serde_json::json!({"a": [1, "x", null]}),
+                }),
+                control: Some(Control::Release { of: 9 }),
+            }),
+            ..Default::default()
+        };
+        let bytes = rmp_serde::to_vec(&with).expect("encode");
+        let back: PublishOptions = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back, with);
+        // The seven fields written before `fox` existed.
+        let old = (
+            None::<Publisher>,
+            Vec::<u64>::new(),
+            Some(vec![3u64]),
+            Vec::<String>::new(),
+            None::<Vec<String>>,
+            Vec::<String>::new(),
+            None::<Vec<String>>,
+        );
+        let bytes = rmp_serde::to_vec(&old).expect("encode");
+        let back: PublishOptions = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!((back.eligible, back.fox), (Some(vec![3]), None));
     }
 
     #[test]

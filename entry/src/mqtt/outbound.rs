@@ -140,6 +140,7 @@ impl Connection {
         for (id, message) in chunk {
             if message.realm != self.realm
                 || (message.publisher == self.session_id && message.exclude_publisher)
+                || !self.shared.router.replayable(id, &message)
             {
                 continue;
             }

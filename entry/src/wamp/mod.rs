@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod broker;
 pub mod dealer;
+pub mod fox;
 mod meta;
 mod pubsub;
 pub mod rawsocket;

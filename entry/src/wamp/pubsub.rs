@@ -5,7 +5,7 @@
 
 use super::dealer::error;
 use super::session::{Session, SessionError};
-use crate::router::{Delivery, SubscriptionId, SubscriptionSpec};
+use crate::router::{kv, Delivery, SubscriptionId, SubscriptionSpec};
 use crate::sequencer::PublishError;
 use ordo_common::topic::{self, Filter};
 use ordo_common::wamp::{code, validate_uri, Dict, Message, PublishOptions, Publisher, Value};
@@ -46,20 +46,35 @@ impl Session {
             authid: self.info.authid.clone(),
             authrole: self.info.authrole.clone(),
         };
+        let mut wamp = PublishOptions::from_options(&options, publisher);
+        // `when` and `will` act on the topic's retained value, so they imply `retain`.
+        let origin = self.shared.config.owner;
+        let fox = super::fox::publish_options(&options, origin, acknowledge.then_some(request));
+        let conditional = fox.as_ref().is_some_and(|f| f.when.is_some());
+        if let Some(fox) = fox {
+            self.fox_used = true;
+            wamp = super::fox::attach(wamp, fox);
+        }
         let message = StoredMessage {
             realm: self.info.realm.clone(),
             topic: topic::from_wamp_uri(&uri),
             payload: Payload::Wamp { args, kwargs },
             qos: 1,
-            retain: flag(&options, "retain"),
+            retain: flag(&options, "retain") || wamp.as_ref().is_some_and(|w| w.fox.is_some()),
             publisher: self.id,
             exclude_publisher: exclude_me,
             mqtt: None,
-            wamp: PublishOptions::from_options(&options, publisher),
+            wamp,
         };
+        // A conditional publish is answered by its outcome (PUBLISHED or
+        // condition_failed); the sequencer's ack only reports a storage failure.
         match self.shared.sequencer.publish(message, acknowledge).await {
             Ok(Some(rx)) => self.acks.push_back(Box::pin(async move {
-                (request, rx.await.unwrap_or(Err(PublishError::Stopped)))
+                (
+                    request,
+                    rx.await.unwrap_or(Err(PublishError::Stopped)),
+                    !conditional,
+                )
             })),
             Ok(None) => {}
             Err(e) => {
@@ -105,6 +120,7 @@ impl Session {
                     .await
             }
         };
+        let pattern = super::fox::subscribe_filter(&options);
         let after = match options.get("after") {
             None => None,
             Some(v) => match v.as_u64() {
@@ -145,12 +161,16 @@ impl Session {
         };
         self.subscriptions.insert(sub, (group, policy != "exact"));
         self.groups.insert(group, sub);
+        if let Some(pattern) = pattern {
+            self.filters.insert(sub, pattern);
+        }
         self.feed(&Message::Subscribed {
             request,
             subscription: group,
         })
         .await?;
-        if flag(&options, "get_retained") {
+        // fox-wamp's `snapshot` is WAMP's `get_retained`.
+        if flag(&options, "get_retained") || flag(&options, "snapshot") {
             for (id, message) in subscribed.retained {
                 let delivery = Delivery {
                     id,
@@ -175,6 +195,7 @@ impl Session {
         let reply = match self.groups.remove(&group) {
             Some(sub) => {
                 self.subscriptions.remove(&sub);
+                self.filters.remove(&sub);
                 self.shared.router.unsubscribe(self.id, sub);
                 self.shared.broker.unsubscribe(self.id, group);
                 Message::Unsubscribed {
@@ -203,10 +224,17 @@ impl Session {
             return Ok(());
         }
         let (args, kwargs) = d.message.payload.to_wamp_args();
+        let mut value = None;
         for (sub, _) in &d.matches {
             let Some(&(group, pattern)) = self.subscriptions.get(sub) else {
                 continue;
             };
+            if let Some(filter) = self.filters.get(sub) {
+                let value = value.get_or_insert_with(|| kv::value_of(&d.message.payload));
+                if !kv::fits(filter, value) {
+                    continue;
+                }
+            }
             let details = event_details(&d.message, pattern, retained);
             let event = Message::Event {
                 subscription: group,
@@ -237,6 +265,7 @@ impl Session {
                 if message.realm != self.info.realm
                     || !filter.matches(&message.topic)
                     || (message.exclude_publisher && message.publisher == self.id)
+                    || !self.shared.router.replayable(id, &message)
                 {
                     continue;
                 }
@@ -293,7 +322,11 @@ impl Session {
                     .wamp
                     .as_ref()
                     .is_some_and(|o| !o.admits(self.id, &self.info.authid, &self.info.authrole));
-                if message.realm != g.realm || !filter.matches(&message.topic) || hidden {
+                if message.realm != g.realm
+                    || !filter.matches(&message.topic)
+                    || hidden
+                    || !self.shared.router.replayable(id, &message)
+                {
                     continue;
                 }
                 found.push_back(history_entry(group, id, &message));

@@ -20,7 +20,11 @@ use std::time::Duration;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-type AckFuture = Pin<Box<dyn Future<Output = (u64, Result<PermanentId, PublishError>)> + Send>>;
+/// A pending publish ack: the request, the sequencer's answer, and whether an
+/// `Ok` is answered with PUBLISHED (a conditional publish is answered by its
+/// outcome instead, see [`super::fox`]).
+type AckFuture =
+    Pin<Box<dyn Future<Output = (u64, Result<PermanentId, PublishError>, bool)> + Send>>;
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,7 @@ pub async fn run(
         return Ok(());
     };
     let (session_id, deliveries) = shared.router.open_session();
+    let outcomes = shared.router.outcomes(session_id);
     // An anonymous session's authid is the one the client announces (not
     // verified), else the session id.
     let authid = grant
@@ -116,6 +121,8 @@ pub async fn run(
         tx,
         subscriptions: HashMap::new(),
         groups: HashMap::new(),
+        filters: HashMap::new(),
+        fox_used: false,
         acks: FuturesOrdered::new(),
     };
     session.feed(&welcome).await?;
@@ -123,10 +130,13 @@ pub async fn run(
     tracing::debug!(session = session_id, realm = %session.info.realm, "wamp session joined");
     session.announce_join().await;
     let result = session
-        .serve(&mut rx, deliveries, rpc, shared.shutdown.clone())
+        .serve(&mut rx, deliveries, outcomes, rpc, shared.shutdown.clone())
         .await;
     shared.router.close_session(session_id);
     shared.dealer.leave(session_id);
+    if session.fox_used {
+        super::fox::end_session(&shared, session_id, &session.info.realm).await;
+    }
     if let Some(info) = shared.broker.leave(session_id) {
         super::meta::announce_leave(&shared, session_id, &info).await;
     }
@@ -325,6 +335,10 @@ pub(super) struct Session {
     pub(super) subscriptions: HashMap<SubscriptionId, (u64, bool)>,
     /// WAMP subscription id -> this session's router subscription.
     pub(super) groups: HashMap<u64, SubscriptionId>,
+    /// Router subscription -> its fox-wamp `filter` pattern.
+    pub(super) filters: HashMap<SubscriptionId, serde_json::Value>,
+    /// Set once the session publishes with `when` or `will`: its end is then logged.
+    pub(super) fox_used: bool,
     pub(super) acks: FuturesOrdered<AckFuture>,
 }
 
@@ -343,6 +357,7 @@ impl Session {
         &mut self,
         rx: &mut Rx,
         mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
+        mut outcomes: tokio::sync::mpsc::UnboundedReceiver<crate::router::Outcome>,
         mut rpc: tokio::sync::mpsc::UnboundedReceiver<Message>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
@@ -407,8 +422,10 @@ impl Session {
                     }
                 },
                 Some(message) = rpc.recv() => self.feed(&message).await?,
-                Some((request, result)) = futures_util::StreamExt::next(&mut self.acks), if !self.acks.is_empty() => {
+                Some(outcome) = outcomes.recv() => self.on_outcome(outcome).await?,
+                Some((request, result, answer)) = futures_util::StreamExt::next(&mut self.acks), if !self.acks.is_empty() => {
                     let reply = match result {
+                        Ok(_) if !answer => continue,
                         Ok(id) => Message::Published { request, publication: id.0 },
                         Err(e) => {
                             tracing::error!(session = self.id, error = %e, "publish not stored");

@@ -1,0 +1,118 @@
+"""fox-wamp's key-value publish options driven by autobahn-python: a resource lock built on
+`when: null` + `watch` + `will: null` (fox-wamp's democli/resource-lock.js), against a real
+ordo-entry.
+
+autobahn's PublishOptions has no keywords for these options, so a transport hook adds them to the
+lock requests (PUBLISH with a payload on the lock topic); the release is a plain retained PUBLISH
+with no payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from autobahn.wamp import message as wamp_message
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import PublishOptions
+
+from harness import _with_extra_options
+from test_wamp_autobahn import close, connect, run
+
+LOCK = "demo.foxlock"
+LOCK_OPTIONS = {"when": None, "watch": True, "will": None}
+
+
+def lock_requests_ask_when_watch_will(session) -> None:
+    send = session._transport.send
+
+    def hooked(msg):
+        if isinstance(msg, wamp_message.Publish) and msg.topic == LOCK and msg.args:
+            _with_extra_options(msg, LOCK_OPTIONS)
+        return send(msg)
+
+    session._transport.send = hooked
+
+
+async def locker(ordo):
+    s = await connect(ordo, "websocket", "json")
+    lock_requests_ask_when_watch_will(s)
+    return s
+
+
+async def acquire(s, name):
+    return await s.publish(LOCK, {"owner": name}, options=PublishOptions(acknowledge=True, retain=True))
+
+
+async def release(s):
+    return await s.publish(LOCK, options=PublishOptions(acknowledge=True, retain=True))
+
+
+def test_lock_on_when_watch_is_exclusive_and_fair(ordo):
+    async def go():
+        names = ["a", "b", "c"]
+        sessions = {n: await locker(ordo) for n in names}
+        holding: set[str] = set()
+        order: list[str] = []
+        overlaps: list[set[str]] = []
+
+        async def work(name, start_after):
+            await asyncio.sleep(start_after)
+            pub = await acquire(sessions[name], name)
+            holding.add(name)
+            order.append(name)
+            if len(holding) > 1:
+                overlaps.append(set(holding))
+            await asyncio.sleep(0.3)
+            holding.discard(name)
+            await release(sessions[name])
+            return pub.id
+
+        # Requests 0.1 s apart: the waiters are served in the order they asked.
+        ids = await asyncio.gather(*(work(n, 0.1 * i) for i, n in enumerate(names)))
+        assert overlaps == []
+        assert order == names
+        assert ids == sorted(ids)
+        await close(*sessions.values())
+
+    run(go())
+
+
+def test_a_refused_compare_and_set_is_an_error(ordo):
+    async def go():
+        a = await connect(ordo, "rawsocket", "msgpack")
+        b = await connect(ordo, "websocket", "cbor")
+        for s in (a, b):
+            send = s._transport.send
+
+            def hooked(msg, send=send):
+                if isinstance(msg, wamp_message.Publish) and msg.topic == "demo.cas":
+                    _with_extra_options(msg, {"when": None})
+                return send(msg)
+
+            s._transport.send = hooked
+        await a.publish("demo.cas", "mine", options=PublishOptions(acknowledge=True, retain=True))
+        try:
+            await b.publish("demo.cas", "mine too", options=PublishOptions(acknowledge=True, retain=True))
+        except ApplicationError as e:
+            assert e.error == "wamp.error.condition_failed"
+        else:
+            raise AssertionError("the second `when: null` publish was accepted")
+        await close(a, b)
+
+    run(go())
+
+
+def test_a_holder_that_dies_hands_the_lock_on_through_its_will(ordo):
+    async def go():
+        holder = await locker(ordo)
+        waiter = await locker(ordo)
+        await acquire(holder, "holder")
+        waiting = asyncio.ensure_future(acquire(waiter, "waiter"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        holder._transport.close()  # no GOODBYE
+        pub = await asyncio.wait_for(waiting, 10)
+        assert pub.id > 0
+        await close(waiter)
+
+    run(go())
