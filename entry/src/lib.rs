@@ -114,6 +114,51 @@ impl Running {
 
 const META_INCARNATION: &str = "entry/incarnation";
 
+/// Messages read from the store per step of [`rebuild_router`].
+const REBUILD_CHUNK: usize = 4096;
+
+/// Bring a new router to the state it had before the node stopped by
+/// dispatching the whole stored log to it, with no session listening.
+///
+/// Retained values (WAMP objects merge), parked `watch` publishes, wills and
+/// which ids were delivered are all functions of the log in id order, the same
+/// on every node; replaying it is what keeps a restarted node in agreement
+/// with the others. The cost is one read of the log at start-up
+/// (docs/operations.md).
+fn rebuild_router(
+    store: &ordo_ndb::Store,
+    router: &Router,
+    last: ordo_common::PermanentId,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut at = ordo_common::PermanentId::ZERO;
+    let mut next_log = 1_000_000u64;
+    while at < last {
+        let chunk = store.read_range(at, last, REBUILD_CHUNK)?;
+        let Some(&(top, _)) = chunk.last() else {
+            break;
+        };
+        let batch: Vec<_> = chunk.into_iter().map(|(id, m)| (id, Arc::new(m))).collect();
+        router.dispatch(&batch);
+        at = top;
+        if at.0 >= next_log {
+            tracing::info!(
+                at = at.0,
+                last = last.0,
+                "rebuilding the router from the log"
+            );
+            next_log += 1_000_000;
+        }
+    }
+    tracing::info!(
+        messages = last.0,
+        retained = router.retained_count(),
+        ms = started.elapsed().as_millis() as u64,
+        "router rebuilt from the log"
+    );
+    Ok(())
+}
+
 /// Open the store, start the sequencer and bind both listeners.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     anyhow::ensure!(
@@ -127,8 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = ordo_ndb::Store::open(&db_dir)
         .with_context(|| format!("open store {}", db_dir.display()))?;
     let last = store.last_id()?;
-    let retained = store.load_retained()?;
-    tracing::info!(data_dir = %config.data_dir.display(), last_id = last.0, retained = retained.len(), "store opened");
+    tracing::info!(data_dir = %config.data_dir.display(), last_id = last.0, "store opened");
     // Session ids are (incarnation << 32) + n: unique across restarts, so a
     // stored message's publisher id never matches a later session (WAMP ids stay below 2^53).
     let incarnation = store
@@ -142,11 +186,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ..Default::default()
     })?;
     let router = Router::new(
-        last,
-        retained,
+        ordo_common::PermanentId::ZERO,
+        Vec::new(),
         config.session_queue,
         (incarnation % (1 << 20)) << 32,
     );
+    rebuild_router(&store, &router, last)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let metrics = ordo_common::quic::metrics::Metrics::new("entry");
     if let Some(addr) = config.metrics {
@@ -209,6 +254,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(addr = %mqtt_addr, "MQTT listening on mqtt://{mqtt_addr}");
     tracing::info!(addr = %wamp_addr, "WAMP listening on ws://{wamp_addr}/");
     tracing::info!(addr = %rawsocket_addr, "WAMP RawSocket listening on tcp://{rawsocket_addr}");
+    // Sessions of this entry's previous run that never ended (it was killed):
+    // end them now, as their connections would have, so their parked publishes
+    // are dropped and their wills written on every node.
+    let lost = shared.router.fox_sessions_of(shared.config.owner);
+    if !lost.is_empty() {
+        tracing::info!(
+            sessions = lost.len(),
+            "ending WAMP sessions lost in the last stop"
+        );
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            for (session, realm) in lost {
+                wamp::fox::end_session(&shared, session, &realm).await;
+            }
+        });
+    }
     let tasks = vec![
         tokio::spawn(mqtt::serve(mqtt_listener, shared.clone())),
         tokio::spawn(wamp::serve(wamp_listener, shared.clone())),

@@ -230,6 +230,24 @@ impl KvState {
             .collect()
     }
 
+    /// Return the sessions of entry `origin` that own wills or parked
+    /// publishes, each with a realm it used.
+    pub(crate) fn sessions_of(&self, origin: u64) -> BTreeMap<u64, String> {
+        let mut out = BTreeMap::new();
+        for ((realm, _), w) in &self.wills {
+            if w.origin == origin {
+                out.entry(w.session).or_insert_with(|| realm.clone());
+            }
+        }
+        for p in self.parked.values() {
+            if fox(&p.message).is_some_and(|f| f.origin == origin) {
+                out.entry(p.message.publisher)
+                    .or_insert_with(|| p.message.realm.clone());
+            }
+        }
+        out
+    }
+
     /// Return how many publishes are parked.
     pub(crate) fn parked_count(&self) -> usize {
         self.parked.len()

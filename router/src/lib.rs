@@ -276,6 +276,13 @@ impl Router {
         self.lock().kv.replayable(id, message)
     }
 
+    /// Return the sessions of entry `origin` that own wills or parked
+    /// publishes, with a realm each; after a restart these are the sessions
+    /// the node lost without ending them.
+    pub fn fox_sessions_of(&self, origin: u64) -> Vec<(SessionId, String)> {
+        self.lock().kv.sessions_of(origin).into_iter().collect()
+    }
+
     /// Return how many `watch` publishes are parked.
     pub fn parked_count(&self) -> usize {
         self.lock().kv.parked_count()
@@ -296,6 +303,11 @@ impl Router {
             .retained
             .get(&(realm.to_owned(), topic.to_owned()))
             .cloned()
+    }
+
+    /// Return how many topics hold a retained message.
+    pub fn retained_count(&self) -> usize {
+        self.lock().retained.len()
     }
 
     /// Return every retained message of a realm whose topic starts with `prefix`, by topic.

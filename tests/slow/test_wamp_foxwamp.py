@@ -116,3 +116,34 @@ def test_a_holder_that_dies_hands_the_lock_on_through_its_will(ordo):
         await close(waiter)
 
     run(go())
+
+
+def test_merged_values_and_a_dead_nodes_lock_survive_kill9(ordo):
+    """After kill -9 the node rebuilds the conditional state from the log: the merged retained
+    value is whole, and the lock held by a session of the killed run is handed on by its will
+    (the restarted node ends the sessions it lost)."""
+    from autobahn.wamp.types import SubscribeOptions
+
+    async def before():
+        s = await locker(ordo)
+        opts = PublishOptions(acknowledge=True, retain=True)
+        await s.publish("demo.merge", {"a": 1, "b": {"c": 2}}, options=opts)
+        await s.publish("demo.merge", {"b": {"d": 3}}, options=opts)
+        await acquire(s, "doomed")
+
+    async def after():
+        seen = asyncio.get_running_loop().create_future()
+        s = await connect(ordo, "websocket", "json")
+        await s.subscribe(lambda v, **_: seen.done() or seen.set_result(v), "demo.merge",
+                          options=SubscribeOptions(get_retained=True))
+        value = await asyncio.wait_for(seen, 10)
+        assert value == {"a": 1, "b": {"c": 2, "d": 3}}, f"retained after restart: {value}"
+        waiter = await locker(ordo)
+        pub = await asyncio.wait_for(acquire(waiter, "next"), 10)
+        assert pub.id > 0
+        await close(s, waiter)
+
+    run(before())
+    ordo.kill9()
+    ordo.start()
+    run(after())

@@ -126,7 +126,7 @@ fn release_record(parked: &StoredMessage, id: PermanentId) -> StoredMessage {
 
 /// Publish a closing session's end record, wait until this node applied it,
 /// then publish its wills (fox-wamp: on every session end, clean or not).
-pub(super) async fn end_session(shared: &Shared, session: SessionId, realm: &str) {
+pub(crate) async fn end_session(shared: &Shared, session: SessionId, realm: &str) {
     if *shared.shutdown.borrow() {
         return;
     }
