@@ -77,6 +77,8 @@ pub struct Opts {
     pub crash: bool,
     /// The write the shell drops.
     pub skip: Skip,
+    /// Entries' OVERs go out with `prev: None` (the shell un-chains them).
+    pub unchain: bool,
 }
 
 #[derive(Clone)]
@@ -136,9 +138,21 @@ pub enum Timer {
     Crash,
 }
 
-fn route<W>(actions: Vec<Action<W>>, o: &mut Out<Node>, mut ghost: Option<&mut EntryState>) {
+fn route<W>(
+    actions: Vec<Action<W>>,
+    o: &mut Out<Node>,
+    mut ghost: Option<&mut EntryState>,
+    unchain: bool,
+) {
     for a in actions {
         match a {
+            Action::Send {
+                to,
+                msg: Msg::Over(mut e),
+            } if unchain => {
+                e.prev = None;
+                o.send(to_id(to), Msg::Over(e));
+            }
             Action::Send { to, msg } => o.send(to_id(to), msg),
             Action::Persist(_) => {}
             Action::Ack { publisher, seq, id } => {
@@ -215,7 +229,7 @@ impl Node {
         }
         let actions = st.core.take_actions();
         entry_writes(&mut st.disk, &actions, self.opts.skip);
-        route(actions, o, Some(&mut st));
+        route(actions, o, Some(&mut st), self.opts.unchain);
         st
     }
 }
@@ -262,19 +276,19 @@ impl Actor for Node {
                 node.handle_message(*now, from, msg);
                 let actions = node.take_actions();
                 sync_writes(disk, &actions, skip);
-                route(actions, o, None);
+                route(actions, o, None, self.opts.unchain);
             }
             Core::Ndb { node, disk } => {
                 node.handle_message(0, from, msg);
                 let actions = node.take_actions();
                 ndb_writes(disk, &actions, skip);
-                route(actions, o, None);
+                route(actions, o, None, self.opts.unchain);
             }
             Core::Entry(st) => {
                 st.core.handle_message(0, from, msg);
                 let actions = st.core.take_actions();
                 entry_writes(&mut st.disk, &actions, skip);
-                route(actions, o, Some(st));
+                route(actions, o, Some(st), self.opts.unchain);
             }
         }
     }
@@ -288,7 +302,7 @@ impl Actor for Node {
                     node.handle_tick(*now);
                     let actions = node.take_actions();
                     sync_writes(disk, &actions, self.opts.skip);
-                    route(actions, o, None);
+                    route(actions, o, None, self.opts.unchain);
                 }
                 o.set_timer(Timer::Tick, model_timeout());
             }
@@ -363,8 +377,13 @@ pub fn elected_cluster(cfgs: &[SyncConfig]) -> Vec<SyncNode> {
 }
 
 /// The actors: 3 sync (sync 1 a challenger, and sync 2 too if `challengers` > 1),
-/// 3 ndb, 2 entries; entry 1 publishes `msgs1` messages, entry 2 one.
-pub fn actors(opts: Opts, msgs1: u64, challengers: usize, mutate: &dyn Fn(&mut Role)) -> Vec<Node> {
+/// 3 ndb, 2 entries; entry `o` publishes `msgs[o - 1]` messages.
+pub fn actors(
+    opts: Opts,
+    msgs: [u64; 2],
+    challengers: usize,
+    mutate: &dyn Fn(&mut Role),
+) -> Vec<Node> {
     let syncs: Vec<u32> = (0..SYNCS as u32).collect();
     let ndbs: Vec<u32> = (0..NDBS as u32).collect();
     let mut cfgs: Vec<SyncConfig> = syncs
@@ -401,7 +420,7 @@ pub fn actors(opts: Opts, msgs1: u64, challengers: usize, mutate: &dyn Fn(&mut R
     for o in OWNERS {
         let mut cfg = EntryConfig::new(o, ndbs.clone(), syncs.clone());
         cfg.max_segment = 1;
-        let n = if o == 1 { msgs1 } else { 1 };
+        let n = msgs[o as usize - 1];
         let mut r = Role::Entry(cfg, n);
         mutate(&mut r);
         roles.push(r);

@@ -36,19 +36,26 @@ mod props;
 use actor::{Node, Opts, Role, Skip, Timer};
 use ordo_common::proto::Msg;
 use stateright::actor::{ActorModel, ActorModelAction, LossyNetwork, Network};
-use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
+use stateright::{Checker, HasDiscoveries, Model, Property};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One configuration of the model.
 #[derive(Clone, Copy, Debug)]
 struct Config {
     depth: usize,
     crashes: u8,
-    msgs1: u64,
+    /// Messages each entry's first publisher session sends.
+    msgs: [u64; 2],
     challengers: usize,
     lossy: bool,
     mutation: Mutation,
+    /// With a mutation: the one `always` property it must break.
+    target: &'static str,
+    /// Explore depth-first (finds deep bugs with little memory; may miss states).
+    dfs: bool,
+    /// Stop after this many seconds (0: no limit).
+    timeout: u64,
 }
 
 /// A deliberate bug, to show that the properties can fail.
@@ -61,7 +68,16 @@ enum Mutation {
     FirstTrim,
     /// The sync leader commits on its own (quorum 1).
     MinorityCommit,
+    /// Entries send every OVER with `prev: None` (segments not chained).
+    Unchained,
 }
+
+const AGREEMENT: &str = "agreement, order, integrity";
+const FINAL: &str = "acked ids are final";
+const DURABLE: &str = "acked only when durable on a quorum of ndbs";
+const ELECTED: &str = "acked only when elected on a quorum of sync logs";
+const FIFO: &str = "fifo per publisher";
+const RAFT: &str = "committed sync logs agree";
 
 /// The actor model with a global crash budget, and without the network's memory of
 /// the last delivered message (which only tells apart states with equal actors).
@@ -121,22 +137,16 @@ impl Model for Ordo {
 
     fn properties(&self) -> Vec<Property<Self>> {
         let mut v = vec![
-            Property::always("agreement, order, integrity", |_, s| {
-                props::agreement_order_integrity(s)
-            }),
-            Property::always("acked ids are final", |_, s| props::acked_ids_final(s)),
-            Property::always("acked only when durable on a quorum of ndbs", |_, s| {
-                props::acked_durable_on_ndb_quorum(s)
-            }),
-            Property::always(
-                "acked only when elected on a quorum of sync logs",
-                |_, s| props::acked_elected_on_sync_quorum(s),
-            ),
-            Property::always("fifo per publisher", |_, s| props::fifo(s)),
-            Property::always("committed sync logs agree", |_, s| {
-                props::committed_logs_agree(s)
-            }),
+            Property::always(AGREEMENT, |_, s| props::agreement_order_integrity(s)),
+            Property::always(FINAL, |_, s| props::acked_ids_final(s)),
+            Property::always(DURABLE, |_, s| props::acked_durable_on_ndb_quorum(s)),
+            Property::always(ELECTED, |_, s| props::acked_elected_on_sync_quorum(s)),
+            Property::always(FIFO, |_, s| props::fifo(s)),
+            Property::always(RAFT, |_, s| props::committed_logs_agree(s)),
         ];
+        if self.cfg.mutation != Mutation::None {
+            v.retain(|p| p.name == self.cfg.target);
+        }
         if self.cfg.mutation == Mutation::None {
             v.push(Property::sometimes("some segment is resolved", |_, s| {
                 props::some_segment_resolved(s)
@@ -169,6 +179,7 @@ fn build(cfg: Config) -> Ordo {
             Mutation::Skip(k) => k,
             _ => Skip::Nothing,
         },
+        unchain: cfg.mutation == Mutation::Unchained,
     };
     let mutate = |r: &mut Role| match (cfg.mutation, r) {
         (Mutation::FirstTrim, Role::Entry(c, _)) => c.trim_quorum_override = Some(1),
@@ -176,7 +187,7 @@ fn build(cfg: Config) -> Ordo {
         _ => {}
     };
     let inner = ActorModel::new((), ())
-        .actors(actor::actors(opts, cfg.msgs1, cfg.challengers, &mutate))
+        .actors(actor::actors(opts, cfg.msgs, cfg.challengers, &mutate))
         .init_network(Network::new_unordered_duplicating([]))
         .lossy_network(if cfg.lossy {
             LossyNetwork::Yes
@@ -198,10 +209,13 @@ fn config(depth: usize, crashes: u8) -> Config {
     Config {
         depth: env("ORDO_MODEL_DEPTH", depth),
         crashes: env("ORDO_MODEL_CRASHES", crashes),
-        msgs1: env("ORDO_MODEL_MSGS", 1),
+        msgs: [env("ORDO_MODEL_MSGS", 1), 1],
         challengers: env("ORDO_MODEL_CHALLENGERS", 1),
         lossy: env("ORDO_MODEL_LOSSY", 0u8) == 1,
         mutation: Mutation::None,
+        target: "",
+        dfs: env("ORDO_MODEL_DFS", 0u8) == 1,
+        timeout: env("ORDO_MODEL_TIMEOUT", 0),
     }
 }
 
@@ -214,13 +228,18 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// stops at the first counterexample: it only needs to find one, and DFS reaches a
 /// deep one with little memory (a depth-bounded DFS can miss states, so it is not
 /// used to claim that the properties hold).
-fn check(cfg: Config, until_failure: bool) -> Box<dyn Checker<Ordo>> {
+fn check(cfg: Config) -> Box<dyn Checker<Ordo>> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let builder = build(cfg).checker().target_max_depth(cfg.depth);
-    let checker: Box<dyn Checker<Ordo>> = if until_failure {
-        let c = builder.finish_when(HasDiscoveries::AnyFailures).spawn_dfs();
-        Box::new(c.join())
+    let mut builder = build(cfg).checker().target_max_depth(cfg.depth);
+    if cfg.mutation != Mutation::None {
+        builder = builder.finish_when(HasDiscoveries::AnyFailures);
+    }
+    if cfg.timeout > 0 {
+        builder = builder.timeout(Duration::from_secs(cfg.timeout));
+    }
+    let checker: Box<dyn Checker<Ordo>> = if cfg.dfs {
+        Box::new(builder.spawn_dfs().join())
     } else {
         Box::new(builder.spawn_bfs().join())
     };
@@ -236,66 +255,72 @@ fn check(cfg: Config, until_failure: bool) -> Box<dyn Checker<Ordo>> {
 
 #[test]
 fn model_holds_without_crashes() {
-    check(config(11, 0), false).assert_properties();
+    check(config(11, 0)).assert_properties();
 }
 
 #[test]
 fn model_holds_with_one_crash() {
-    check(config(10, 1), false).assert_properties();
+    check(config(10, 1)).assert_properties();
 }
 
-/// Run a mutation until the first counterexample; return the violated properties.
-fn caught(mutation: Mutation, depth: usize, crashes: u8) -> Vec<&'static str> {
-    let mut cfg = config(depth, crashes);
-    cfg.mutation = mutation;
-    let checker = check(cfg, true);
-    let found: Vec<&'static str> = checker
-        .model()
-        .properties()
-        .iter()
-        .filter(|p| p.expectation == Expectation::Always)
-        .filter(|p| checker.discovery(p.name).is_some())
-        .map(|p| p.name)
-        .collect();
-    if let Some(name) = found.first() {
-        let steps = checker.discovery(name).map(|p| p.into_actions().len());
-        eprintln!("{mutation:?} caught by {found:?} after {steps:?} steps");
+/// Run a mutation depth-first until `target` fails; tell whether it did.
+fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -> bool {
+    let mut cfg = Config {
+        depth,
+        crashes,
+        msgs: [1, 1],
+        challengers: 1,
+        lossy: false,
+        mutation,
+        target,
+        dfs: true,
+        timeout: 0,
+    };
+    if mutation == Mutation::Unchained {
+        cfg.msgs = [2, 0];
     }
-    found
+    if crashes > 0 {
+        // A crashed entry's leftovers: one entry and no challenger keep the search short.
+        cfg.msgs = [1, 0];
+        cfg.challengers = 0;
+    }
+    let checker = check(cfg);
+    let steps = checker.discovery(target).map(|p| p.into_actions().len());
+    eprintln!("{mutation:?} breaks {target:?} after {steps:?} steps");
+    steps.is_some()
 }
 
 #[test]
 fn checker_catches_over_on_first_trim() {
-    let found = caught(Mutation::FirstTrim, 10, 0);
-    assert!(found.contains(&"acked only when durable on a quorum of ndbs"));
+    assert!(caught(Mutation::FirstTrim, DURABLE, 10, 0));
 }
 
 #[test]
 fn checker_catches_minority_commit() {
-    let found = caught(Mutation::MinorityCommit, 10, 0);
-    assert!(
-        found.contains(&"acked only when elected on a quorum of sync logs")
-            || found.contains(&"committed sync logs agree"),
-        "{found:?}"
-    );
+    assert!(caught(Mutation::MinorityCommit, ELECTED, 10, 0));
+    assert!(caught(Mutation::MinorityCommit, RAFT, 10, 0));
 }
 
 #[test]
 fn checker_catches_trim_before_durable_bodies() {
-    let found = caught(Mutation::Skip(Skip::NdbTemp), 10, 0);
-    assert!(found.contains(&"acked only when durable on a quorum of ndbs"));
+    assert!(caught(Mutation::Skip(Skip::NdbTemp), DURABLE, 10, 0));
 }
 
 #[test]
 fn checker_catches_draft_ack_before_durable_log() {
-    let found = caught(Mutation::Skip(Skip::SyncLog), 10, 0);
-    assert!(found.contains(&"acked only when elected on a quorum of sync logs"));
+    assert!(caught(Mutation::Skip(Skip::SyncLog), ELECTED, 10, 0));
+}
+
+#[test]
+fn checker_catches_unchained_segments() {
+    assert!(caught(Mutation::Unchained, FIFO, 10, 0));
 }
 
 #[test]
 fn checker_catches_entry_reusing_segments_after_restart() {
-    let found = caught(Mutation::Skip(Skip::EntryReserve), 12, 1);
-    assert!(!found.is_empty());
+    let reuse = Mutation::Skip(Skip::EntryReserve);
+    assert!(caught(reuse, FINAL, 13, 1));
+    assert!(caught(reuse, AGREEMENT, 13, 1));
 }
 
 #[test]

@@ -146,12 +146,15 @@ pub fn acked_elected_on_sync_quorum(s: &S) -> bool {
 }
 
 /// Invariant 5: a publisher's messages keep their order on every ndb and in its acks.
+///
+/// On an ndb, a publisher's messages in id order are its sequence numbers 1, 2, ..., k:
+/// none is out of order, and none is ordered while an earlier one is dropped.
 pub fn fifo(s: &S) -> bool {
     let on_disks = ndb_disks(s).iter().all(|d| {
         let mut last: BTreeMap<u8, u8> = BTreeMap::new();
-        d.perm.values().all(|b| match last.insert(b[0], b[1]) {
-            Some(prev) => prev < b[1],
-            None => true,
+        d.perm.values().all(|b| {
+            let prev = last.insert(b[0], b[1]).unwrap_or(0);
+            b[1] == prev + 1
         })
     });
     let in_acks = entries(s).iter().all(|e| {
