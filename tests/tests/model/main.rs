@@ -36,7 +36,7 @@ mod props;
 use actor::{Node, Opts, Role, Skip, Timer};
 use ordo_common::proto::Msg;
 use stateright::actor::{ActorModel, ActorModelAction, LossyNetwork, Network};
-use stateright::{Checker, HasDiscoveries, Model, Property};
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,9 @@ const RAFT: &str = "committed sync logs agree";
 struct Ordo {
     inner: ActorModel<Node>,
     cfg: Config,
+    /// Past this instant no state gets successors (stateright's own timeout is not
+    /// checked by a single checker thread).
+    deadline: Option<Instant>,
 }
 
 type State = stateright::actor::ActorModelState<Node>;
@@ -105,6 +108,9 @@ impl Model for Ordo {
     }
 
     fn actions(&self, s: &State, actions: &mut Vec<Self::Action>) {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return;
+        }
         self.inner.actions(s, actions);
         if props::crashes(s) >= self.cfg.crashes {
             actions.retain(|a| !matches!(a, ActorModelAction::Timeout(_, Timer::Crash)));
@@ -194,7 +200,11 @@ fn build(cfg: Config) -> Ordo {
         } else {
             LossyNetwork::No
         });
-    Ordo { inner, cfg }
+    Ordo {
+        inner,
+        cfg,
+        deadline: None,
+    }
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -231,12 +241,13 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn check(cfg: Config) -> Box<dyn Checker<Ordo>> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let mut builder = build(cfg).checker().target_max_depth(cfg.depth);
+    let mut model = build(cfg);
+    if cfg.timeout > 0 {
+        model.deadline = Some(started + Duration::from_secs(cfg.timeout));
+    }
+    let mut builder = model.checker().target_max_depth(cfg.depth);
     if cfg.mutation != Mutation::None {
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
-    }
-    if cfg.timeout > 0 {
-        builder = builder.timeout(Duration::from_secs(cfg.timeout));
     }
     let checker: Box<dyn Checker<Ordo>> = if cfg.dfs {
         Box::new(builder.spawn_dfs().join())
@@ -250,6 +261,15 @@ fn check(cfg: Config) -> Box<dyn Checker<Ordo>> {
         checker.max_depth(),
         started.elapsed().as_secs_f64()
     );
+    for p in checker.model().properties() {
+        if let Some(path) = checker.discovery(p.name) {
+            let kind = match p.expectation {
+                Expectation::Always => "COUNTEREXAMPLE",
+                _ => "example",
+            };
+            eprintln!("  {kind} for {:?}: {:?}", p.name, path.into_actions());
+        }
+    }
     checker
 }
 
