@@ -162,8 +162,8 @@ impl Model for Ordo {
             }));
             if self.cfg.crashes > 0 {
                 v.push(Property::sometimes(
-                    "a crash after a durable write",
-                    |_, s| props::crash_after_a_write(s),
+                    "a restarted ndb or sync holds protocol state",
+                    |_, s| props::restarted_node_holds_state(s),
                 ));
             }
             if self.cfg.crashes > 0 && self.cfg.depth >= 11 {

@@ -200,9 +200,9 @@ pub fn resolved_after_a_crash(s: &S) -> bool {
     crashes(s) > 0 && some_segment_resolved(s)
 }
 
-/// Some ndb or sync node crashed after its disk held protocol state (the restart had
-/// something to recover).
-pub fn crash_after_a_write(s: &S) -> bool {
+/// Some ndb or sync node has crashed and its disk holds protocol state beyond the initial
+/// one (written before or after the restart).
+pub fn restarted_node_holds_state(s: &S) -> bool {
     s.actor_states.iter().any(|a| {
         a.crashes > 0
             && match &a.core {
