@@ -108,9 +108,6 @@ impl Model for Ordo {
     }
 
     fn actions(&self, s: &State, actions: &mut Vec<Self::Action>) {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            return;
-        }
         self.inner.actions(s, actions);
         if props::crashes(s) >= self.cfg.crashes {
             actions.retain(|a| !matches!(a, ActorModelAction::Timeout(_, Timer::Crash)));
@@ -131,6 +128,11 @@ impl Model for Ordo {
         }
         forget_last_delivery(&mut next);
         Some(next)
+    }
+
+    fn within_boundary(&self, _: &State) -> bool {
+        // Not in `actions`: stateright replays `actions` to rebuild a counterexample's path.
+        self.deadline.is_none_or(|d| Instant::now() < d)
     }
 
     fn format_action(&self, action: &Self::Action) -> String {
