@@ -1,0 +1,429 @@
+//! The real cores as stateright actors, each with the durable state its
+//! `Persist` actions built and a crash-restart timer.
+//!
+//! A step (one delivery or timeout) is atomic: the writes a core emits in it
+//! are applied to its durable disk in the same step. A crash is one step too:
+//! the core and everything else in memory are thrown away and the core is
+//! rebuilt by its `recover` constructor from that durable disk alone.
+
+use bytes::Bytes;
+use ordo_common::proto::{Action, Body, Micros, Msg, NodeId};
+use ordo_common::PermanentId;
+use ordo_entry::cluster::{EntryConfig, EntryCore, EntryDisk, EntryWrite};
+use ordo_ndb::cluster::{NdbConfig, NdbDisk, NdbNode, NdbWrite};
+use ordo_sync::log::{SyncConfig, SyncDisk, SyncNode, SyncWrite};
+use stateright::actor::{model_timeout, Actor, Id, Out};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+pub const SYNCS: usize = 3;
+pub const NDBS: usize = 3;
+pub const OWNERS: [u64; 2] = [1, 2];
+
+pub fn to_id(n: NodeId) -> Id {
+    match n {
+        NodeId::Sync(i) => Id::from(i as usize),
+        NodeId::Ndb(i) => Id::from(SYNCS + i as usize),
+        NodeId::Entry(o) => Id::from(SYNCS + NDBS + (o as usize - 1)),
+    }
+}
+
+pub fn to_node(id: Id) -> NodeId {
+    let i = usize::from(id);
+    if i < SYNCS {
+        NodeId::Sync(i as u32)
+    } else if i < SYNCS + NDBS {
+        NodeId::Ndb((i - SYNCS) as u32)
+    } else {
+        NodeId::Entry((i - SYNCS - NDBS + 1) as u64)
+    }
+}
+
+/// The publisher session of `owner`'s entry in its `incarnation` (0 = first start).
+pub fn publisher(owner: u64, incarnation: u8) -> u64 {
+    owner + 10 * u64::from(incarnation)
+}
+
+/// The entry owning a publisher session.
+pub fn owner_of(publisher: u64) -> u64 {
+    publisher % 10
+}
+
+/// Message `k` of `publisher`: two bytes, publisher and sequence number.
+pub fn body(publisher: u64, k: u64) -> Body {
+    Bytes::from(vec![publisher as u8, k as u8])
+}
+
+/// A durable write the model's shell silently skips: the core goes on as if it
+/// were durable, a crash loses it (a core that forgot a `Persist`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Nothing skipped: the protocol as designed.
+    Nothing,
+    /// Ndb: the temporary bodies that a `Trim` counts.
+    NdbTemp,
+    /// Sync: log entries (`DraftAck ok` goes out without them on disk).
+    SyncLog,
+    /// Sync: term and vote.
+    SyncHard,
+    /// Entry: the segment high-water mark.
+    EntryReserve,
+}
+
+/// What every actor shares: the crash switch and the skipped write.
+#[derive(Clone, Copy, Debug)]
+pub struct Opts {
+    /// Whether actors get a crash timer.
+    pub crash: bool,
+    /// The write the shell drops.
+    pub skip: Skip,
+    /// Entries' OVERs go out with `prev: None` (the shell un-chains them).
+    pub unchain: bool,
+}
+
+#[derive(Clone)]
+pub enum Role {
+    /// A sync node; `true` if it has an election timer (a challenger).
+    Sync(SyncConfig, bool, Box<SyncNode>),
+    Ndb(NdbConfig),
+    /// An entry and how many messages its first publisher session sends.
+    Entry(EntryConfig, u64),
+}
+
+#[derive(Clone)]
+pub struct Node {
+    pub role: Role,
+    pub opts: Opts,
+}
+
+/// An entry's core plus what its publishers and subscribers saw (ghost state).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EntryState {
+    pub core: EntryCore,
+    pub disk: EntryDisk,
+    /// Every body its publisher sessions published.
+    pub published: Vec<Body>,
+    /// Acks given to publishers, across incarnations.
+    pub acked: BTreeMap<Body, PermanentId>,
+    /// Deliveries to its subscribers, one list per incarnation.
+    pub delivered: Vec<Vec<(PermanentId, Body)>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Core {
+    Sync {
+        node: SyncNode,
+        now: Micros,
+        disk: SyncDisk,
+    },
+    Ndb {
+        node: NdbNode,
+        disk: Box<NdbDisk>,
+    },
+    Entry(Box<EntryState>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    /// Crashes of this actor so far.
+    pub crashes: u8,
+    pub core: Core,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// A sync node's election (or heartbeat) deadline; time jumps to it.
+    Tick,
+    /// Lose power and restart from the durable disk.
+    Crash,
+}
+
+fn route<W>(
+    actions: Vec<Action<W>>,
+    o: &mut Out<Node>,
+    mut ghost: Option<&mut EntryState>,
+    unchain: bool,
+) {
+    for a in actions {
+        match a {
+            Action::Send {
+                to,
+                msg: Msg::Over(mut e),
+            } if unchain => {
+                e.prev = None;
+                o.send(to_id(to), Msg::Over(e));
+            }
+            Action::Send { to, msg } => o.send(to_id(to), msg),
+            Action::Persist(_) => {}
+            Action::Ack { publisher, seq, id } => {
+                if let Some(g) = ghost.as_deref_mut() {
+                    g.acked.insert(body(publisher, seq), id);
+                }
+            }
+            Action::Deliver { id, body } => {
+                if let Some(g) = ghost.as_deref_mut() {
+                    if let Some(cur) = g.delivered.last_mut() {
+                        cur.push((id, body));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sync_writes(disk: &mut SyncDisk, actions: &[Action<SyncWrite>], skip: Skip) {
+    for a in actions {
+        match a {
+            Action::Persist(w @ SyncWrite::Log { .. }) if skip != Skip::SyncLog => disk.apply(w),
+            Action::Persist(w @ SyncWrite::Hard { .. }) if skip != Skip::SyncHard => disk.apply(w),
+            _ => {}
+        }
+    }
+}
+
+fn ndb_writes(disk: &mut NdbDisk, actions: &[Action<NdbWrite>], skip: Skip) {
+    for a in actions {
+        match a {
+            Action::Persist(w @ NdbWrite::Temp { .. }) if skip != Skip::NdbTemp => disk.apply(w),
+            Action::Persist(w @ NdbWrite::Apply(_)) => disk.apply(w),
+            _ => {}
+        }
+    }
+}
+
+fn entry_writes(disk: &mut EntryDisk, actions: &[Action<EntryWrite>], skip: Skip) {
+    for a in actions {
+        if let Action::Persist(w) = a {
+            if skip != Skip::EntryReserve {
+                disk.apply(w);
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Start an entry core from `disk`; its publisher session of `incarnation` publishes `msgs`.
+    fn start_entry(
+        &self,
+        cfg: &EntryConfig,
+        disk: EntryDisk,
+        incarnation: u8,
+        msgs: u64,
+        ghost: Option<EntryState>,
+        o: &mut Out<Node>,
+    ) -> EntryState {
+        let mut st = ghost.unwrap_or(EntryState {
+            core: EntryCore::recover(cfg.clone(), disk.clone(), 0),
+            disk: disk.clone(),
+            published: Vec::new(),
+            acked: BTreeMap::new(),
+            delivered: Vec::new(),
+        });
+        st.core = EntryCore::recover(cfg.clone(), disk.clone(), 0);
+        st.disk = disk;
+        st.delivered.push(Vec::new());
+        let p = publisher(cfg.owner, incarnation);
+        for k in 1..=msgs {
+            st.published.push(body(p, k));
+            st.core.handle_publish(0, p, k, body(p, k));
+        }
+        let actions = st.core.take_actions();
+        entry_writes(&mut st.disk, &actions, self.opts.skip);
+        route(actions, o, Some(&mut st), self.opts.unchain);
+        st
+    }
+}
+
+impl Actor for Node {
+    type Msg = Msg;
+    type State = State;
+    type Timer = Timer;
+    type Random = ();
+    type Storage = ();
+
+    fn on_start(&self, _id: Id, _storage: &Option<()>, o: &mut Out<Self>) -> State {
+        if self.opts.crash {
+            o.set_timer(Timer::Crash, model_timeout());
+        }
+        let core = match &self.role {
+            Role::Sync(_, timer, initial) => {
+                if *timer {
+                    o.set_timer(Timer::Tick, model_timeout());
+                }
+                Core::Sync {
+                    node: (**initial).clone(),
+                    now: 0,
+                    disk: initial.disk().clone(),
+                }
+            }
+            Role::Ndb(cfg) => Core::Ndb {
+                node: NdbNode::recover(cfg.clone(), NdbDisk::default(), 0),
+                disk: Box::default(),
+            },
+            Role::Entry(cfg, msgs) => {
+                let st = self.start_entry(cfg, EntryDisk::default(), 0, *msgs, None, o);
+                Core::Entry(Box::new(st))
+            }
+        };
+        State { crashes: 0, core }
+    }
+
+    fn on_msg(&self, _id: Id, state: &mut Cow<State>, src: Id, msg: Msg, o: &mut Out<Self>) {
+        let from = to_node(src);
+        let skip = self.opts.skip;
+        match &mut state.to_mut().core {
+            Core::Sync { node, now, disk } => {
+                node.handle_message(*now, from, msg);
+                let actions = node.take_actions();
+                sync_writes(disk, &actions, skip);
+                route(actions, o, None, self.opts.unchain);
+            }
+            Core::Ndb { node, disk } => {
+                node.handle_message(0, from, msg);
+                let actions = node.take_actions();
+                ndb_writes(disk, &actions, skip);
+                route(actions, o, None, self.opts.unchain);
+            }
+            Core::Entry(st) => {
+                st.core.handle_message(0, from, msg);
+                let actions = st.core.take_actions();
+                entry_writes(&mut st.disk, &actions, skip);
+                route(actions, o, Some(st), self.opts.unchain);
+            }
+        }
+    }
+
+    fn on_timeout(&self, _id: Id, state: &mut Cow<State>, t: &Timer, o: &mut Out<Self>) {
+        match t {
+            Timer::Tick => {
+                if let Core::Sync { node, now, disk } = &mut state.to_mut().core {
+                    // Time jumps to the node's next deadline.
+                    *now = node.poll_timeout();
+                    node.handle_tick(*now);
+                    let actions = node.take_actions();
+                    sync_writes(disk, &actions, self.opts.skip);
+                    route(actions, o, None, self.opts.unchain);
+                }
+                o.set_timer(Timer::Tick, model_timeout());
+            }
+            Timer::Crash => {
+                let st = state.to_mut();
+                st.crashes += 1;
+                let incarnation = st.crashes;
+                let core = match (&st.core, &self.role) {
+                    (Core::Sync { now, disk, .. }, Role::Sync(cfg, ..)) => Core::Sync {
+                        node: SyncNode::recover(cfg.clone(), disk.clone(), *now),
+                        now: *now,
+                        disk: disk.clone(),
+                    },
+                    (Core::Ndb { disk, .. }, Role::Ndb(cfg)) => Core::Ndb {
+                        node: NdbNode::recover(cfg.clone(), (**disk).clone(), 0),
+                        disk: disk.clone(),
+                    },
+                    (Core::Entry(g), Role::Entry(cfg, _)) => {
+                        // A new publisher session publishes one message on the restarted entry.
+                        let ghost = Some((**g).clone());
+                        let st = self.start_entry(cfg, g.disk.clone(), incarnation, 1, ghost, o);
+                        Core::Entry(Box::new(st))
+                    }
+                    (c, _) => c.clone(),
+                };
+                st.core = core;
+                o.set_timer(Timer::Crash, model_timeout());
+            }
+        }
+    }
+}
+
+/// The initial sync cluster: sync 0 elected in term 1 over a lossless network and
+/// its no-op committed everywhere (a reachable state; it saves the model the
+/// steps of a first election, which the simulator and unit tests cover).
+pub fn elected_cluster(cfgs: &[SyncConfig]) -> Vec<SyncNode> {
+    let mut nodes: Vec<SyncNode> = cfgs
+        .iter()
+        .map(|c| SyncNode::recover(c.clone(), SyncDisk::default(), 0))
+        .collect();
+    let now = nodes[0].poll_timeout();
+    nodes[0].handle_tick(now);
+    let mut queue: Vec<(u32, u32, Msg)> = Vec::new();
+    for round in 0..20 {
+        for (i, n) in nodes.iter_mut().enumerate() {
+            for a in n.take_actions() {
+                if let Action::Send {
+                    to: NodeId::Sync(p),
+                    msg,
+                } = a
+                {
+                    queue.push((i as u32, p, msg));
+                }
+            }
+        }
+        if queue.is_empty() {
+            break;
+        }
+        for (from, to, msg) in std::mem::take(&mut queue) {
+            nodes[to as usize].handle_message(now, NodeId::Sync(from), msg);
+        }
+        if round == 2 {
+            // One heartbeat carries the commit index to the followers.
+            let t = nodes[0].poll_timeout();
+            nodes[0].handle_tick(t);
+        }
+    }
+    for n in &mut nodes {
+        n.take_actions();
+    }
+    nodes
+}
+
+/// The actors: 3 sync (sync 1 a challenger, and sync 2 too if `challengers` > 1),
+/// 3 ndb, 2 entries; entry `o` publishes `msgs[o - 1]` messages.
+pub fn actors(
+    opts: Opts,
+    msgs: [u64; 2],
+    challengers: usize,
+    mutate: &dyn Fn(&mut Role),
+) -> Vec<Node> {
+    let syncs: Vec<u32> = (0..SYNCS as u32).collect();
+    let ndbs: Vec<u32> = (0..NDBS as u32).collect();
+    let mut cfgs: Vec<SyncConfig> = syncs
+        .iter()
+        .map(|i| SyncConfig::new(*i, syncs.clone(), ndbs.clone(), OWNERS.to_vec(), 1))
+        .collect();
+    let mut roles: Vec<Role> = Vec::new();
+    for c in &cfgs {
+        roles.push(Role::Sync(
+            c.clone(),
+            false,
+            Box::new(SyncNode::recover(c.clone(), SyncDisk::default(), 0)),
+        ));
+    }
+    // Mutations of the sync config apply before the initial election.
+    for r in &mut roles {
+        mutate(r);
+    }
+    for (c, r) in cfgs.iter_mut().zip(&roles) {
+        if let Role::Sync(m, ..) = r {
+            *c = m.clone();
+        }
+    }
+    let elected = elected_cluster(&cfgs);
+    for (i, r) in roles.iter_mut().enumerate() {
+        if let Role::Sync(_, timer, initial) = r {
+            *timer = (1..=challengers).contains(&i);
+            **initial = elected[i].clone();
+        }
+    }
+    for i in &ndbs {
+        roles.push(Role::Ndb(NdbConfig::new(*i, ndbs.clone(), syncs.clone())));
+    }
+    for o in OWNERS {
+        let mut cfg = EntryConfig::new(o, ndbs.clone(), syncs.clone());
+        cfg.max_segment = 1;
+        let n = msgs[o as usize - 1];
+        let mut r = Role::Entry(cfg, n);
+        mutate(&mut r);
+        roles.push(r);
+    }
+    roles.into_iter().map(|role| Node { role, opts }).collect()
+}

@@ -1,0 +1,214 @@
+//! The invariants, read from durable disks (what survives a crash) and from the
+//! ghost state of the entries (what publishers and subscribers were told).
+
+use crate::actor::{owner_of, Core, EntryState, Node};
+use ordo_common::proto::Body;
+use ordo_common::PermanentId;
+use ordo_ndb::cluster::NdbDisk;
+use ordo_sync::log::machine::{Machine, Outcome};
+use ordo_sync::log::SyncDisk;
+use stateright::actor::ActorModelState;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub type S = ActorModelState<Node>;
+
+/// Each ndb's durable disk.
+pub fn ndb_disks(s: &S) -> Vec<&NdbDisk> {
+    s.actor_states
+        .iter()
+        .filter_map(|a| match &a.core {
+            Core::Ndb { disk, .. } => Some(&**disk),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each sync node's durable disk.
+fn sync_disks(s: &S) -> Vec<&SyncDisk> {
+    s.actor_states
+        .iter()
+        .filter_map(|a| match &a.core {
+            Core::Sync { disk, .. } => Some(disk),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn entries(s: &S) -> Vec<&EntryState> {
+    s.actor_states
+        .iter()
+        .filter_map(|a| match &a.core {
+            Core::Entry(e) => Some(&**e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Crashes so far, all actors together.
+pub fn crashes(s: &S) -> u8 {
+    s.actor_states.iter().map(|a| a.crashes).sum()
+}
+
+/// Invariants 1-3: one body per id across ndbs and deliveries, prefixes without gaps,
+/// only published bodies, each once.
+pub fn agreement_order_integrity(s: &S) -> bool {
+    let mut global: BTreeMap<PermanentId, &Body> = BTreeMap::new();
+    let mut ok = true;
+    for d in ndb_disks(s) {
+        ok &= d.next.0 == d.perm.len() as u64 + 1
+            && d.perm.keys().enumerate().all(|(i, k)| k.0 == i as u64 + 1);
+        for (id, b) in &d.perm {
+            ok &= *global.entry(*id).or_insert(b) == b;
+        }
+    }
+    let es = entries(s);
+    for e in &es {
+        for incarnation in &e.delivered {
+            for (i, (id, b)) in incarnation.iter().enumerate() {
+                ok &= id.0 == i as u64 + 1;
+                ok &= *global.entry(*id).or_insert(b) == b;
+            }
+        }
+    }
+    let published: BTreeSet<&Body> = es.iter().flat_map(|e| &e.published).collect();
+    let bodies: Vec<&Body> = global.values().copied().collect();
+    let distinct: BTreeSet<&Body> = bodies.iter().copied().collect();
+    ok && distinct.len() == bodies.len() && bodies.iter().all(|b| published.contains(*b))
+}
+
+/// An acked id names the acked body wherever it appears (ndb disks, deliveries), and
+/// the body appears under no other id.
+pub fn acked_ids_final(s: &S) -> bool {
+    let disks = ndb_disks(s);
+    let es = entries(s);
+    es.iter().all(|e| {
+        e.acked.iter().all(|(b, id)| {
+            disks
+                .iter()
+                .all(|d| d.perm.iter().all(|(pid, pb)| (pid == id) == (pb == b)))
+                && es.iter().all(|f| {
+                    f.delivered
+                        .iter()
+                        .flatten()
+                        .all(|(pid, pb)| (pid == id) == (pb == b))
+                })
+        })
+    })
+}
+
+/// Invariant 4: every acked body is on the durable disks of a quorum of ndbs.
+pub fn acked_durable_on_ndb_quorum(s: &S) -> bool {
+    let disks = ndb_disks(s);
+    entries(s).iter().all(|e| {
+        e.acked.iter().all(|(b, id)| {
+            disks
+                .iter()
+                .filter(|d| {
+                    d.permanent(*id) == Some(b)
+                        || d.temp.values().any(|t| t.bodies.values().any(|x| x == b))
+                })
+                .count()
+                >= 2
+        })
+    })
+}
+
+/// Acked means final: the segment's election is in the durable logs of a quorum of
+/// sync nodes, taking a range that holds the acked id.
+pub fn acked_elected_on_sync_quorum(s: &S) -> bool {
+    let ranges: Vec<Vec<(u64, PermanentId, PermanentId)>> = sync_disks(s)
+        .iter()
+        .map(|d| {
+            let mut m = Machine::default();
+            d.log
+                .iter()
+                .flat_map(|e| e.elects.iter())
+                .filter_map(|e| match m.apply(e) {
+                    Outcome::Elected(r) => Some((r.owner, r.base, r.end())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    entries(s).iter().all(|e| {
+        e.acked.iter().all(|(b, id)| {
+            let owner = owner_of(u64::from(b[0]));
+            ranges
+                .iter()
+                .filter(|rs| {
+                    rs.iter()
+                        .any(|(o, base, end)| *o == owner && base <= id && id < end)
+                })
+                .count()
+                >= 2
+        })
+    })
+}
+
+/// Invariant 5: a publisher's messages keep their order on every ndb and in its acks.
+///
+/// On an ndb, a publisher's messages in id order are its sequence numbers 1, 2, ..., k:
+/// none is out of order, and none is ordered while an earlier one is dropped.
+pub fn fifo(s: &S) -> bool {
+    let on_disks = ndb_disks(s).iter().all(|d| {
+        let mut last: BTreeMap<u8, u8> = BTreeMap::new();
+        d.perm.values().all(|b| {
+            let prev = last.insert(b[0], b[1]).unwrap_or(0);
+            b[1] == prev + 1
+        })
+    });
+    let in_acks = entries(s).iter().all(|e| {
+        let mut by_pub: BTreeMap<u8, Vec<(u8, PermanentId)>> = BTreeMap::new();
+        for (b, id) in &e.acked {
+            by_pub.entry(b[0]).or_default().push((b[1], *id));
+        }
+        by_pub
+            .values()
+            .all(|v| v.windows(2).all(|w| w[0].1 < w[1].1))
+    });
+    on_disks && in_acks
+}
+
+/// Raft's state machine safety: the committed prefixes of all sync logs agree.
+pub fn committed_logs_agree(s: &S) -> bool {
+    let logs: Vec<_> = s
+        .actor_states
+        .iter()
+        .filter_map(|a| match &a.core {
+            Core::Sync { node, .. } => Some(&node.log()[..node.commit_index() as usize]),
+            _ => None,
+        })
+        .collect();
+    logs.iter().all(|a| {
+        logs.iter().all(|b| {
+            let k = a.len().min(b.len());
+            a[..k] == b[..k]
+        })
+    })
+}
+
+pub fn some_segment_resolved(s: &S) -> bool {
+    ndb_disks(s).iter().any(|d| !d.perm.is_empty())
+}
+
+pub fn some_publish_acked(s: &S) -> bool {
+    entries(s).iter().any(|e| !e.acked.is_empty())
+}
+
+/// A segment is resolved on an ndb after some node crashed and restarted.
+pub fn resolved_after_a_crash(s: &S) -> bool {
+    crashes(s) > 0 && some_segment_resolved(s)
+}
+
+/// Some ndb or sync node has crashed and its disk holds protocol state beyond the initial
+/// one (written before or after the restart).
+pub fn restarted_node_holds_state(s: &S) -> bool {
+    s.actor_states.iter().any(|a| {
+        a.crashes > 0
+            && match &a.core {
+                Core::Sync { disk, .. } => disk.log.len() > 1 || disk.term > 1,
+                Core::Ndb { disk, .. } => !disk.temp.is_empty() || !disk.perm.is_empty(),
+                Core::Entry(_) => false,
+            }
+    })
+}
