@@ -205,6 +205,25 @@ pub async fn run(
         .await?;
         return Ok(());
     }
+    let credentials = super::auth::Credentials {
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+        will_topic: connect.will.as_ref().map(|w| w.topic.as_str()),
+    };
+    let config = &shared.config;
+    let grant = match super::auth::on_connect(
+        &config.users,
+        config.allow_anonymous,
+        &config.mqtt_realm,
+        credentials,
+    ) {
+        Ok(grant) => grant,
+        Err(reason) => {
+            tracing::info!(username = ?connect.username, %reason, "mqtt connect refused");
+            send_connack(&mut writer, v5, refusal(reason)).await?;
+            return Ok(());
+        }
+    };
     if !v5 && connect.client_id.is_empty() && !connect.clean_start {
         // [MQTT-3.1.3-8] a zero-byte client id needs clean session.
         send_connack(
@@ -281,6 +300,7 @@ pub async fn run(
         session_id,
         v5,
         realm: shared.config.mqtt_realm.clone(),
+        grant,
         writer,
         out: BytesMut::with_capacity(8 * 1024),
         subscriptions: HashMap::new(),
@@ -492,6 +512,8 @@ pub(super) struct Connection {
     /// MQTT 5 (else 3.1.1 or 3.1).
     pub(super) v5: bool,
     pub(super) realm: String,
+    /// Who the client authenticated as and what it may do (`super::auth`).
+    pub(super) grant: crate::wamp::auth::Grant,
     writer: Writer,
     pub(super) out: BytesMut,
     /// Filter text -> subscription.

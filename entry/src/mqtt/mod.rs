@@ -10,8 +10,10 @@
 //! point is replayed from the store in id order, then delivery goes live.
 //! Sessions are saved in the ordered log itself ([`session_store`]), so they
 //! survive a restart and can be resumed on another entry of a cluster.
-//! The same connection task serves MQTT over WebSocket ([`ws`]).
+//! The same connection task serves MQTT over WebSocket ([`ws`]); CONNECT
+//! username/password are checked against the `users` section ([`auth`]).
 
+pub mod auth;
 mod connection;
 mod inbound;
 mod outbound;
