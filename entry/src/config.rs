@@ -10,8 +10,12 @@ use std::path::PathBuf;
 pub struct Config {
     /// Address of the MQTT listener.
     pub mqtt: SocketAddr,
-    /// Address of the WAMP WebSocket listener.
+    /// Address of the WAMP WebSocket listener; it also serves MQTT over WebSocket to
+    /// clients that offer subprotocol `mqtt` (and no WAMP one).
     pub wamp: SocketAddr,
+    /// Address of a listener for MQTT over WebSocket only (subprotocol `mqtt`); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_ws: Option<SocketAddr>,
     /// Address of the WAMP RawSocket (TCP) listener.
     pub wamp_rawsocket: SocketAddr,
     /// Folder for the node's data (RocksDB).
@@ -54,9 +58,10 @@ pub struct Config {
     /// Where to serve Prometheus metrics (`GET /metrics`); off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
-    /// Let WAMP sessions join without authentication (authrole `anonymous`).
+    /// Let WAMP sessions join, and MQTT clients connect, without credentials (every permission).
     pub allow_anonymous: bool,
-    /// WAMP users (ticket, WAMP-CRA) and their per-realm, per-URI-prefix permissions.
+    /// Users (WAMP ticket and WAMP-CRA; MQTT username = authid, password = ticket) and
+    /// their per-realm, per-URI-prefix permissions (MQTT topics in `mqtt_realm`, `/` as `.`).
     pub users: Vec<crate::wamp::auth::User>,
 }
 
@@ -65,6 +70,7 @@ impl Default for Config {
         Config {
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
             wamp: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            mqtt_ws: None,
             wamp_rawsocket: SocketAddr::from(([127, 0, 0, 1], 9001)),
             data_dir: PathBuf::from("ordo-data"),
             mqtt_realm: "realm1".into(),
@@ -95,11 +101,14 @@ impl Config {
         format!(
             "# Ordo entry configuration. Every key is optional; flags override the file.\n\
              # mqtt/wamp/wamp_rawsocket: listen addresses. data_dir: RocksDB folder.\n\
+             # The wamp port also serves MQTT over WebSocket (subprotocol mqtt); for a port of its\n\
+             # own set e.g. mqtt_ws = \"127.0.0.1:8083\" (off by default).\n\
              # mqtt_realm: the WAMP realm MQTT clients share.\n\
              # max_batch: messages per advance segment (one fsync each).\n\
              # session_queue: deliveries a slow session may lag before it is closed.\n\
              # mqtt_session_checkpoint_ms: how often a live persistent MQTT session is saved.\n\
-             # allow_anonymous, [[users]]: WAMP ticket / WAMP-CRA users and permissions (docs/wamp.md).\n\n{body}"
+             # allow_anonymous, [[users]]: WAMP ticket / WAMP-CRA users and permissions (docs/wamp.md);\n\
+             # MQTT username = authid, password = ticket, topics checked in mqtt_realm (docs/mqtt.md).\n\n{body}"
         )
     }
 }

@@ -7,7 +7,9 @@
 //!                         └── session queue ◄── Router::dispatch
 //! ```
 //!
-//! WAMP comes in over WebSocket and RawSocket (RS), on two listeners.
+//! WAMP comes in over WebSocket and RawSocket (RS), on two listeners. MQTT also
+//! comes in over WebSocket: on the WAMP WebSocket port (subprotocol `mqtt`) and
+//! on its own `mqtt_ws` listener when set.
 //!
 //! In `--standalone` mode the ndb and sync roles run inside this process
 //! through the same cores ([`ordo_ndb::NdbCore`], [`ordo_sync::Elector`]) the
@@ -59,6 +61,8 @@ pub struct Running {
     pub wamp: SocketAddr,
     /// Bound WAMP RawSocket address.
     pub wamp_rawsocket: SocketAddr,
+    /// Bound MQTT-over-WebSocket address, when `mqtt_ws` is set.
+    pub mqtt_ws: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     owner: SegmentOwner,
@@ -234,6 +238,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("bind WAMP RawSocket {}", config.wamp_rawsocket))?;
     let rawsocket_addr = rawsocket_listener.local_addr()?;
+    let mqtt_ws_listener = match config.mqtt_ws {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind MQTT WebSocket {addr}"))?,
+        ),
+        None => None,
+    };
+    let mqtt_ws_addr = mqtt_ws_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let mqtt_addr = mqtt_listener.local_addr()?;
     let wamp_addr = wamp_listener.local_addr()?;
     let mqtt_sessions = Arc::new(mqtt::SessionRegistry::new(
@@ -270,15 +286,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         });
     }
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(mqtt::serve(mqtt_listener, shared.clone())),
         tokio::spawn(wamp::serve(wamp_listener, shared.clone())),
-        tokio::spawn(wamp::rawsocket::serve(rawsocket_listener, shared)),
+        tokio::spawn(wamp::rawsocket::serve(rawsocket_listener, shared.clone())),
     ];
+    if let Some(listener) = mqtt_ws_listener {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "MQTT over WebSocket listening on ws://{addr}/");
+        tasks.push(tokio::spawn(mqtt::ws::serve(listener, shared)));
+    }
     Ok(Running {
         mqtt: mqtt_addr,
         wamp: wamp_addr,
         wamp_rawsocket: rawsocket_addr,
+        mqtt_ws: mqtt_ws_addr,
         tasks,
         shutdown: shutdown_tx,
         owner,

@@ -25,9 +25,12 @@ struct Cli {
     /// MQTT listen address [default: 127.0.0.1:1883].
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
-    /// WAMP WebSocket listen address [default: 127.0.0.1:9000].
+    /// WAMP WebSocket listen address, also MQTT over WebSocket [default: 127.0.0.1:9000].
     #[arg(long, value_name = "ADDR")]
     wamp: Option<SocketAddr>,
+    /// MQTT-over-WebSocket listen address of its own [default: off].
+    #[arg(long, value_name = "ADDR")]
+    mqtt_ws: Option<SocketAddr>,
     /// WAMP RawSocket listen address [default: 127.0.0.1:9001].
     #[arg(long, value_name = "ADDR")]
     wamp_rawsocket: Option<SocketAddr>,
@@ -108,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     };
     config.mqtt = cli.mqtt.unwrap_or(config.mqtt);
     config.wamp = cli.wamp.unwrap_or(config.wamp);
+    config.mqtt_ws = cli.mqtt_ws.or(config.mqtt_ws);
     config.wamp_rawsocket = cli.wamp_rawsocket.unwrap_or(config.wamp_rawsocket);
     config.data_dir = cli.data_dir.unwrap_or(config.data_dir);
     config.owner = cli.id.unwrap_or(config.owner);

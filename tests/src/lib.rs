@@ -48,6 +48,8 @@ pub struct TestNode {
     pub wamp: SocketAddr,
     /// Bound WAMP RawSocket address.
     pub wamp_rawsocket: SocketAddr,
+    /// Bound MQTT-over-WebSocket address, when the test set `mqtt_ws`.
+    pub mqtt_ws: Option<SocketAddr>,
     running: Option<ordo_entry::Running>,
     /// The data folder (deleted on drop).
     pub dir: tempfile::TempDir,
@@ -76,6 +78,7 @@ impl TestNode {
             mqtt: running.mqtt,
             wamp: running.wamp,
             wamp_rawsocket: running.wamp_rawsocket,
+            mqtt_ws: running.mqtt_ws,
             running: Some(running),
             dir,
         })

@@ -19,9 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,6 +86,11 @@ impl ConnectionError {
         })
     }
 }
+
+/// The byte stream a connection reads: a TCP socket, or a WebSocket's binary frames (`super::ws`).
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The byte stream a connection writes; flushed after every write (a WebSocket buffers).
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// A durable-publish completion: the ack to send, whether it is a QoS 1 PUBACK, the outcome.
 pub(super) type AckFuture =
@@ -157,8 +160,11 @@ pub(super) fn stored_properties(p: &Properties) -> Option<Box<MqttProperties>> {
 }
 
 /// Serve one connection until it closes.
-pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionError> {
-    let (mut reader, mut writer) = stream.into_split();
+pub async fn run(
+    mut reader: Reader,
+    mut writer: Writer,
+    shared: Shared,
+) -> Result<(), ConnectionError> {
     let mut inbuf = BytesMut::with_capacity(8 * 1024);
     let max = shared.config.max_packet_size;
     let mut stop = shared.shutdown.clone();
@@ -199,6 +205,25 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         .await?;
         return Ok(());
     }
+    let credentials = super::auth::Credentials {
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+        will_topic: connect.will.as_ref().map(|w| w.topic.as_str()),
+    };
+    let config = &shared.config;
+    let grant = match super::auth::on_connect(
+        &config.users,
+        config.allow_anonymous,
+        &config.mqtt_realm,
+        credentials,
+    ) {
+        Ok(grant) => grant,
+        Err(reason) => {
+            tracing::info!(username = ?connect.username, %reason, "mqtt connect refused");
+            send_connack(&mut writer, v5, refusal(reason)).await?;
+            return Ok(());
+        }
+    };
     if !v5 && connect.client_id.is_empty() && !connect.clean_start {
         // [MQTT-3.1.3-8] a zero-byte client id needs clean session.
         send_connack(
@@ -275,6 +300,7 @@ pub async fn run(stream: TcpStream, shared: Shared) -> Result<(), ConnectionErro
         session_id,
         v5,
         realm: shared.config.mqtt_realm.clone(),
+        grant,
         writer,
         out: BytesMut::with_capacity(8 * 1024),
         subscriptions: HashMap::new(),
@@ -420,7 +446,7 @@ fn rand_id() -> u64 {
 /// Read the CONNECT; `level` is set to the protocol level as soon as it is
 /// readable, so a malformed MQTT 5 CONNECT can be answered in MQTT 5.
 async fn read_connect(
-    reader: &mut OwnedReadHalf,
+    reader: &mut Reader,
     inbuf: &mut BytesMut,
     max: usize,
     level: &mut Option<u8>,
@@ -447,21 +473,17 @@ async fn read_connect(
 }
 
 async fn send_connack(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
     v5: bool,
     connack: Packet,
 ) -> Result<(), ConnectionError> {
     write_now(writer, v5, &connack).await
 }
 
-async fn write_now(
-    writer: &mut OwnedWriteHalf,
-    v5: bool,
-    packet: &Packet,
-) -> Result<(), ConnectionError> {
+async fn write_now(writer: &mut Writer, v5: bool, packet: &Packet) -> Result<(), ConnectionError> {
     let mut buf = BytesMut::new();
     encode_for(v5, packet, &mut buf);
-    writer.write_all(&buf).await?;
+    write_flushed(writer, &buf).await?;
     Ok(())
 }
 
@@ -490,7 +512,9 @@ pub(super) struct Connection {
     /// MQTT 5 (else 3.1.1 or 3.1).
     pub(super) v5: bool,
     pub(super) realm: String,
-    writer: OwnedWriteHalf,
+    /// Who the client authenticated as and what it may do (`super::auth`).
+    pub(super) grant: crate::wamp::auth::Grant,
+    writer: Writer,
     pub(super) out: BytesMut,
     /// Filter text -> subscription.
     pub(super) subscriptions: HashMap<String, Granted>,
@@ -561,7 +585,7 @@ impl Connection {
 
     async fn serve(
         &mut self,
-        reader: &mut OwnedReadHalf,
+        reader: &mut Reader,
         inbuf: &mut BytesMut,
         mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
         keep_alive: u16,
@@ -681,7 +705,11 @@ impl Connection {
         }
         self.send(&packet);
         let out = self.out.split();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.write_all(&out)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            write_flushed(&mut self.writer, &out),
+        )
+        .await;
     }
 
     pub(super) async fn flush(&mut self) -> Result<(), ConnectionError> {
@@ -691,7 +719,7 @@ impl Connection {
         let out = self.out.split();
         // A client that stops reading must not delay a takeover or a shutdown.
         tokio::select! {
-            written = tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&out)) => {
+            written = tokio::time::timeout(WRITE_TIMEOUT, write_flushed(&mut self.writer, &out)) => {
                 written.map_err(|_| ConnectionError::NotReading)??;
                 Ok(())
             }
@@ -699,6 +727,11 @@ impl Connection {
             _ = self.shutdown.changed() => Err(ConnectionError::Stopping),
         }
     }
+}
+
+async fn write_flushed(writer: &mut Writer, out: &[u8]) -> std::io::Result<()> {
+    writer.write_all(out).await?;
+    writer.flush().await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -12,7 +12,7 @@ use ordo_common::mqtt::v5::{
 };
 use ordo_common::mqtt::{QoS, ReasonCode};
 use ordo_common::topic::Filter;
-use ordo_common::{Payload, StoredMessage};
+use ordo_common::{Payload, PermanentId, StoredMessage};
 
 fn refused(reason: ReasonCode, why: &'static str) -> ConnectionError {
     ConnectionError::Refused { reason, why }
@@ -142,6 +142,9 @@ impl Connection {
                 }
             }
         }
+        if !super::auth::may_publish(&self.grant, &self.realm, &p.topic) {
+            return self.refuse_publish(&p);
+        }
         if p.qos == QoS::ExactlyOnce && self.qos2_received.contains(&p.pkid) {
             // A resent QoS 2 publish we already stored: acknowledge again, store nothing.
             self.send(&Packet::PubRec(Ack::success(p.pkid)));
@@ -193,6 +196,39 @@ impl Connection {
         Ok(())
     }
 
+    /// A PUBLISH outside the user's permissions: QoS 0 is dropped; QoS 1/2 get
+    /// PUBACK/PUBREC 0x87 in MQTT 5, and close a 3.1.1 connection, which has no
+    /// negative ack and must not get a positive one for a message not stored
+    /// ([MQTT-3.3.5-2] allows either).
+    fn refuse_publish(&mut self, p: &Publish) -> Result<(), ConnectionError> {
+        tracing::debug!(
+            topic = p.topic,
+            qos = p.qos as u8,
+            "mqtt publish not authorized"
+        );
+        let ack = |pkid| Ack {
+            pkid,
+            reason: ReasonCode::NOT_AUTHORIZED,
+            properties: Properties::default(),
+        };
+        let ack = match (p.qos, self.v5) {
+            (QoS::AtMostOnce, _) => return Ok(()),
+            (_, false) => {
+                return Err(refused(
+                    ReasonCode::NOT_AUTHORIZED,
+                    "publish not authorized",
+                ))
+            }
+            (QoS::AtLeastOnce, true) => Packet::PubAck(ack(p.pkid)),
+            (QoS::ExactlyOnce, true) => Packet::PubRec(ack(p.pkid)),
+        };
+        // Behind the acks still waiting for the store: PUBACKs keep PUBLISH order [MQTT-4.6.0-2].
+        self.acks.push_back(Box::pin(
+            async move { (ack, false, Ok(PermanentId::default())) },
+        ));
+        Ok(())
+    }
+
     fn handle_subscribe(&mut self, s: Subscribe) {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(s.filters.len());
@@ -205,6 +241,13 @@ impl Connection {
         for (filter, o) in &s.filters {
             if self.shared.config.mqtt_deny_subscribe.contains(filter) {
                 reasons.push(ReasonCode::UNSPECIFIED_ERROR);
+                continue;
+            }
+            // A shared subscription is checked on its filter without `$share/{group}/`.
+            let unshared = v5::split_shared(filter).map_or(filter.as_str(), |(_, inner)| inner);
+            if !super::auth::may_subscribe(&self.grant, &self.realm, unshared) {
+                // 3.1.1 clients get 0x80 (`compat`).
+                reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
             let granted = o.qos as u8;

@@ -10,11 +10,15 @@
 //! point is replayed from the store in id order, then delivery goes live.
 //! Sessions are saved in the ordered log itself ([`session_store`]), so they
 //! survive a restart and can be resumed on another entry of a cluster.
+//! The same connection task serves MQTT over WebSocket ([`ws`]); CONNECT
+//! username/password are checked against the `users` section ([`auth`]).
 
+pub mod auth;
 mod connection;
 mod inbound;
 mod outbound;
 pub mod session_store;
+pub mod ws;
 
 use crate::router::Router;
 use crate::sequencer::Sequencer;
@@ -356,7 +360,10 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection::run(stream, shared).await {
+                    let (reader, writer) = stream.into_split();
+                    if let Err(e) =
+                        connection::run(Box::new(reader), Box::new(writer), shared).await
+                    {
                         tracing::info!(%peer, error = %e, "mqtt connection closed");
                     }
                 });

@@ -180,6 +180,11 @@ impl Connection {
                 Some(at) => Some(u32::try_from((at - now_ms).div_ceil(1000)).unwrap_or(u32::MAX)),
                 None => None,
             };
+            // A wildcard subscription reaches only topics the user may subscribe to.
+            if !super::auth::may_subscribe(&self.grant, &self.realm, &delivery.message.topic) {
+                self.resend.remove(&delivery.id);
+                continue;
+            }
             let granted = delivery.matches.iter().map(|(_, q)| *q).max().unwrap_or(0);
             let qos =
                 QoS::from_u8(granted.min(delivery.message.qos).min(2)).unwrap_or(QoS::AtMostOnce);

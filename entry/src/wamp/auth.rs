@@ -200,7 +200,7 @@ pub fn on_hello(
     })
 }
 
-fn role(user: &User) -> &str {
+pub(crate) fn role(user: &User) -> &str {
     if user.role.is_empty() {
         "user"
     } else {
@@ -215,9 +215,12 @@ pub fn on_authenticate(pending: &Pending, signature: &str) -> Option<Grant> {
             .user
             .ticket
             .as_deref()
-            .is_some_and(|t| same_secret(t, signature)),
+            .is_some_and(|t| same_secret(t.as_bytes(), signature.as_bytes())),
         "wampcra" => pending.user.secret.as_deref().is_some_and(|secret| {
-            same_secret(&cra_signature(secret, &pending.challenge), signature)
+            same_secret(
+                cra_signature(secret, &pending.challenge).as_bytes(),
+                signature.as_bytes(),
+            )
         }),
         _ => false,
     };
@@ -236,10 +239,10 @@ pub fn cra_signature(secret: &str, challenge: &str) -> String {
 }
 
 /// Compare two secrets in constant time (HMAC both under one key, verify).
-fn same_secret(expected: &str, given: &str) -> bool {
+pub(crate) fn same_secret(expected: &[u8], given: &[u8]) -> bool {
     let key = hmac::Key::new(hmac::HMAC_SHA256, b"ordo secret comparison");
-    let tag = hmac::sign(&key, expected.as_bytes());
-    hmac::verify(&key, given.as_bytes(), tag.as_ref()).is_ok()
+    let tag = hmac::sign(&key, expected);
+    hmac::verify(&key, given, tag.as_ref()).is_ok()
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Each connection negotiates a serializer in its transport's handshake, then
-//! runs one [`session`] task. Publications go through the sequencer like MQTT
+//! runs one [`session`] task. A WebSocket client offering only subprotocol
+//! `mqtt` is handed to the MQTT front door (`crate::mqtt::ws`). Publications go through the sequencer like MQTT
 //! publishes, so PUBLISHED and EVENT carry the message's permanent id.
 
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod transport;
 
 use crate::Shared;
 use ordo_common::wamp::Serializer;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -37,7 +39,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = accept(stream, shared).await {
+                    if let Err(e) = accept(stream, peer, shared).await {
                         tracing::info!(%peer, error = %e, "wamp connection closed");
                     }
                 });
@@ -50,8 +52,16 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
     }
 }
 
-async fn accept(stream: TcpStream, shared: Shared) -> anyhow::Result<()> {
-    let chosen: Arc<Mutex<Option<Serializer>>> = Arc::new(Mutex::new(None));
+/// What the client's Sec-WebSocket-Protocol asked for.
+#[derive(Clone, Copy)]
+enum Chosen {
+    Wamp(Serializer),
+    /// MQTT over WebSocket, handed to the MQTT connection task.
+    Mqtt,
+}
+
+async fn accept(stream: TcpStream, peer: SocketAddr, shared: Shared) -> anyhow::Result<()> {
+    let chosen: Arc<Mutex<Option<Chosen>>> = Arc::new(Mutex::new(None));
     let slot = chosen.clone();
     // The error type is tungstenite's; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
@@ -66,20 +76,26 @@ async fn accept(stream: TcpStream, shared: Shared) -> anyhow::Result<()> {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .find_map(Serializer::from_subprotocol);
+        // A WAMP subprotocol wins; `mqtt` alone makes this an MQTT connection.
+        let offered = match (offered, crate::mqtt::ws::offered_subprotocol(request)) {
+            (Some(ser), _) => Some((Chosen::Wamp(ser), ser.subprotocol())),
+            (None, Some(mqtt)) => Some((Chosen::Mqtt, mqtt)),
+            (None, None) => None,
+        };
         match offered {
-            Some(ser) => {
+            Some((chosen, subprotocol)) => {
                 response.headers_mut().insert(
                     "sec-websocket-protocol",
-                    HeaderValue::from_static(ser.subprotocol()),
+                    HeaderValue::from_static(subprotocol),
                 );
                 if let Ok(mut slot) = slot.lock() {
-                    *slot = Some(ser);
+                    *slot = Some(chosen);
                 }
                 Ok(response)
             }
             None => {
                 let mut refuse = ErrorResponse::new(Some(
-                    "no supported WAMP subprotocol (offer wamp.2.json, wamp.2.msgpack or wamp.2.cbor)"
+                    "no supported subprotocol (offer wamp.2.json, wamp.2.msgpack, wamp.2.cbor or mqtt)"
                         .into(),
                 ));
                 *refuse.status_mut() = StatusCode::BAD_REQUEST;
@@ -98,11 +114,17 @@ async fn accept(stream: TcpStream, shared: Shared) -> anyhow::Result<()> {
         ws = tokio::time::timeout(std::time::Duration::from_secs(10), handshake) => ws??,
         _ = stop.changed() => return Ok(()),
     };
-    let serializer = chosen
-        .lock()
-        .ok()
-        .and_then(|s| *s)
-        .ok_or_else(|| anyhow::anyhow!("handshake finished without a serializer"))?;
+    let chosen = chosen.lock().ok().and_then(|s| *s);
+    let serializer = match chosen {
+        Some(Chosen::Wamp(serializer)) => serializer,
+        Some(Chosen::Mqtt) => {
+            // The WebSocket message limit stays max_wamp_message_size here; MQTT packets are
+            // held to max_packet_size by the codec whatever their framing.
+            crate::mqtt::ws::run(ws, peer, shared).await;
+            return Ok(());
+        }
+        None => anyhow::bail!("handshake finished without a subprotocol"),
+    };
     let (sink, stream) = futures_util::StreamExt::split(ws);
     let tx = transport::Tx::Ws(sink, serializer);
     session::run(tx, transport::Rx::Ws(stream), serializer, shared).await?;
