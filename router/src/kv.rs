@@ -134,12 +134,19 @@ impl KvState {
         id: PermanentId,
         message: &Arc<StoredMessage>,
     ) -> Applied {
+        let fox = fox(message);
+        if fox.is_none() && !message.retain {
+            // The common case touches no state: no key to build.
+            return Applied {
+                deliver: true,
+                outcomes: Vec::new(),
+            };
+        }
         let key = (message.realm.clone(), message.topic.clone());
         let mut out = Applied {
             deliver: true,
             outcomes: Vec::new(),
         };
-        let fox = fox(message);
         let origin = fox.map_or(0, |f| f.origin);
         let request = fox.and_then(|f| f.request);
         match fox.and_then(|f| f.control.as_ref()) {

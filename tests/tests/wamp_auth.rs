@@ -11,28 +11,54 @@ use std::time::Duration;
 type Result = anyhow::Result<()>;
 
 fn users() -> Vec<User> {
-    vec![User {
-        authid: "alice".into(),
+    vec![
+        bob(),
+        User {
+            authid: "alice".into(),
+            role: "writer".into(),
+            ticket: Some("t0k".into()),
+            secret: Some("s3cret".into()),
+            permissions: vec![
+                Permission {
+                    realm: REALM.into(),
+                    prefix: "com.".into(),
+                    publish: true,
+                    subscribe: true,
+                    call: true,
+                    register: true,
+                },
+                Permission {
+                    realm: REALM.into(),
+                    prefix: "com.ro.".into(),
+                    subscribe: true,
+                    ..Permission::default()
+                },
+            ],
+        },
+    ]
+}
+
+/// May subscribe under `com.` but not under `com.secret.`.
+fn bob() -> User {
+    User {
+        authid: "bob".into(),
         role: "writer".into(),
-        ticket: Some("t0k".into()),
-        secret: Some("s3cret".into()),
+        ticket: Some("b0b".into()),
+        secret: None,
         permissions: vec![
             Permission {
                 realm: REALM.into(),
                 prefix: "com.".into(),
-                publish: true,
-                subscribe: true,
-                call: true,
-                register: true,
-            },
-            Permission {
-                realm: REALM.into(),
-                prefix: "com.ro.".into(),
                 subscribe: true,
                 ..Permission::default()
             },
+            Permission {
+                realm: REALM.into(),
+                prefix: "com.secret.".into(),
+                ..Permission::default()
+            },
         ],
-    }]
+    }
 }
 
 async fn start(allow_anonymous: bool) -> anyhow::Result<TestNode> {
@@ -212,6 +238,38 @@ async fn permissions_follow_the_longest_prefix_and_anonymous_can_be_off() -> Res
     }
     // Still joined and allowed where permitted.
     alice.publish_acked("com.rw.y", vec![]).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_subscription_gets_no_event_from_a_forbidden_prefix() -> Result {
+    let node = start(false).await?;
+    let Ok(mut bob) = login(&node, false, "bob", "ticket", |_| "b0b".into()).await? else {
+        bail!("bob's login failed");
+    };
+    let Ok(mut alice) = login(&node, false, "alice", "ticket", |_| "t0k".into()).await? else {
+        bail!("alice's login failed");
+    };
+    // The pattern's string is under `com.`, so SUBSCRIBE is allowed; it also matches `com.secret.x`.
+    bob.subscribe("com..x", dict([("match", Value::from("wildcard"))]))
+        .await?;
+    alice
+        .publish_acked("com.secret.x", vec![Value::from("secret")])
+        .await?;
+    alice
+        .publish_acked("com.open.x", vec![Value::from("open")])
+        .await?;
+    let event = bob
+        .recv_matching(|m| matches!(m, Message::Event { .. }))
+        .await?;
+    let Message::Event { args, .. } = event else {
+        bail!("not an event");
+    };
+    ensure!(
+        args == vec![Value::from("open")],
+        "bob got {args:?}: an event under com.secret. leaked through a pattern"
+    );
     node.shutdown().await;
     Ok(())
 }

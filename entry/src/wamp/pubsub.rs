@@ -3,6 +3,7 @@
 //! the advanced profile adds (topic, publisher, retained), filtered by the
 //! publication's black/whitelists.
 
+use super::auth::Action;
 use super::dealer::error;
 use super::session::{Session, SessionError};
 use crate::router::{kv, Delivery, SubscriptionId, SubscriptionSpec};
@@ -221,6 +222,17 @@ impl Session {
     ) -> Result<(), SessionError> {
         let options = d.message.wamp.as_ref();
         if options.is_some_and(|o| !o.admits(self.id, &self.info.authid, &self.info.authrole)) {
+            return Ok(());
+        }
+        // A pattern is authorized on its string at SUBSCRIBE; the topic it matched
+        // may sit under a prefix the user may not subscribe to.
+        if self.grant.permissions.is_some()
+            && !self.grant.allows(
+                &self.info.realm,
+                &topic::to_wamp_uri(&d.message.topic),
+                Action::Subscribe,
+            )
+        {
             return Ok(());
         }
         let (args, kwargs) = d.message.payload.to_wamp_args();
