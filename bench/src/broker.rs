@@ -293,11 +293,15 @@ impl Broker {
             });
         }
         guard.wait_listening(addr, startup).await?;
-        guard.wait_listening(wamp, startup).await?;
+        // mosquitto serves MQTT only; Ordo and fox-wamp also serve WAMP.
+        let wamp = (peer != Peer::Mosquitto).then_some(wamp);
+        if let Some(wamp) = wamp {
+            guard.wait_listening(wamp, startup).await?;
+        }
         Ok(Self {
             peer,
             addrs: vec![addr],
-            wamp: Some(wamp),
+            wamp,
             sink_received: None,
             running: Running::Processes(processes),
         })
