@@ -11,6 +11,7 @@
 //!
 //! Everything binds to 127.0.0.1, and every wait is bounded by a timeout.
 
+pub mod cluster;
 pub mod mqtt_raw;
 pub mod rumqtt5;
 pub mod sim;

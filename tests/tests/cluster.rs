@@ -6,122 +6,12 @@
 //! the survivors keep ordering and that a restarted node serves again.
 
 use anyhow::Context;
-use ordo_common::cluster::{ClusterSpec, Member};
-use ordo_common::quic::generate_dev_certs;
-use ordo_ndb::node::NdbOptions;
-use ordo_sync::node::SyncOptions;
-use ordo_tests::{Rumqtt, TestNode};
+use ordo_tests::cluster::{spawn_ndb, spawn_sync, Cluster, InProcess};
+use ordo_tests::Rumqtt;
 use rumqttc::QoS;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use std::net::SocketAddr;
 
 type Result = anyhow::Result<()>;
-
-/// Return `n` distinct free UDP addresses (all bound at once, then released).
-fn free_udp(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let sockets = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    Ok(sockets
-        .iter()
-        .map(UdpSocket::local_addr)
-        .collect::<std::io::Result<Vec<_>>>()?)
-}
-
-/// A node run in this process: its task and the switch that stops it.
-struct InProcess {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl InProcess {
-    /// Stop the node and wait until its UDP port is free again (its QUIC endpoint has drained).
-    async fn stop(self, addr: SocketAddr) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        for _ in 0..200 {
-            if UdpSocket::bind(addr).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-fn spawn_ndb(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
-    let (stop, rx) = watch::channel(false);
-    let opts = NdbOptions {
-        spec: spec.clone(),
-        id,
-        data_dir: root.join(format!("ndb{id}")),
-        metrics: None,
-        // Small, so catch-up and replay read older records from the store.
-        cache_records: 64,
-    };
-    let task = tokio::spawn(async move {
-        if let Err(e) = ordo_ndb::node::run(opts, rx).await {
-            panic!("ndb{id} stopped: {e}");
-        }
-    });
-    InProcess { stop, task }
-}
-
-fn spawn_sync(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
-    let (stop, rx) = watch::channel(false);
-    let opts = SyncOptions {
-        spec: spec.clone(),
-        id,
-        data_dir: root.join(format!("sync{id}")),
-        metrics: None,
-    };
-    let task = tokio::spawn(async move {
-        if let Err(e) = ordo_sync::node::run(opts, rx).await {
-            panic!("sync{id} stopped: {e}");
-        }
-    });
-    InProcess { stop, task }
-}
-
-struct Cluster {
-    spec: ClusterSpec,
-    file: PathBuf,
-    root: tempfile::TempDir,
-}
-
-fn cluster(entries: u64) -> anyhow::Result<Cluster> {
-    let root = tempfile::tempdir()?;
-    let mut addrs = free_udp(6 + entries as usize)?.into_iter();
-    let mut members = |n: u64| -> Vec<Member> {
-        (1..=n)
-            .zip(addrs.by_ref())
-            .map(|(id, addr)| Member { id, addr })
-            .collect()
-    };
-    let spec = ClusterSpec {
-        cert_dir: root.path().join("certs"),
-        sync: members(3),
-        ndb: members(3),
-        entry: members(entries),
-    };
-    let names = spec.cert_names();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    generate_dev_certs(&spec.cert_dir, &names)?;
-    let file = root.path().join("cluster.toml");
-    std::fs::write(&file, spec.to_toml())?;
-    Ok(Cluster { spec, file, root })
-}
-
-async fn entry(c: &Cluster, id: u64) -> anyhow::Result<TestNode> {
-    let file = c.file.clone();
-    TestNode::start_with(move |cfg| {
-        cfg.cluster = Some(file);
-        cfg.owner = id;
-    })
-    .await
-}
 
 /// Publish `n` QoS1 messages named `name/0..n` and wait for every PUBACK.
 async fn publish(addr: SocketAddr, name: &str, n: u32) -> Result {
@@ -155,7 +45,7 @@ async fn receive(sub: &mut Rumqtt, n: usize) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_entries_deliver_one_order_and_survive_an_ndb_and_a_sync_restart() -> Result {
-    let c = cluster(2)?;
+    let c = Cluster::new(2)?;
     let root = c.root.path().to_path_buf();
     let mut syncs: Vec<Option<InProcess>> = (1..=3)
         .map(|id| Some(spawn_sync(&c.spec, id, &root)))
@@ -163,8 +53,8 @@ async fn two_entries_deliver_one_order_and_survive_an_ndb_and_a_sync_restart() -
     let mut ndbs: Vec<Option<InProcess>> = (1..=3)
         .map(|id| Some(spawn_ndb(&c.spec, id, &root)))
         .collect();
-    let e1 = entry(&c, 1).await?;
-    let e2 = entry(&c, 2).await?;
+    let e1 = c.entry(1).await?;
+    let e2 = c.entry(2).await?;
     let mut s1 = Rumqtt::connect(e1.mqtt, "sub1").await?;
     s1.subscribe("c/#", QoS::AtLeastOnce).await?;
     let mut s2 = Rumqtt::connect(e2.mqtt, "sub2").await?;

@@ -4,18 +4,14 @@
 //! on SUBSCRIBE; on the embedded node and across two cluster entries.
 
 use anyhow::{bail, ensure, Context};
-use ordo_common::cluster::{ClusterSpec, Member};
-use ordo_common::quic::generate_dev_certs;
 use ordo_common::wamp::value::{from_json, to_json};
 use ordo_common::wamp::{Dict, Message, Serializer, Value};
-use ordo_ndb::node::NdbOptions;
-use ordo_sync::node::SyncOptions;
+use ordo_tests::cluster::Cluster;
 use ordo_tests::wamp_client::{dict, Event, WampClient, REALM};
 use ordo_tests::TestNode;
 use serde_json::json;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::watch;
 
 type Result = anyhow::Result<()>;
 
@@ -441,89 +437,12 @@ async fn will_is_written_when_a_session_drops_and_parked_waiters_die_with_theirs
 
 // ---- the same on the in-process cluster (3 sync, 3 ndb, 2 entries) ----
 
-fn free_udp(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let sockets = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    Ok(sockets
-        .iter()
-        .map(UdpSocket::local_addr)
-        .collect::<std::io::Result<Vec<_>>>()?)
-}
-
-/// A node run in this process: the switch that stops it and its task.
-type InProcess = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
-
-/// Start 3 sync and 3 ndb nodes in this process; return the cluster file and the nodes.
-fn start_cluster(root: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, Vec<InProcess>)> {
-    let mut addrs = free_udp(8)?.into_iter();
-    let mut members = |n: u64| -> Vec<Member> {
-        (1..=n)
-            .zip(addrs.by_ref())
-            .map(|(id, addr)| Member { id, addr })
-            .collect()
-    };
-    let spec = ClusterSpec {
-        cert_dir: root.join("certs"),
-        sync: members(3),
-        ndb: members(3),
-        entry: members(2),
-    };
-    let names = spec.cert_names();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    generate_dev_certs(&spec.cert_dir, &names)?;
-    let file = root.join("cluster.toml");
-    std::fs::write(&file, spec.to_toml())?;
-    let mut nodes = Vec::new();
-    for id in 1..=3u32 {
-        let (stop, rx) = watch::channel(false);
-        let opts = SyncOptions {
-            spec: spec.clone(),
-            id,
-            data_dir: root.join(format!("sync{id}")),
-            metrics: None,
-        };
-        nodes.push((
-            stop,
-            tokio::spawn(async move {
-                if let Err(e) = ordo_sync::node::run(opts, rx).await {
-                    panic!("sync{id} stopped: {e}");
-                }
-            }),
-        ));
-        let (stop, rx) = watch::channel(false);
-        let opts = NdbOptions {
-            spec: spec.clone(),
-            id,
-            data_dir: root.join(format!("ndb{id}")),
-            metrics: None,
-            cache_records: 64,
-        };
-        nodes.push((
-            stop,
-            tokio::spawn(async move {
-                if let Err(e) = ordo_ndb::node::run(opts, rx).await {
-                    panic!("ndb{id} stopped: {e}");
-                }
-            }),
-        ));
-    }
-    Ok((file, nodes))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_on_one_entry_is_released_by_a_publish_on_another() -> Result {
-    let root = tempfile::tempdir()?;
-    let (file, nodes) = start_cluster(root.path())?;
-    let entry = |id: u64| {
-        let file = file.clone();
-        TestNode::start_with(move |cfg| {
-            cfg.cluster = Some(file);
-            cfg.owner = id;
-        })
-    };
-    let e1 = entry(1).await?;
-    let e2 = entry(2).await?;
+    let cluster = Cluster::new(2)?;
+    let nodes = cluster.spawn_storage();
+    let e1 = cluster.entry(1).await?;
+    let e2 = cluster.entry(2).await?;
     let mut s1 = join(e1.wamp).await?;
     let mut s2 = join(e2.wamp).await?;
     s1.subscribe("job.state", Dict::new())
@@ -606,9 +525,12 @@ async fn a_watch_on_one_entry_is_released_by_a_publish_on_another() -> Result {
 
     e1.shutdown().await;
     e2.shutdown().await;
-    for (stop, task) in nodes {
-        let _ = stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    let addrs = cluster.spec.sync.iter().zip(&cluster.spec.ndb);
+    for (node, addr) in nodes
+        .into_iter()
+        .zip(addrs.flat_map(|(s, n)| [s.addr, n.addr]))
+    {
+        node.stop(addr).await;
     }
     Ok(())
 }
