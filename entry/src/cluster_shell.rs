@@ -20,7 +20,7 @@
 
 use crate::cluster::{EntryConfig, EntryCore, EntryDisk, EntryWrite};
 use crate::router::Router;
-use crate::sequencer::{retained_changes, PublishError, PublishRequest, Sequencer};
+use crate::sequencer::{PublishError, PublishRequest, Sequencer};
 use anyhow::Context;
 use bytes::Bytes;
 use ordo_common::cluster::ClusterSpec;
@@ -254,7 +254,6 @@ impl ShellTask {
         }
         if !delivered.is_empty() {
             let batch = CommitBatch {
-                retained: retained_changes(&delivered),
                 messages: delivered,
                 meta: Vec::new(),
             };

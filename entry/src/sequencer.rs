@@ -200,10 +200,8 @@ fn commit_segment(
         .into_iter()
         .map(|(id, m)| (id, Arc::new(m)))
         .collect();
-    let retained = retained_changes(&messages);
     let batch = CommitBatch {
         messages,
-        retained,
         meta: vec![(
             META_NEXT_SEGMENT.into(),
             (segment + 1).to_be_bytes().to_vec(),
@@ -213,33 +211,6 @@ fn commit_segment(
     cores.next_segment = segment + 1;
     cores.elector.handle_applied(cores.owner, segment);
     Ok(batch.messages)
-}
-
-/// Return the retained-index changes a batch makes: a retained message sets its
-/// topic's entry, a retained empty payload clears it.
-pub(crate) fn retained_changes(
-    messages: &[(PermanentId, Arc<StoredMessage>)],
-) -> Vec<(String, String, Option<PermanentId>)> {
-    messages
-        .iter()
-        // A conditional publish's effect is decided by the router; its
-        // release record or the next plain write indexes the topic.
-        .filter(|(_, m)| m.retain && !is_conditional(m))
-        .map(|(id, m)| {
-            (
-                m.realm.clone(),
-                m.topic.clone(),
-                (!m.payload.is_empty()).then_some(*id),
-            )
-        })
-        .collect()
-}
-
-fn is_conditional(m: &StoredMessage) -> bool {
-    m.wamp
-        .as_ref()
-        .and_then(|o| o.fox.as_ref())
-        .is_some_and(|f| f.when.is_some())
 }
 
 async fn run_dispatcher(mut rx: mpsc::UnboundedReceiver<Committed>, router: Arc<Router>) {

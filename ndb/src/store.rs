@@ -1,4 +1,4 @@
-//! The RocksDB store: the permanent log, retained messages and small metadata.
+//! The RocksDB store: the permanent log and small metadata.
 //!
 //! Every commit is one `WriteBatch` written with `sync = true`, so a batch is
 //! either wholly on disk or absent after a crash, and whoever waits on
@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const CF_PERM: &str = "perm";
+/// No longer written (the entry rebuilds retained values from the log at start-up);
+/// still opened, because RocksDB refuses to open a store without all its families.
 const CF_RETAINED: &str = "retained";
 const CF_META: &str = "meta";
 
@@ -35,13 +37,11 @@ pub enum StoreError {
     Poisoned,
 }
 
-/// One group commit: messages under their permanent ids plus retained-index and metadata changes.
+/// One group commit: messages under their permanent ids plus metadata changes.
 #[derive(Debug, Default)]
 pub struct CommitBatch {
     /// Messages to add to the permanent log.
     pub messages: Vec<(PermanentId, Arc<StoredMessage>)>,
-    /// Retained index changes: `(realm, topic, Some(id))` sets, `None` clears.
-    pub retained: Vec<(String, String, Option<PermanentId>)>,
     /// Metadata key/value pairs to write.
     pub meta: Vec<(String, Vec<u8>)>,
 }
@@ -119,13 +119,6 @@ impl Store {
         for (id, message) in &batch.messages {
             wb.put_cf(self.cf(CF_PERM), id.0.to_be_bytes(), encode_record(message));
         }
-        for (realm, topic, id) in &batch.retained {
-            let key = retained_key(realm, topic);
-            match id {
-                Some(id) => wb.put_cf(self.cf(CF_RETAINED), key, id.0.to_be_bytes()),
-                None => wb.delete_cf(self.cf(CF_RETAINED), key),
-            }
-        }
         for (key, value) in &batch.meta {
             wb.put_cf(self.cf(CF_META), key.as_bytes(), value);
         }
@@ -175,34 +168,10 @@ impl Store {
         }
     }
 
-    /// Load every retained message with its id.
-    pub fn load_retained(&self) -> Result<Vec<(PermanentId, StoredMessage)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_RETAINED), IteratorMode::Start)
-        {
-            let (_, value) = item?;
-            let id = PermanentId(decode_key(&value)?);
-            if let Some(message) = self.get(id)? {
-                out.push((id, message));
-            }
-        }
-        Ok(out)
-    }
-
     /// Read a metadata value.
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
     }
-}
-
-fn retained_key(realm: &str, topic: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(realm.len() + topic.len() + 1);
-    key.extend_from_slice(realm.as_bytes());
-    key.push(0);
-    key.extend_from_slice(topic.as_bytes());
-    key
 }
 
 fn decode_key(key: &[u8]) -> Result<u64, StoreError> {
@@ -276,33 +245,5 @@ mod tests {
             tail.iter().map(|(id, _)| id.0).collect::<Vec<_>>(),
             vec![46, 47, 48]
         );
-    }
-
-    #[test]
-    fn retained_index_sets_and_clears() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let batch = CommitBatch {
-            messages: vec![
-                (PermanentId(1), msg("x", b"1")),
-                (PermanentId(2), msg("y", b"2")),
-            ],
-            retained: vec![
-                ("realm1".into(), "x".into(), Some(PermanentId(1))),
-                ("realm1".into(), "y".into(), Some(PermanentId(2))),
-            ],
-            ..Default::default()
-        };
-        store.commit(&batch).expect("commit");
-        let clear = CommitBatch {
-            retained: vec![("realm1".into(), "x".into(), None)],
-            ..Default::default()
-        };
-        store.commit(&clear).expect("commit");
-        drop(store);
-        let store = Store::open(dir.path()).expect("open");
-        let retained = store.load_retained().expect("load");
-        assert_eq!(retained.len(), 1);
-        assert_eq!(retained[0].0, PermanentId(2));
     }
 }
