@@ -96,12 +96,15 @@ pub fn settled(w: &World) -> Result<(), String> {
 /// Check every invariant at the end of a run.
 pub fn all(w: &World) -> Result<(), String> {
     // The sync nodes' committed prefixes are prefixes of one log.
-    let logs: Vec<_> = w
-        .syncs
-        .iter()
-        .filter_map(|n| n.core.as_ref())
-        .map(|c| &c.log()[..c.commit_index() as usize])
-        .collect();
+    let mut logs = Vec::new();
+    for c in w.syncs.iter().filter_map(|n| n.core.as_ref()) {
+        // A log shorter than its commit index lost a committed entry to a truncation.
+        let committed = usize::try_from(c.commit_index()).ok();
+        match committed.and_then(|k| c.log().get(..k)) {
+            Some(log) => logs.push(log),
+            None => return Err("agreement: a committed sync log entry was truncated".into()),
+        }
+    }
     for a in &logs {
         for b in &logs {
             let k = a.len().min(b.len());

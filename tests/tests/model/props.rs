@@ -171,14 +171,19 @@ pub fn fifo(s: &S) -> bool {
 
 /// Raft's state machine safety: the committed prefixes of all sync logs agree.
 pub fn committed_logs_agree(s: &S) -> bool {
-    let logs: Vec<_> = s
-        .actor_states
-        .iter()
-        .filter_map(|a| match &a.core {
-            Core::Sync { node, .. } => Some(&node.log()[..node.commit_index() as usize]),
-            _ => None,
-        })
-        .collect();
+    let mut logs = Vec::new();
+    for a in s.actor_states.iter() {
+        if let Core::Sync { node, .. } = &a.core {
+            // A log shorter than its commit index lost a committed entry to a truncation.
+            match usize::try_from(node.commit_index())
+                .ok()
+                .and_then(|k| node.log().get(..k))
+            {
+                Some(log) => logs.push(log),
+                None => return false,
+            }
+        }
+    }
     logs.iter().all(|a| {
         logs.iter().all(|b| {
             let k = a.len().min(b.len());
