@@ -54,9 +54,16 @@ const CF_APPLIED: &str = "applied";
 pub struct NdbClusterStore {
     db: Arc<DB>,
     poisoned: Arc<AtomicBool>,
-    /// Serialises `persist` calls: a write reads what earlier writes left.
-    writing: Arc<Mutex<()>>,
+    /// Serialises `persist` calls (a write reads what earlier writes left), and holds each
+    /// owner's lowest segment that may still have temporary rows.
+    writing: Arc<Mutex<Floors>>,
 }
+
+/// Per owner, a segment below which no temporary rows exist: applying a segment deletes every
+/// lower one (the floor moves above it), and a temporary write below the floor lowers it. An
+/// apply starts its scan there instead of at segment 0; without it each apply walks every
+/// delete tombstone the owner's earlier segments left in the memtable.
+type Floors = std::collections::HashMap<u64, u64>;
 
 impl std::fmt::Debug for NdbClusterStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +94,7 @@ impl NdbClusterStore {
         let store = NdbClusterStore {
             db: Arc::new(db),
             poisoned: Arc::new(AtomicBool::new(false)),
-            writing: Arc::new(Mutex::new(())),
+            writing: Arc::new(Mutex::new(Floors::new())),
         };
         let disk = store.load(keep)?;
         Ok((store, disk))
@@ -118,11 +125,11 @@ impl NdbClusterStore {
     ///
     /// After any failure the store is poisoned and refuses every later call.
     pub fn persist(&self, writes: &[NdbWrite]) -> Result<(), StoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut floors = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_poisoned() {
             return Err(StoreError::Poisoned);
         }
-        let result = self.persist_all(writes);
+        let result = self.persist_all(writes, &mut floors);
         if let Err(e) = &result {
             tracing::error!(error = %e, "ndb store write failed; store poisoned");
             self.poisoned.store(true, Ordering::Release);
@@ -135,7 +142,7 @@ impl NdbClusterStore {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn persist_all(&self, writes: &[NdbWrite]) -> Result<(), StoreError> {
+    fn persist_all(&self, writes: &[NdbWrite], floors: &mut Floors) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -149,10 +156,25 @@ impl NdbClusterStore {
                     offset,
                     bodies,
                 } => self.temp_batch(*owner, *segment, *count, *offset, bodies)?,
-                NdbWrite::Apply(r) => self.apply_batch(r)?,
+                NdbWrite::Apply(r) => {
+                    let floor = floors.get(&r.owner).copied().unwrap_or(0);
+                    self.apply_batch(r, floor)?
+                }
             };
-            if !batch.is_empty() {
-                self.db.write_opt(batch, &wo)?;
+            if batch.is_empty() {
+                continue;
+            }
+            self.db.write_opt(batch, &wo)?;
+            match w {
+                NdbWrite::Apply(r) => {
+                    floors.insert(r.owner, r.segment.saturating_add(1));
+                }
+                NdbWrite::Temp { owner, segment, .. } => {
+                    // The core never does this, but the floor must stay a true lower bound.
+                    if let Some(f) = floors.get_mut(owner) {
+                        *f = (*f).min(*segment);
+                    }
+                }
             }
         }
         self.db.flush_wal(true)?;
@@ -230,7 +252,7 @@ impl NdbClusterStore {
     }
 
     /// Move a held segment to `base + offset`, record it, drop it and lower segments of its owner.
-    fn apply_batch(&self, r: &Resolution) -> Result<WriteBatch, StoreError> {
+    fn apply_batch(&self, r: &Resolution, floor: u64) -> Result<WriteBatch, StoreError> {
         let mut batch = WriteBatch::default();
         let seg = seg_key(r.owner, r.segment);
         if self.db.get_cf(self.cf(CF_TEMP_SEG), seg)?.is_none() {
@@ -252,7 +274,7 @@ impl NdbClusterStore {
         // Every segment of this owner up to and including this one, by point deletes: range
         // tombstones would pile up in the memtable and slow every later read of these families.
         let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(seg_key(r.owner, 0).to_vec());
+        ro.set_iterate_lower_bound(seg_key(r.owner, floor).to_vec());
         ro.set_iterate_upper_bound(seg_rows_end(r.owner, r.segment));
         for item in self
             .db
