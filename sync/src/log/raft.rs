@@ -186,7 +186,14 @@ impl SyncNode {
         self.append(Vec::new());
     }
 
-    /// Append one entry of the current term, persist it, and send it to every peer.
+    /// Append one entry of the current term, send it to every peer, and persist it.
+    ///
+    /// The Drafts go out before the leader's own write (Raft allows the leader to write its log
+    /// in parallel with replicating it), so its fsync overlaps the followers' instead of
+    /// preceding it. Safe because the leader's copy is counted towards a commit only by
+    /// `advance_commit`, and whatever a commit lets out (Resolved, a Draft's `commit`) is queued
+    /// behind this Persist and leaves only once it is durable; a crash before that loses an
+    /// entry that no one was told is committed.
     fn append(&mut self, elects: Vec<Elect>) {
         let from = self.last_index() + 1;
         let entry = LogEntry {
@@ -194,11 +201,11 @@ impl SyncNode {
             elects,
         };
         self.disk.log.push(entry.clone());
+        self.broadcast_drafts();
         self.persist(SyncWrite::Log {
             from,
             entries: vec![entry],
         });
-        self.broadcast_drafts();
         self.advance_commit();
     }
 
