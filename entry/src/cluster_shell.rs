@@ -112,10 +112,19 @@ pub(crate) fn start(
                 "ack_seconds",
                 "Publish accepted to ack released (durable on a quorum of ndbs, id final)",
             ),
+            store_seconds: metrics.histogram(
+                "segment_store_seconds",
+                "Segment begun to trimmed by a quorum of ndbs (bodies durable)",
+            ),
+            order_seconds: metrics.histogram(
+                "segment_order_seconds",
+                "ADVANCE_SEGMENT_OVER sent to ADVANCE_SEGMENT_RESOLVED received",
+            ),
         },
         metrics,
         heartbeat: Every::new(std::time::Duration::from_secs(10)),
         acks_since: (0, 0),
+        stages_since: (0, 0, 0),
     };
     let task = tokio::spawn(shell.run(rx, inbox, shutdown));
     Ok(Shell {
@@ -140,6 +149,8 @@ struct ShellTask {
     heartbeat: Every,
     /// Acks and their total latency since the last heartbeat.
     acks_since: (u64, u64),
+    /// Resolved segments and their total store and order microseconds since the last heartbeat.
+    stages_since: (u64, u64, u64),
 }
 
 struct Gauges {
@@ -148,6 +159,8 @@ struct Gauges {
     next_id: Gauge,
     lag: Gauge,
     ack_seconds: Histogram,
+    store_seconds: Histogram,
+    order_seconds: Histogram,
 }
 
 impl ShellTask {
@@ -263,6 +276,13 @@ impl ShellTask {
                     .await??;
             self.router.dispatch(&batch.messages);
         }
+        for t in self.core.take_stage_timings() {
+            self.gauges.store_seconds.observe(t.store as f64 / 1e6);
+            self.gauges.order_seconds.observe(t.order as f64 / 1e6);
+            self.stages_since.0 += 1;
+            self.stages_since.1 += t.store;
+            self.stages_since.2 += t.order;
+        }
         let next = self.core.next_delivery();
         let g = &self.gauges;
         g.segments_open.set(self.core.open_segments_count() as i64);
@@ -273,13 +293,13 @@ impl ShellTask {
         self.metrics.observe_mesh(&self.mesh);
         if self.heartbeat.due() {
             let (acks, micros) = std::mem::take(&mut self.acks_since);
-            let mean_ack_ms = if acks == 0 {
-                0.0
-            } else {
-                micros as f64 / acks as f64 / 1000.0
-            };
+            let (segments, store, order) = std::mem::take(&mut self.stages_since);
+            let mean_ms =
+                |total: u64, n: u64| format!("{:.2}", total as f64 / n.max(1) as f64 / 1e3);
             tracing::info!(me = %self.mesh.me(), revision = next.0.saturating_sub(1),
-                unacked = self.core.unacked(), acks, mean_ack_ms = format!("{mean_ack_ms:.2}"),
+                unacked = self.core.unacked(), acks, mean_ack_ms = mean_ms(micros, acks),
+                segments, mean_store_ms = mean_ms(store, segments),
+                mean_order_ms = mean_ms(order, segments),
                 dropped = self.mesh.stats().dropped.load(std::sync::atomic::Ordering::Relaxed),
                 "heartbeat");
         }

@@ -116,12 +116,28 @@ struct Segment {
     bodies: Vec<Body>,
     trimmed: BTreeSet<u32>,
     over: bool,
+    /// When it was begun, and when its Over was first sent (for [`StageTiming`]).
+    begun_at: Micros,
+    over_at: Micros,
+    /// Last time its Begin/Keep or Over was sent: a tick resends only what waited `retry`.
+    sent_at: Micros,
 }
 
 impl Segment {
     fn count(&self) -> u32 {
         self.publishes.len() as u32
     }
+}
+
+/// How long one resolved segment spent in each stage, in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StageTiming {
+    /// Messages in the segment.
+    pub count: u32,
+    /// Begin sent to a quorum of ndb trims (bodies durable on `f+1` ndbs).
+    pub store: Micros,
+    /// Over sent to Resolved received (ordered by the sync cluster).
+    pub order: Micros,
 }
 
 /// One entry's view of the cluster protocol.
@@ -136,7 +152,12 @@ pub struct EntryCore {
     retry_due: Micros,
     follow: follow::Follow,
     out: VecDeque<Action<EntryWrite>>,
+    /// Stage timings of resolved segments, until the shell takes them (at most `TIMINGS_KEPT`).
+    timings: Vec<StageTiming>,
 }
+
+/// Most stage timings kept when nobody takes them (the simulator and the model never do).
+const TIMINGS_KEPT: usize = 1024;
 
 impl EntryCore {
     /// Start (or restart) from what the disk holds: segments start at its mark, `prev` is `None`.
@@ -152,6 +173,7 @@ impl EntryCore {
             follow,
             cfg,
             out: VecDeque::new(),
+            timings: Vec::new(),
         }
     }
 
@@ -168,6 +190,11 @@ impl EntryCore {
     /// Return when [`EntryCore::handle_tick`] should next be called.
     pub fn poll_timeout(&self) -> Micros {
         self.retry_due
+    }
+
+    /// Return the stage timings of segments resolved since the last call.
+    pub fn take_stage_timings(&mut self) -> Vec<StageTiming> {
+        std::mem::take(&mut self.timings)
     }
 
     /// Return how many publishes wait for an ack (queued or in a segment).
@@ -211,9 +238,15 @@ impl EntryCore {
             return;
         }
         self.retry_due = now + self.cfg.retry;
-        let segments: Vec<u64> = self.inflight.keys().copied().collect();
-        for s in segments {
-            self.resend(s);
+        let retry = self.cfg.retry;
+        let due: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, seg)| now >= seg.sent_at.saturating_add(retry))
+            .map(|(s, _)| *s)
+            .collect();
+        for s in due {
+            self.resend(now, s);
         }
         self.open_segments(now);
         let fetch = self.follow.on_tick(now, self.cfg.retry, &self.cfg.ndbs);
@@ -230,7 +263,7 @@ impl EntryCore {
                     segment,
                     count,
                 },
-            ) if owner == self.cfg.owner => self.on_trim(n, segment, count),
+            ) if owner == self.cfg.owner => self.on_trim(now, n, segment, count),
             (_, Msg::Resolved { resolutions }) => self.on_resolved(now, resolutions),
             (NodeId::Ndb(n), Msg::Permanent { from, tip, records }) => {
                 let (delivered, fetch) = self
@@ -246,7 +279,6 @@ impl EntryCore {
     }
 
     fn open_segments(&mut self, now: Micros) {
-        let _ = now;
         while self.inflight.len() < self.cfg.window && !self.waiting.is_empty() {
             let take = self.waiting.len().min(self.cfg.max_segment.max(1));
             let batch: Vec<Publish> = self.waiting.drain(..take).collect();
@@ -263,17 +295,22 @@ impl EntryCore {
                 bodies: batch.into_iter().map(|p| p.body).collect(),
                 trimmed: BTreeSet::new(),
                 over: false,
+                begun_at: now,
+                over_at: now,
+                sent_at: now,
             };
             self.inflight.insert(s, seg);
-            self.resend(s);
+            self.resend(now, s);
         }
     }
 
     /// Send Begin/Keep to ndbs that have not trimmed, or Over to every sync.
-    fn resend(&mut self, s: u64) {
-        let Some(seg) = self.inflight.get(&s) else {
+    fn resend(&mut self, now: Micros, s: u64) {
+        let Some(seg) = self.inflight.get_mut(&s) else {
             return;
         };
+        seg.sent_at = now;
+        let seg = &*seg;
         let owner = self.cfg.owner;
         let mut sends = Vec::new();
         if seg.over {
@@ -314,7 +351,7 @@ impl EntryCore {
         }
     }
 
-    fn on_trim(&mut self, ndb: u32, segment: u64, count: u32) {
+    fn on_trim(&mut self, now: Micros, ndb: u32, segment: u64, count: u32) {
         let quorum = self.cfg.trim_quorum();
         let Some(seg) = self.inflight.get_mut(&segment) else {
             return;
@@ -325,8 +362,9 @@ impl EntryCore {
         seg.trimmed.insert(ndb);
         if seg.trimmed.len() >= quorum {
             seg.over = true;
+            seg.over_at = now;
             seg.bodies = Vec::new();
-            self.resend(segment);
+            self.resend(now, segment);
         }
     }
 
@@ -344,6 +382,13 @@ impl EntryCore {
                 continue;
             }
             if let Some(seg) = self.inflight.remove(&r.segment) {
+                if self.timings.len() < TIMINGS_KEPT {
+                    self.timings.push(StageTiming {
+                        count: seg.count(),
+                        store: seg.over_at.saturating_sub(seg.begun_at),
+                        order: now.saturating_sub(seg.over_at),
+                    });
+                }
                 for (i, (publisher, seq)) in seg.publishes.into_iter().enumerate() {
                     let id = PermanentId(r.base.0 + i as u64);
                     self.out.push_back(Action::Ack { publisher, seq, id });
