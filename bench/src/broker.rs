@@ -95,6 +95,10 @@ pub struct Programs {
     pub tune_peers: bool,
     /// Parent of every scratch directory.
     pub scratch_root: PathBuf,
+    /// `--config` for every Ordo entry.
+    pub entry_config: Option<PathBuf>,
+    /// Serve cluster nodes' metrics (`--node-metrics`).
+    pub node_metrics: bool,
 }
 
 /// Workspace root, known at compile time.
@@ -144,6 +148,8 @@ pub struct Broker {
     pub wamp: Option<SocketAddr>,
     /// For the sink only: PUBLISH packets it received.
     pub sink_received: Option<Arc<AtomicU64>>,
+    /// Cluster nodes' metrics listeners by node name, with `--node-metrics`.
+    pub metrics: Vec<(String, SocketAddr)>,
     running: Running,
 }
 
@@ -162,17 +168,19 @@ impl Broker {
                 addrs: vec![sink.addr()],
                 wamp: None,
                 sink_received: Some(sink.received()),
+                metrics: Vec::new(),
                 running: Running::Sink(sink),
             });
         }
         if let Some(entries) = peer.cluster_entries() {
-            let (addrs, processes) =
+            let (addrs, metrics, processes) =
                 crate::cluster::start(peer, entries, programs, startup).await?;
             return Ok(Self {
                 peer,
                 addrs,
                 wamp: None,
                 sink_received: None,
+                metrics,
                 running: Running::Processes(processes),
             });
         }
@@ -200,6 +208,9 @@ impl Broker {
                     .args(["--wamp-rawsocket", "127.0.0.1:0"])
                     .arg("--data-dir")
                     .arg(&data);
+                if let Some(config) = &programs.entry_config {
+                    cmd.arg("--config").arg(config);
+                }
                 cmd
             }
             Peer::Mosquitto => {
@@ -289,6 +300,7 @@ impl Broker {
                 addrs: Vec::new(),
                 wamp: Some(wamp),
                 sink_received: None,
+                metrics: Vec::new(),
                 running: Running::Processes(processes),
             });
         }
@@ -303,6 +315,7 @@ impl Broker {
             addrs: vec![addr],
             wamp,
             sink_received: None,
+            metrics: Vec::new(),
             running: Running::Processes(processes),
         })
     }

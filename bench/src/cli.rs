@@ -120,6 +120,17 @@ pub struct Args {
     #[arg(long)]
     pub scratch_dir: Option<PathBuf>,
 
+    /// Pass `--config FILE` to every Ordo entry (standalone and cluster), e.g. to try
+    /// `cluster_segments_in_flight` or `max_batch`; flags the harness sets still win.
+    #[arg(long, value_name = "FILE")]
+    pub entry_config: Option<PathBuf>,
+
+    /// Cluster peers: serve every node's Prometheus metrics and save a scrape of each taken just
+    /// before and just after the paced phase to DIR/<peer>-r<run>-<node>-{before,after}.prom;
+    /// `scripts/stage-latency.py DIR` prints what the paced phase added (stage latencies, fsyncs).
+    #[arg(long, value_name = "DIR")]
+    pub node_metrics: Option<PathBuf>,
+
     /// Repeat the whole comparison this many times; the table shows medians.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,

@@ -36,7 +36,7 @@ pub async fn start(
     entries: usize,
     programs: &Programs,
     startup: Duration,
-) -> Result<(Vec<SocketAddr>, Processes)> {
+) -> Result<(Vec<SocketAddr>, Vec<(String, SocketAddr)>, Processes)> {
     for (bin, what) in [
         (&programs.ordo_bin, "ordo-entry (--ordo-bin)"),
         (&programs.ndb_bin, "ordo-ndb (--ndb-bin)"),
@@ -59,6 +59,15 @@ pub async fn start(
     certs(&programs.ordo_bin, &cluster_file, &dir).await?;
 
     let data = dir.join("data");
+    let mut metrics = Vec::new();
+    let mut metrics_arg = |cmd: &mut Command, name: &str| -> Result<()> {
+        if programs.node_metrics {
+            let addr = loopback(free_ports(1)?[0]);
+            cmd.arg("--metrics").arg(addr.to_string());
+            metrics.push((name.to_string(), addr));
+        }
+        Ok(())
+    };
     for (role, bin, count) in [
         ("sync", &programs.sync_bin, SYNCS),
         ("ndb", &programs.ndb_bin, NDBS),
@@ -67,6 +76,7 @@ pub async fn start(
             let name = format!("{role}{id}");
             let mut cmd = node_command(bin, &cluster_file, id);
             cmd.arg("--data-dir").arg(data.join(&name));
+            metrics_arg(&mut cmd, &name)?;
             processes.spawn(&name, cmd, dir.join(format!("{name}.log")))?;
         }
     }
@@ -84,6 +94,10 @@ pub async fn start(
             .args(["--wamp-rawsocket", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data.join(&name));
+        if let Some(config) = &programs.entry_config {
+            cmd.arg("--config").arg(config);
+        }
+        metrics_arg(&mut cmd, &name)?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         processes
             .spawn(&name, cmd, dir.join(format!("{name}.log")))?
@@ -110,7 +124,7 @@ pub async fn start(
             }
         }
     }
-    Ok((addrs, processes))
+    Ok((addrs, metrics, processes))
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -211,6 +225,37 @@ async fn probe_once(addr: SocketAddr, entry: usize, attempt: u32) -> Result<()> 
     tokio::time::timeout(Duration::from_secs(5), wait)
         .await
         .context("no PUBACK within 5 s")?
+}
+
+/// Scrape every node's `/metrics` and write each to `dir/<prefix>-<node>-<when>.prom`.
+/// A node that does not answer is reported and skipped: the scrape is a diagnostic.
+pub async fn save_metrics(nodes: &[(String, SocketAddr)], dir: &Path, prefix: &str, when: &str) {
+    for (name, addr) in nodes {
+        let path = dir.join(format!("{prefix}-{name}-{when}.prom"));
+        let scraped = tokio::time::timeout(Duration::from_secs(5), scrape(*addr)).await;
+        let result = match scraped {
+            Ok(Ok(text)) => std::fs::write(&path, text).with_context(|| path.display().to_string()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(anyhow::anyhow!("timed out")),
+        };
+        if let Err(e) = result {
+            eprintln!("  metrics of {name} ({addr}): {e:#}");
+        }
+    }
+}
+
+/// `GET /metrics` over a fresh connection; the body is everything after the headers.
+async fn scrape(addr: SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once("\r\n\r\n").map_or(&*text, |(_, b)| b);
+    Ok(body.to_string())
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub async fn run(args: Args) -> Result<()> {
         mosquitto_conf: args.mosquitto_conf.clone(),
         tune_peers: !args.peer_defaults,
         scratch_root: args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+        entry_config: args.entry_config.clone(),
+        node_metrics: args.node_metrics.is_some(),
     };
     std::fs::create_dir_all(&programs.scratch_root)
         .with_context(|| format!("create {}", programs.scratch_root.display()))?;
@@ -172,6 +174,11 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
         );
         cfg.name = "paced";
         cfg.rate = Some(args.paced_rate.unwrap_or(sustained / 2.0));
+        let scrape_as = format!("{peer}-r{}", run + 1);
+        if let Some(dir) = &args.node_metrics {
+            std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            cluster::save_metrics(&broker.metrics, dir, &scrape_as, "before").await;
+        }
         let paced = tokio::time::timeout(
             limit,
             phase::run(&broker.addrs, broker.sink_received.clone(), &cfg),
@@ -179,6 +186,9 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
         .await
         .context("paced phase timed out")?
         .context("paced phase")?;
+        if let Some(dir) = &args.node_metrics {
+            cluster::save_metrics(&broker.metrics, dir, &scrape_as, "after").await;
+        }
         broker.check_alive()?;
         let p = |l: Option<phase::Latency>| {
             l.map_or("-".into(), |l| format!("{:.0}/{:.0}us", l.p50_us, l.p99_us))
