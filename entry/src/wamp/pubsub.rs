@@ -168,6 +168,11 @@ impl Session {
         if let Some(pattern) = pattern {
             self.filters.insert(sub, pattern);
         }
+        // fox-wamp's `retained`: the retained state, then only what changes it.
+        let retained_only = flag(&options, "retained");
+        if retained_only {
+            self.retained_only.insert(sub);
+        }
         self.feed(&Message::Subscribed {
             request,
             subscription: group,
@@ -191,8 +196,11 @@ impl Session {
             )
             .await;
         }
-        // fox-wamp's `snapshot` is WAMP's `get_retained`.
-        if flag(&options, "get_retained") || flag(&options, "snapshot") {
+        // fox-wamp's `snapshot` and `retainedState` are WAMP's `get_retained`.
+        let snapshot = ["get_retained", "snapshot", "retainedState"]
+            .iter()
+            .any(|key| flag(&options, key));
+        if snapshot || retained_only {
             for (id, message) in subscribed.retained {
                 let delivery = Delivery {
                     id,
@@ -224,6 +232,7 @@ impl Session {
         };
         self.subscriptions.remove(&sub);
         self.filters.remove(&sub);
+        self.retained_only.remove(&sub);
         self.shared.router.unsubscribe(self.id, sub);
         let removed = self.shared.broker.unsubscribe(self.id, group);
         self.feed(&Message::Unsubscribed {
@@ -277,6 +286,9 @@ impl Session {
             let Some(&(group, pattern)) = self.subscriptions.get(sub) else {
                 continue;
             };
+            if !retained && !d.message.retain && self.retained_only.contains(sub) {
+                continue;
+            }
             if let Some(filter) = self.filters.get(sub) {
                 let value = value.get_or_insert_with(|| kv::value_of(&d.message.payload));
                 if !kv::fits(filter, value) {

@@ -14,7 +14,7 @@ use futures_util::stream::FuturesOrdered;
 use ordo_common::topic;
 use ordo_common::wamp::{self, code, validate_uri, Dict, Message, Serializer, Value};
 use ordo_common::{Payload, PermanentId, StoredMessage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -123,6 +123,7 @@ pub async fn run(
         subscriptions: HashMap::new(),
         groups: HashMap::new(),
         filters: HashMap::new(),
+        retained_only: HashSet::new(),
         fox_used: false,
         acks: FuturesOrdered::new(),
     };
@@ -353,6 +354,8 @@ pub(super) struct Session {
     pub(super) groups: HashMap<u64, SubscriptionId>,
     /// Router subscription -> its fox-wamp `filter` pattern.
     pub(super) filters: HashMap<SubscriptionId, serde_json::Value>,
+    /// Router subscriptions with fox-wamp's `retained`: only retained writes are delivered.
+    pub(super) retained_only: HashSet<SubscriptionId>,
     /// Set once the session publishes with `when` or `will`: its end is then logged.
     pub(super) fox_used: bool,
     pub(super) acks: FuturesOrdered<AckFuture>,
