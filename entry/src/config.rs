@@ -108,6 +108,7 @@ impl Config {
              # session_queue: deliveries a slow session may lag before it is closed.\n\
              # mqtt_session_checkpoint_ms: how often a live persistent MQTT session is saved.\n\
              # allow_anonymous, [[users]]: WAMP ticket / WAMP-CRA users and permissions (docs/wamp.md);\n\
+             # a user's optional salt, iterations (1000), keylen (32) make its WAMP-CRA salted.\n\
              # MQTT username = authid, password = ticket, topics checked in mqtt_realm (docs/mqtt.md).\n\n{body}"
         )
     }

@@ -170,6 +170,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         "mqtt_realm {:?}: realms starting with '$' are the node's own",
         config.mqtt_realm
     );
+    wamp::auth::check_users(&config.users)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");

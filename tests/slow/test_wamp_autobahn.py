@@ -511,11 +511,11 @@ class _AuthSession(_Session):
         super().onLeave(details)
 
 
-async def connect_auth(server, transport, serializer, authid, method, secret):
+async def connect_auth(server, transport, serializer, authid, method, secret, session_class=None):
     loop = asyncio.get_running_loop()
     txaio.config.loop = loop
     joined = loop.create_future()
-    session = _AuthSession(ComponentConfig(realm=REALM), joined, authid, method, secret)
+    session = (session_class or _AuthSession)(ComponentConfig(realm=REALM), joined, authid, method, secret)
     ser = SERIALIZERS[serializer]()
     if transport == "websocket":
         factory = WampWebSocketClientFactory(lambda: session, url=server.wamp_url, serializers=[ser])

@@ -13,6 +13,7 @@ type Result = anyhow::Result<()>;
 fn users() -> Vec<User> {
     vec![
         bob(),
+        carol(),
         User {
             authid: "alice".into(),
             role: "writer".into(),
@@ -34,9 +35,33 @@ fn users() -> Vec<User> {
                     ..Permission::default()
                 },
             ],
+            ..User::default()
         },
     ]
 }
+
+/// Salted WAMP-CRA: secret `s4lty`, salt `pepper`, 100 iterations, a 16-byte key.
+fn carol() -> User {
+    User {
+        authid: "carol".into(),
+        role: "writer".into(),
+        secret: Some("s4lty".into()),
+        salt: Some("pepper".into()),
+        iterations: Some(100),
+        keylen: Some(16),
+        permissions: vec![Permission {
+            realm: REALM.into(),
+            prefix: "com.".into(),
+            publish: true,
+            ..Permission::default()
+        }],
+        ..User::default()
+    }
+}
+
+/// base64(PBKDF2-HMAC-SHA256("s4lty", "pepper", 100, 16)), computed apart from Ordo with
+/// Python's `hashlib.pbkdf2_hmac`: what autobahn's `auth.derive_key` gives a client.
+const CAROL_KEY: &str = "n0Jyq3L3dQMcmFNxu8Rykw==";
 
 /// May subscribe under `com.` but not under `com.secret.`.
 fn bob() -> User {
@@ -58,6 +83,7 @@ fn bob() -> User {
                 ..Permission::default()
             },
         ],
+        ..User::default()
     }
 }
 
@@ -157,6 +183,56 @@ async fn ticket_and_wampcra_authenticate_and_wrong_secrets_abort() -> Result {
     // Anonymous is allowed on this node.
     WampClient::join(node.wamp, Serializer::Json, REALM).await?;
     node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salted_wampcra_challenges_with_salt_and_checks_the_derived_key() -> Result {
+    let node = start(false).await?;
+    for raw in [false, true] {
+        let seen = std::sync::Mutex::new(Dict::new());
+        let ok = login(&node, raw, "carol", "wampcra", |extra| {
+            if let Ok(mut seen) = seen.lock() {
+                *seen = extra.clone();
+            }
+            let challenge = extra.get("challenge").and_then(Value::as_str).unwrap_or("");
+            cra_signature(CAROL_KEY, challenge)
+        })
+        .await?;
+        ensure!(ok.is_ok(), "{:?}", ok.err());
+        let extra = seen.lock().map(|e| e.clone()).unwrap_or_default();
+        assert_eq!(extra.get("salt"), Some(&Value::from("pepper")));
+        assert_eq!(extra.get("iterations"), Some(&Value::from(100u64)));
+        assert_eq!(extra.get("keylen"), Some(&Value::from(16u64)));
+        // Signing with the plain secret, as an unsalted client would, fails.
+        let plain = login(&node, raw, "carol", "wampcra", |e| {
+            cra_signature(
+                "s4lty",
+                e.get("challenge").and_then(Value::as_str).unwrap_or(""),
+            )
+        })
+        .await?;
+        assert_eq!(
+            plain.err().as_deref(),
+            Some("wamp.error.authentication_failed")
+        );
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salted_user_with_zero_iterations_stops_the_start() -> Result {
+    let start = TestNode::start_with(|c| {
+        let mut bad = carol();
+        bad.iterations = Some(0);
+        c.users = vec![bad];
+    })
+    .await;
+    let Err(e) = start else {
+        bail!("a node started with iterations = 0");
+    };
+    ensure!(format!("{e:#}").contains("iterations"), "{e:#}");
     Ok(())
 }
 

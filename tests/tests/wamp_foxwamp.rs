@@ -256,6 +256,57 @@ async fn retain_deep_merges_and_snapshot_after_filter_select_events() -> Result 
     Ok(())
 }
 
+/// fox-wamp's `retained` on SUBSCRIBE: the retained values first, then only retained writes
+/// (plain publications to the same topics are left out); `retainedState` is `snapshot`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_subscribe_sends_the_state_then_only_retained_writes() -> Result {
+    let node = TestNode::start().await?;
+    let mut p = join(node.wamp).await?;
+    let retain = || dict([("retain", t())]);
+    let kept = p
+        .publish_acked_with("st.a", retain(), vec![v(json!({"on": true}))])
+        .await?;
+    p.publish_acked("st.b", vec![v(json!("plain"))]).await?;
+
+    let mut s = join(node.wamp).await?;
+    s.subscribe(
+        "st",
+        dict([("match", Value::from("prefix")), ("retained", t())]),
+    )
+    .await?;
+    let e = s.next_event().await?;
+    assert_eq!(e.publication, kept);
+    assert_eq!(e.details.get("retained"), Some(&t()));
+    assert_eq!(value(&e), json!({"on": true}));
+    // A plain publish is not delivered to it; a retained write is.
+    p.publish_acked("st.a", vec![v(json!("not a state change"))])
+        .await?;
+    let change = p
+        .publish_acked_with("st.b", retain(), vec![v(json!({"on": false}))])
+        .await?;
+    let e = s.next_event().await?;
+    assert_eq!(e.publication, change, "only the retained write");
+    assert_eq!(e.details.get("retained"), None, "a live event");
+    assert!(s.event_within(QUIET).await?.is_none());
+
+    // `retainedState`: the same state first, then every event.
+    let mut all = join(node.wamp).await?;
+    all.subscribe(
+        "st",
+        dict([("match", Value::from("prefix")), ("retainedState", t())]),
+    )
+    .await?;
+    let state: Vec<u64> = [all.next_event().await?, all.next_event().await?]
+        .iter()
+        .map(|e| e.publication)
+        .collect();
+    assert_eq!(state, vec![kept, change]);
+    let plain = p.publish_acked("st.a", vec![v(json!(1))]).await?;
+    assert_eq!(all.next_event().await?.publication, plain);
+    node.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_parks_and_releases_waiters_fairly_in_id_order() -> Result {
     let node = TestNode::start().await?;

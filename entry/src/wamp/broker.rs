@@ -62,6 +62,8 @@ pub struct Group {
     pub uri: String,
     /// `exact`, `prefix` or `wildcard`.
     pub policy: String,
+    /// When it was created (ISO 8601, as the caller gave it).
+    pub created: String,
     /// Sessions subscribed.
     pub subscribers: BTreeSet<SessionId>,
 }
@@ -71,6 +73,7 @@ impl Group {
     pub fn to_dict(&self, id: u64) -> Dict {
         let mut d = Dict::new();
         d.insert("id".into(), Value::from(id));
+        d.insert("created".into(), Value::from(self.created.as_str()));
         d.insert("uri".into(), Value::from(self.uri.as_str()));
         d.insert("match".into(), Value::from(self.policy.as_str()));
         d
@@ -80,6 +83,28 @@ impl Group {
     pub fn filter(&self) -> Option<Filter> {
         Filter::wamp(&self.uri, &self.policy)
     }
+}
+
+/// How a SUBSCRIBE changed the table; the session publishes the meta events it implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The subscription id.
+    pub id: u64,
+    /// The subscription did not exist before (`on_create`).
+    pub created: bool,
+    /// The session was not subscribed before (`on_subscribe`).
+    pub added: bool,
+}
+
+/// One subscription a session was removed from (`on_unsubscribe`, and `on_delete` if `deleted`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The subscription id.
+    pub id: u64,
+    /// Its URI or pattern.
+    pub uri: String,
+    /// The session was its last subscriber, so it is gone.
+    pub deleted: bool,
 }
 
 #[derive(Default)]
@@ -106,8 +131,9 @@ impl Broker {
         self.lock().sessions.insert(session, info);
     }
 
-    /// Forget a session and its subscriptions; return what it was, if joined.
-    pub fn leave(&self, session: SessionId) -> Option<SessionInfo> {
+    /// Forget a session and its subscriptions; return what it was, if joined,
+    /// and the subscriptions it was removed from, in id order.
+    pub fn leave(&self, session: SessionId) -> (Option<SessionInfo>, Vec<Removed>) {
         let mut state = self.lock();
         let ids: Vec<u64> = state
             .groups
@@ -115,18 +141,27 @@ impl Broker {
             .filter(|(_, g)| g.subscribers.contains(&session))
             .map(|(id, _)| *id)
             .collect();
-        for id in ids {
-            remove_subscriber(&mut state, id, session);
-        }
-        state.sessions.remove(&session)
+        let removed = ids
+            .into_iter()
+            .filter_map(|id| remove_subscriber(&mut state, id, session))
+            .collect();
+        (state.sessions.remove(&session), removed)
     }
 
-    /// Add a session to the subscription for (realm, uri, policy); return its id.
-    pub fn subscribe(&self, session: SessionId, realm: &str, uri: &str, policy: &str) -> u64 {
+    /// Add a session to the subscription for (realm, uri, policy), creating it
+    /// (stamped `created`) if it is new.
+    pub fn subscribe(
+        &self,
+        session: SessionId,
+        realm: &str,
+        uri: &str,
+        policy: &str,
+        created: &str,
+    ) -> Subscribed {
         let mut state = self.lock();
         let key = (realm.to_owned(), uri.to_owned(), policy.to_owned());
-        let id = match state.by_key.get(&key) {
-            Some(id) => *id,
+        let (id, new) = match state.by_key.get(&key) {
+            Some(id) => (*id, false),
             None => {
                 state.next_id += 1;
                 let id = state.next_id;
@@ -137,20 +172,26 @@ impl Broker {
                         realm: realm.to_owned(),
                         uri: uri.to_owned(),
                         policy: policy.to_owned(),
+                        created: created.to_owned(),
                         subscribers: BTreeSet::new(),
                     },
                 );
-                id
+                (id, true)
             }
         };
-        if let Some(group) = state.groups.get_mut(&id) {
-            group.subscribers.insert(session);
+        let added = state
+            .groups
+            .get_mut(&id)
+            .is_some_and(|g| g.subscribers.insert(session));
+        Subscribed {
+            id,
+            created: new,
+            added,
         }
-        id
     }
 
-    /// Remove a session from a subscription; return whether it was subscribed.
-    pub fn unsubscribe(&self, session: SessionId, id: u64) -> bool {
+    /// Remove a session from a subscription; `None` if it was not subscribed.
+    pub fn unsubscribe(&self, session: SessionId, id: u64) -> Option<Removed> {
         remove_subscriber(&mut self.lock(), id, session)
     }
 
@@ -206,17 +247,19 @@ impl Broker {
     }
 }
 
-fn remove_subscriber(state: &mut State, id: u64, session: SessionId) -> bool {
-    let Some(group) = state.groups.get_mut(&id) else {
-        return false;
-    };
-    let was = group.subscribers.remove(&session);
-    if group.subscribers.is_empty() {
+fn remove_subscriber(state: &mut State, id: u64, session: SessionId) -> Option<Removed> {
+    let group = state.groups.get_mut(&id)?;
+    if !group.subscribers.remove(&session) {
+        return None;
+    }
+    let uri = group.uri.clone();
+    let deleted = group.subscribers.is_empty();
+    if deleted {
         if let Some(g) = state.groups.remove(&id) {
             state.by_key.remove(&(g.realm, g.uri, g.policy));
         }
     }
-    was
+    Some(Removed { id, uri, deleted })
 }
 
 #[cfg(test)]
@@ -239,17 +282,25 @@ mod tests {
         let b = Broker::default();
         b.join(1, info("r"));
         b.join(2, info("r"));
-        let s1 = b.subscribe(1, "r", "a.b", "exact");
-        let s2 = b.subscribe(2, "r", "a.b", "exact");
-        let p = b.subscribe(2, "r", "a", "prefix");
-        assert_eq!(s1, s2);
+        let t = "2024-01-01T00:00:00.000Z";
+        let first = b.subscribe(1, "r", "a.b", "exact", t);
+        assert!(first.created && first.added);
+        let s1 = first.id;
+        let second = b.subscribe(2, "r", "a.b", "exact", t);
+        assert_eq!((second.id, second.created, second.added), (s1, false, true));
+        let again = b.subscribe(2, "r", "a.b", "exact", t);
+        assert_eq!((again.created, again.added), (false, false));
+        let p = b.subscribe(2, "r", "a", "prefix", t).id;
         assert_ne!(s1, p);
         assert_eq!(b.matching("r", "a.b"), vec![s1, p]);
         assert_eq!(b.lookup("r", "a", "prefix"), Some(p));
-        assert!(b.unsubscribe(1, s1));
-        assert!(!b.unsubscribe(1, s1));
+        assert_eq!(b.unsubscribe(1, s1).map(|r| r.deleted), Some(false));
+        assert!(b.unsubscribe(1, s1).is_none());
         assert!(b.group(s1).is_some());
-        assert!(b.leave(2).is_some());
+        let (info, removed) = b.leave(2);
+        assert!(info.is_some());
+        let gone: Vec<(u64, bool)> = removed.iter().map(|r| (r.id, r.deleted)).collect();
+        assert_eq!(gone, vec![(s1, true), (p, true)]);
         assert!(b.group(s1).is_none() && b.group(p).is_none());
         assert_eq!(b.sessions("r", None), vec![1]);
         assert_eq!(b.list("r").get("exact"), Some(&vec![]));

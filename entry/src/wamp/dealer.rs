@@ -78,6 +78,8 @@ pub struct RegistrationView {
     pub policy: String,
     /// Invocation policy.
     pub invoke: Invoke,
+    /// When it was created (ISO 8601, as the caller gave it).
+    pub created: String,
     /// Callee sessions, in registration order.
     pub callees: Vec<SessionId>,
 }
@@ -87,6 +89,7 @@ impl RegistrationView {
     pub fn to_dict(&self, id: u64) -> Dict {
         let mut d = Dict::new();
         d.insert("id".into(), Value::from(id));
+        d.insert("created".into(), Value::from(self.created.as_str()));
         d.insert("uri".into(), Value::from(self.uri.as_str()));
         d.insert("match".into(), Value::from(self.policy.as_str()));
         d.insert("invoke".into(), Value::from(self.invoke.name()));
@@ -94,11 +97,30 @@ impl RegistrationView {
     }
 }
 
+/// A successful REGISTER; `created` when it made a new registration (`on_create`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registered {
+    /// The registration id.
+    pub id: u64,
+    /// The registration did not exist before.
+    pub created: bool,
+}
+
+/// One registration a session was removed from (`on_unregister`, and `on_delete` if `deleted`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unregistered {
+    /// The registration id.
+    pub id: u64,
+    /// The session was its last callee, so it is gone.
+    pub deleted: bool,
+}
+
 struct Registration {
     realm: String,
     uri: String,
     policy: String,
     invoke: Invoke,
+    created: String,
     callees: Vec<Callee>,
     next: usize,
 }
@@ -183,14 +205,15 @@ impl Dealer {
     }
 
     /// Detach a session: drop its registrations, fail calls it was serving and
-    /// interrupt calls it made.
-    pub fn leave(&self, session: SessionId) {
+    /// interrupt calls it made. Return the registrations it left, in id order.
+    pub fn leave(&self, session: SessionId) -> Vec<Unregistered> {
         let mut state = self.lock();
         state.sessions.remove(&session);
         let regs: Vec<u64> = state.registrations.keys().copied().collect();
-        for id in regs {
-            remove_callee(&mut state, id, session);
-        }
+        let left = regs
+            .into_iter()
+            .filter_map(|id| remove_callee(&mut state, id, session))
+            .collect();
         let lost: Vec<u64> = state
             .calls
             .iter()
@@ -208,9 +231,11 @@ impl Dealer {
                 interrupt(&state, id, call.callee, "killnowait");
             }
         }
+        left
     }
 
-    /// Register a procedure (or pattern) for a session.
+    /// Register a procedure (or pattern) for a session; a new registration is
+    /// stamped `created`.
     ///
     /// A procedure already registered with the same match policy is shared
     /// when both registrations ask for the same `invoke` policy other than
@@ -221,7 +246,8 @@ impl Dealer {
         realm: &str,
         procedure: &str,
         options: &Dict,
-    ) -> Result<u64, ErrorUri> {
+        created: &str,
+    ) -> Result<Registered, ErrorUri> {
         if procedure.starts_with("wamp.") {
             return Err("wamp.error.invalid_uri");
         }
@@ -256,7 +282,7 @@ impl Dealer {
                 return Err("wamp.error.procedure_already_exists");
             }
             reg.callees.push(callee);
-            return Ok(id);
+            return Ok(Registered { id, created: false });
         }
         state.next_id += 1;
         let id = state.next_id;
@@ -268,21 +294,22 @@ impl Dealer {
                 uri: procedure.to_owned(),
                 policy: policy.to_owned(),
                 invoke,
+                created: created.to_owned(),
                 callees: vec![callee],
                 next: 0,
             },
         );
-        Ok(id)
+        Ok(Registered { id, created: true })
     }
 
     /// Remove a session from a registration it holds.
-    pub fn unregister(&self, session: SessionId, registration: u64) -> Result<(), ErrorUri> {
-        let mut state = self.lock();
-        if remove_callee(&mut state, registration, session) {
-            Ok(())
-        } else {
-            Err("wamp.error.no_such_registration")
-        }
+    pub fn unregister(
+        &self,
+        session: SessionId,
+        registration: u64,
+    ) -> Result<Unregistered, ErrorUri> {
+        remove_callee(&mut self.lock(), registration, session)
+            .ok_or("wamp.error.no_such_registration")
     }
 
     /// Route a CALL to a callee as an INVOCATION.
@@ -504,6 +531,7 @@ impl Dealer {
                 uri: r.uri.clone(),
                 policy: r.policy.clone(),
                 invoke: r.invoke,
+                created: r.created.clone(),
                 callees: r.callees.iter().map(|c| c.session).collect(),
             })
     }
@@ -545,20 +573,21 @@ fn next_random(state: &mut State) -> u64 {
     x
 }
 
-/// Remove a callee from a registration, deleting it when empty; return whether it was there.
-fn remove_callee(state: &mut State, id: u64, session: SessionId) -> bool {
-    let Some(reg) = state.registrations.get_mut(&id) else {
-        return false;
-    };
+/// Remove a callee from a registration, deleting it when empty; `None` if it was not there.
+fn remove_callee(state: &mut State, id: u64, session: SessionId) -> Option<Unregistered> {
+    let reg = state.registrations.get_mut(&id)?;
     let before = reg.callees.len();
     reg.callees.retain(|c| c.session != session);
-    let removed = reg.callees.len() != before;
-    if reg.callees.is_empty() {
+    if reg.callees.len() == before {
+        return None;
+    }
+    let deleted = reg.callees.is_empty();
+    if deleted {
         if let Some(r) = state.registrations.remove(&id) {
             state.by_key.remove(&(r.realm, r.uri, r.policy));
         }
     }
-    removed
+    Some(Unregistered { id, deleted })
 }
 
 fn take_call(state: &mut State, invocation: u64) -> Option<PendingCall> {

@@ -1,5 +1,6 @@
 //! fox-wamp's publish options (`when`, `watch`, `will`, `trace`) and
-//! subscribe options (`filter`, `snapshot`) at the WAMP front door.
+//! subscribe options (`filter`, `snapshot` / `retainedState`, `retained`) at
+//! the WAMP front door.
 //!
 //! ```text
 //!  PUBLISH {when, watch, will} ─► FoxOptions in the stored message ─► sequencer ─► log

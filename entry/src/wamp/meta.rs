@@ -1,9 +1,13 @@
 //! The WAMP meta API: router procedures under `wamp.session.*`,
 //! `wamp.subscription.*` and `wamp.registration.*`, answered by the router
-//! itself, and the meta events `wamp.session.on_join` / `on_leave`.
+//! itself, and the meta events: `wamp.session.on_join` / `on_leave`,
+//! `wamp.subscription.on_create` / `on_subscribe` / `on_unsubscribe` /
+//! `on_delete` and the same four under `wamp.registration.*`.
 //!
 //! Meta events are publications like any other: they go through the
-//! sequencer, so they take their place in the one total order.
+//! sequencer, so they take their place in the one total order. Subscriptions
+//! to the `wamp.` namespace itself announce nothing (as in Crossbar), so a
+//! watcher does not see its own watching.
 
 use super::broker::SessionInfo;
 use super::dealer::error;
@@ -24,6 +28,112 @@ pub(super) async fn publish_meta(shared: &Shared, realm: &str, uri: &str, args: 
     if let Err(e) = shared.sequencer.publish(message, false).await {
         tracing::warn!(error = %e, uri, "meta event not published");
     }
+}
+
+/// Which meta API a lifecycle event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `wamp.subscription.*`.
+    Subscription,
+    /// `wamp.registration.*`.
+    Registration,
+}
+
+/// Publish the lifecycle events of one subscription or registration change by
+/// `session`: `on_create(session, details)` when `created` is given, then
+/// `added` (`on_subscribe` / `on_register`) or the removal (`on_unsubscribe` /
+/// `on_unregister`, then `on_delete` if `deleted`), each with (session, id).
+pub(super) async fn announce_change(
+    shared: &Shared,
+    realm: &str,
+    kind: Kind,
+    session: SessionId,
+    id: u64,
+    change: Change,
+) {
+    let (create, add, remove, delete) = match kind {
+        Kind::Subscription => (
+            "wamp.subscription.on_create",
+            "wamp.subscription.on_subscribe",
+            "wamp.subscription.on_unsubscribe",
+            "wamp.subscription.on_delete",
+        ),
+        Kind::Registration => (
+            "wamp.registration.on_create",
+            "wamp.registration.on_register",
+            "wamp.registration.on_unregister",
+            "wamp.registration.on_delete",
+        ),
+    };
+    let pair = || vec![Value::from(session), Value::from(id)];
+    match change {
+        Change::Added { created } => {
+            if let Some(details) = created {
+                let args = vec![Value::from(session), dict_to_value(details)];
+                publish_meta(shared, realm, create, args).await;
+            }
+            publish_meta(shared, realm, add, pair()).await;
+        }
+        Change::Removed { deleted } => {
+            publish_meta(shared, realm, remove, pair()).await;
+            if deleted {
+                publish_meta(shared, realm, delete, pair()).await;
+            }
+        }
+    }
+}
+
+/// What happened to a session's membership of a subscription or registration.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Change {
+    /// It joined; `created` carries the details dict when it was the first.
+    Added {
+        /// The new subscription's or registration's details (`on_create`).
+        created: Option<Dict>,
+    },
+    /// It left; `deleted` when it was the last.
+    Removed {
+        /// The subscription or registration is gone (`on_delete`).
+        deleted: bool,
+    },
+}
+
+/// Tell whether changes to a subscription on `uri` are announced: not for the
+/// meta API's own topics.
+pub(super) fn announced(uri: &str) -> bool {
+    !uri.starts_with("wamp.")
+}
+
+/// Return the current time as ISO 8601 UTC with milliseconds, for `created`.
+pub(super) fn now_iso8601() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    iso8601(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// Format milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn iso8601(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (Howard Hinnant's algorithm), for dates after 1970.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        unix_ms % 1000
+    )
 }
 
 /// Publish `wamp.session.on_leave` for a session that has left.
@@ -209,5 +319,18 @@ impl Session {
             }),
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_formats_utc_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(iso8601(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
     }
 }

@@ -5,6 +5,7 @@
 
 use super::auth::Action;
 use super::dealer::error;
+use super::meta::{announce_change, Change, Kind};
 use super::session::{Session, SessionError};
 use crate::router::{kv, Delivery, SubscriptionId, SubscriptionSpec};
 use crate::sequencer::PublishError;
@@ -137,10 +138,12 @@ impl Session {
                 }
             },
         };
-        let group = self
-            .shared
-            .broker
-            .subscribe(self.id, &self.info.realm, &uri, policy);
+        let created = super::meta::now_iso8601();
+        let change =
+            self.shared
+                .broker
+                .subscribe(self.id, &self.info.realm, &uri, policy, &created);
+        let group = change.id;
         if self.groups.contains_key(&group) {
             // Already subscribed: the same subscription again, nothing replayed.
             return self
@@ -165,13 +168,39 @@ impl Session {
         if let Some(pattern) = pattern {
             self.filters.insert(sub, pattern);
         }
+        // fox-wamp's `retained`: the retained state, then only what changes it.
+        let retained_only = flag(&options, "retained");
+        if retained_only {
+            self.retained_only.insert(sub);
+        }
         self.feed(&Message::Subscribed {
             request,
             subscription: group,
         })
         .await?;
-        // fox-wamp's `snapshot` is WAMP's `get_retained`.
-        if flag(&options, "get_retained") || flag(&options, "snapshot") {
+        if change.added && super::meta::announced(&uri) {
+            let created = change
+                .created
+                .then(|| self.shared.broker.group(group))
+                .flatten()
+                .map(|g| g.to_dict(group));
+            let added = Change::Added { created };
+            let realm = &self.info.realm;
+            announce_change(
+                &self.shared,
+                realm,
+                Kind::Subscription,
+                self.id,
+                group,
+                added,
+            )
+            .await;
+        }
+        // fox-wamp's `snapshot` and `retainedState` are WAMP's `get_retained`.
+        let snapshot = ["get_retained", "snapshot", "retainedState"]
+            .iter()
+            .any(|key| flag(&options, key));
+        if snapshot || retained_only {
             for (id, message) in subscribed.retained {
                 let delivery = Delivery {
                     id,
@@ -193,24 +222,40 @@ impl Session {
         request: u64,
         group: u64,
     ) -> Result<(), SessionError> {
-        let reply = match self.groups.remove(&group) {
-            Some(sub) => {
-                self.subscriptions.remove(&sub);
-                self.filters.remove(&sub);
-                self.shared.router.unsubscribe(self.id, sub);
-                self.shared.broker.unsubscribe(self.id, group);
-                Message::Unsubscribed {
-                    request,
-                    details: Dict::new(),
-                }
-            }
-            None => error(
+        let Some(sub) = self.groups.remove(&group) else {
+            let reply = error(
                 code::UNSUBSCRIBE,
                 request,
                 "wamp.error.no_such_subscription",
-            ),
+            );
+            return self.feed(&reply).await;
         };
-        self.feed(&reply).await
+        self.subscriptions.remove(&sub);
+        self.filters.remove(&sub);
+        self.retained_only.remove(&sub);
+        self.shared.router.unsubscribe(self.id, sub);
+        let removed = self.shared.broker.unsubscribe(self.id, group);
+        self.feed(&Message::Unsubscribed {
+            request,
+            details: Dict::new(),
+        })
+        .await?;
+        if let Some(removed) = removed.filter(|r| super::meta::announced(&r.uri)) {
+            let change = Change::Removed {
+                deleted: removed.deleted,
+            };
+            let realm = &self.info.realm;
+            announce_change(
+                &self.shared,
+                realm,
+                Kind::Subscription,
+                self.id,
+                group,
+                change,
+            )
+            .await;
+        }
+        Ok(())
     }
 
     /// Send one EVENT per matched subscription, unless the publication's
@@ -241,6 +286,9 @@ impl Session {
             let Some(&(group, pattern)) = self.subscriptions.get(sub) else {
                 continue;
             };
+            if !retained && !d.message.retain && self.retained_only.contains(sub) {
+                continue;
+            }
             if let Some(filter) = self.filters.get(sub) {
                 let value = value.get_or_insert_with(|| kv::value_of(&d.message.payload));
                 if !kv::fits(filter, value) {

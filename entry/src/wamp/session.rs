@@ -5,6 +5,7 @@
 use super::auth::{self, Action, Grant, HelloDecision};
 use super::broker::SessionInfo;
 use super::dealer::{error, CallRequest, ErrorUri};
+use super::meta::{self, Change, Kind};
 use super::transport::{Incoming, Rx, TransportError, Tx};
 use crate::router::{Delivery, SessionId, SubscriptionId};
 use crate::sequencer::PublishError;
@@ -13,7 +14,7 @@ use futures_util::stream::FuturesOrdered;
 use ordo_common::topic;
 use ordo_common::wamp::{self, code, validate_uri, Dict, Message, Serializer, Value};
 use ordo_common::{Payload, PermanentId, StoredMessage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -122,6 +123,7 @@ pub async fn run(
         subscriptions: HashMap::new(),
         groups: HashMap::new(),
         filters: HashMap::new(),
+        retained_only: HashSet::new(),
         fox_used: false,
         acks: FuturesOrdered::new(),
     };
@@ -133,12 +135,24 @@ pub async fn run(
         .serve(&mut rx, deliveries, outcomes, rpc, shared.shutdown.clone())
         .await;
     shared.router.close_session(session_id);
-    shared.dealer.leave(session_id);
+    let left = shared.dealer.leave(session_id);
     if session.fox_used {
         super::fox::end_session(&shared, session_id, &session.info.realm).await;
     }
-    if let Some(info) = shared.broker.leave(session_id) {
-        super::meta::announce_leave(&shared, session_id, &info).await;
+    // A session that ends without unsubscribing or unregistering is removed
+    // from each subscription and registration, announced as Crossbar does.
+    let (info, removed) = shared.broker.leave(session_id);
+    let realm = &session.info.realm;
+    for r in removed.iter().filter(|r| meta::announced(&r.uri)) {
+        let change = Change::Removed { deleted: r.deleted };
+        meta::announce_change(&shared, realm, Kind::Subscription, session_id, r.id, change).await;
+    }
+    for r in left {
+        let change = Change::Removed { deleted: r.deleted };
+        meta::announce_change(&shared, realm, Kind::Registration, session_id, r.id, change).await;
+    }
+    if let Some(info) = info {
+        meta::announce_leave(&shared, session_id, &info).await;
     }
     result
 }
@@ -201,7 +215,10 @@ async fn authenticate(
     let answer = tokio::time::timeout(HELLO_TIMEOUT, next_message(rx, tx, ser)).await;
     match answer {
         Ok(Ok(Some(Message::Authenticate { signature, .. }))) => {
-            match auth::on_authenticate(&pending, &signature) {
+            // A salted WAMP-CRA key costs `iterations` HMACs: not on the executor.
+            let check =
+                tokio::task::spawn_blocking(move || auth::on_authenticate(&pending, &signature));
+            match check.await.ok().flatten() {
                 Some(grant) => Ok(Some(grant)),
                 None => {
                     let uri = "wamp.error.authentication_failed";
@@ -337,6 +354,8 @@ pub(super) struct Session {
     pub(super) groups: HashMap<u64, SubscriptionId>,
     /// Router subscription -> its fox-wamp `filter` pattern.
     pub(super) filters: HashMap<SubscriptionId, serde_json::Value>,
+    /// Router subscriptions with fox-wamp's `retained`: only retained writes are delivered.
+    pub(super) retained_only: HashSet<SubscriptionId>,
     /// Set once the session publishes with `when` or `will`: its end is then logged.
     pub(super) fox_used: bool,
     pub(super) acks: FuturesOrdered<AckFuture>,
@@ -513,34 +532,11 @@ impl Session {
                 request,
                 options,
                 procedure,
-            } => {
-                let reply = match self.shared.dealer.register(
-                    self.id,
-                    &self.info.realm,
-                    &procedure,
-                    &options,
-                ) {
-                    Ok(registration) => Message::Registered {
-                        request,
-                        registration,
-                    },
-                    Err(uri) => error(code::REGISTER, request, uri),
-                };
-                self.feed(&reply).await?;
-            }
+            } => self.register(request, options, procedure).await?,
             Message::Unregister {
                 request,
                 registration,
-            } => {
-                let reply = match self.shared.dealer.unregister(self.id, registration) {
-                    Ok(()) => Message::Unregistered {
-                        request,
-                        details: Dict::new(),
-                    },
-                    Err(uri) => error(code::UNREGISTER, request, uri),
-                };
-                self.feed(&reply).await?;
-            }
+            } => self.unregister(request, registration).await?,
             Message::Call {
                 request,
                 options,
@@ -616,6 +612,66 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    async fn register(
+        &mut self,
+        request: u64,
+        options: Dict,
+        procedure: String,
+    ) -> Result<(), SessionError> {
+        let created = meta::now_iso8601();
+        let registered = match self.shared.dealer.register(
+            self.id,
+            &self.info.realm,
+            &procedure,
+            &options,
+            &created,
+        ) {
+            Ok(r) => r,
+            Err(uri) => return self.feed(&error(code::REGISTER, request, uri)).await,
+        };
+        let id = registered.id;
+        self.feed(&Message::Registered {
+            request,
+            registration: id,
+        })
+        .await?;
+        let created = registered
+            .created
+            .then(|| self.shared.dealer.registration(id))
+            .flatten()
+            .map(|r| r.to_dict(id));
+        let change = Change::Added { created };
+        let realm = &self.info.realm;
+        meta::announce_change(&self.shared, realm, Kind::Registration, self.id, id, change).await;
+        Ok(())
+    }
+
+    async fn unregister(&mut self, request: u64, registration: u64) -> Result<(), SessionError> {
+        let removed = match self.shared.dealer.unregister(self.id, registration) {
+            Ok(r) => r,
+            Err(uri) => return self.feed(&error(code::UNREGISTER, request, uri)).await,
+        };
+        self.feed(&Message::Unregistered {
+            request,
+            details: Dict::new(),
+        })
+        .await?;
+        let change = Change::Removed {
+            deleted: removed.deleted,
+        };
+        let realm = &self.info.realm;
+        meta::announce_change(
+            &self.shared,
+            realm,
+            Kind::Registration,
+            self.id,
+            registration,
+            change,
+        )
+        .await;
+        Ok(())
     }
 
     /// Publish a router-made event (meta events) into the ordered log, unacknowledged.
