@@ -101,10 +101,24 @@ pub struct Programs {
     pub node_metrics: bool,
 }
 
-/// Workspace root, known at compile time.
+/// Workspace root: from `CARGO_MANIFEST_DIR` when cargo runs the bench, else the path it was
+/// compiled at when that still exists (a compiler cache may hand out a build made in another
+/// checkout), else the working directory.
 pub fn workspace_root() -> PathBuf {
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
-    bench.parent().unwrap_or(bench).to_path_buf()
+    bench_dir()
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn bench_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        return PathBuf::from(dir);
+    }
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if compiled.exists() {
+        return compiled.to_path_buf();
+    }
+    PathBuf::from("bench")
 }
 
 /// `$CARGO_TARGET_DIR/release/ordo-entry`, else `<workspace>/target/release/ordo-entry`.
@@ -133,9 +147,7 @@ pub fn default_mosquitto_bin() -> PathBuf {
 
 /// `bench/peers/foxwamp.js`.
 pub fn default_foxwamp_js() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("peers")
-        .join("foxwamp.js")
+    bench_dir().join("peers").join("foxwamp.js")
 }
 
 /// A started broker, listening for MQTT on `addrs`; dropping it stops it.
