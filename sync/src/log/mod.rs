@@ -4,7 +4,9 @@
 //!  Over (entries) ──► leader: pending ──► LogEntry{term, elects} ──Persist──► Draft ──► followers
 //!                                                     ▲                              │ Persist
 //!                                                     └──────────── DraftAck ◄───────┘
+//!  Abandon (operator) ──► leader: abandons ──► appended with the next entry
 //!  commit (f+1 durable, own term) ──► Machine::apply in log order ──► Resolved ──► ndbs, entries
+//!                                     (abandons applied after the entry's elects: notices)
 //!  election: PickChallenger / Vote, term and vote persisted before answering
 //! ```
 //!
@@ -147,6 +149,8 @@ pub struct Leading {
     matched: BTreeMap<u32, u64>,
     /// OVERs waiting to be proposed, by `(owner, segment)`.
     pending: BTreeMap<(u64, u64), Elect>,
+    /// Operator abandons waiting to be proposed: owner → highest `below` asked.
+    abandons: BTreeMap<u64, u64>,
 }
 
 /// One sync node: the consensus log plus the segment machine it feeds.

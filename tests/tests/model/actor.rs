@@ -25,6 +25,8 @@ pub fn to_id(n: NodeId) -> Id {
         NodeId::Sync(i) => Id::from(i as usize),
         NodeId::Ndb(i) => Id::from(SYNCS + i as usize),
         NodeId::Entry(o) => Id::from(SYNCS + NDBS + (o as usize - 1)),
+        // Only sends (its command is already in the initial sync log): never addressed.
+        NodeId::Operator => Id::from(SYNCS + NDBS + OWNERS.len()),
     }
 }
 
