@@ -61,6 +61,8 @@ pub struct Machine {
     floor: BTreeMap<u64, u64>,
     /// Every abandon that raised a floor, in log order (`seq` is the index).
     notices: Vec<AbandonNotice>,
+    /// Testing only: see [`Machine::with_abandon_moving_last`].
+    abandon_moves_last: bool,
 }
 
 impl Default for Machine {
@@ -72,6 +74,7 @@ impl Default for Machine {
             by_base: BTreeMap::new(),
             floor: BTreeMap::new(),
             notices: Vec::new(),
+            abandon_moves_last: false,
         }
     }
 }
@@ -94,6 +97,14 @@ impl Machine {
         }
     }
 
+    /// Testing only: make an abandon also set `last[owner] = below - 1`, the one-line plan
+    /// that lets a segment chained to an abandoned one be elected (a gap in its publisher's
+    /// sequence). The model checks that its FIFO property catches this.
+    pub fn with_abandon_moving_last(mut self, on: bool) -> Self {
+        self.abandon_moves_last = on;
+        self
+    }
+
     /// Apply one committed operator abandon; call in log order only.
     ///
     /// Returns the notice for ndbs if it raised the owner's floor; a duplicate or a
@@ -104,6 +115,10 @@ impl Machine {
             return None;
         }
         *floor = a.below;
+        if self.abandon_moves_last && a.below > 0 {
+            let last = self.last.entry(a.owner).or_insert(0);
+            *last = (*last).max(a.below - 1);
+        }
         let notice = AbandonNotice {
             seq: self.notices.len() as u64,
             owner: a.owner,
