@@ -54,6 +54,10 @@ pub async fn abandon(
             dir: spec.cert_dir.display().to_string(),
             source,
         })?;
+    if !spec.entry_ids().contains(&owner) {
+        // Allowed (the entry may have left the file), but more often a typo.
+        tracing::warn!(owner, "owner is not an entry of the cluster file");
+    }
     let msg = Msg::Abandon(Abandon { owner, below });
     let mut delivered = 0;
     let mut last_error = String::from("no sync node in the cluster file");
