@@ -24,6 +24,8 @@ pub enum NodeId {
     Ndb(u32),
     /// A sync (consensus) node.
     Sync(u32),
+    /// An operator's command-line tool (certificate name `operator`); it only sends.
+    Operator,
 }
 
 impl fmt::Display for NodeId {
@@ -32,6 +34,7 @@ impl fmt::Display for NodeId {
             NodeId::Entry(n) => write!(f, "entry{n}"),
             NodeId::Ndb(n) => write!(f, "ndb{n}"),
             NodeId::Sync(n) => write!(f, "sync{n}"),
+            NodeId::Operator => write!(f, "operator"),
         }
     }
 }
@@ -71,6 +74,32 @@ impl Resolution {
     }
 }
 
+/// The operator's decision for an owner that never comes back: no segment of `owner`
+/// below `below` that is not elected yet will ever be (`docs/protocol.md` §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Abandon {
+    /// The entry whose leftovers are abandoned.
+    pub owner: u64,
+    /// Segments below this number that are not elected are abandoned for good.
+    pub below: u64,
+}
+
+/// Where an applied [`Abandon`] sits in the id order, for ndbs.
+///
+/// Every segment elected before it has a range ending at or below `at`; an ndb may drop
+/// `owner`'s unapplied temporary segments below `below` only once its own next id reached `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AbandonNotice {
+    /// Position among the applied notices, from 0 (ndbs apply them in this order).
+    pub seq: u64,
+    /// The owner.
+    pub owner: u64,
+    /// Its new floor.
+    pub below: u64,
+    /// The segment machine's next id when the Abandon was applied.
+    pub at: PermanentId,
+}
+
 /// One replicated log entry of the sync cluster: a batch of elections proposed in `term`.
 ///
 /// An empty batch is the no-op a new leader appends to commit earlier terms.
@@ -80,6 +109,20 @@ pub struct LogEntry {
     pub term: u64,
     /// The segments it orders, in order.
     pub elects: Vec<Elect>,
+    /// Operator abandons, applied after `elects` (absent in logs written before they existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abandons: Vec<Abandon>,
+}
+
+impl LogEntry {
+    /// Return an entry of `term` that orders `elects` and abandons nothing.
+    pub fn elects(term: u64, elects: Vec<Elect>) -> Self {
+        LogEntry {
+            term,
+            elects,
+            abandons: Vec::new(),
+        }
+    }
 }
 
 /// A node-to-node message. See `docs/protocol.md` §2 for who sends what.
@@ -161,11 +204,17 @@ pub enum Msg {
     Resolved {
         /// The resolutions.
         resolutions: Vec<Resolution>,
+        /// Applied abandon notices, ascending `seq` (ndbs apply them; entries ignore them).
+        #[serde(default)]
+        abandons: Vec<AbandonNotice>,
     },
-    /// ndb → sync: send me the resolutions from id `from` on.
+    /// ndb → sync: send me the resolutions from id `from` on, and the notices from `abandons` on.
     FetchResolved {
         /// The first id the asker lacks.
         from: PermanentId,
+        /// The first abandon notice (`seq`) the asker lacks.
+        #[serde(default)]
+        abandons: u64,
     },
     /// ndb → ndb: send me a segment's bodies.
     FetchBodies {
@@ -198,6 +247,18 @@ pub enum Msg {
         tip: PermanentId,
         /// Bodies in id order.
         records: Vec<Body>,
+    },
+    // New variants go last, so the older ones keep their encoding.
+    /// Operator → sync: commit this [`Abandon`] to the log (idempotent; the leader acts).
+    Abandon(Abandon),
+    /// sync or ndb → entry: `segment` will never be ordered; renumber at or above `below`.
+    Abandoned {
+        /// Owner entry.
+        owner: u64,
+        /// The segment that is abandoned.
+        segment: u64,
+        /// The owner's floor: every new segment must be at least this.
+        below: u64,
     },
 }
 
@@ -281,17 +342,42 @@ mod tests {
                 term: 3,
                 prev_index: 1,
                 prev_term: 1,
-                entries: vec![LogEntry {
-                    term: 3,
-                    elects: vec![],
-                }],
+                entries: vec![LogEntry::elects(3, vec![])],
                 commit: 1,
             },
+            Msg::Resolved {
+                resolutions: vec![],
+                abandons: vec![AbandonNotice {
+                    seq: 0,
+                    owner: 1,
+                    below: 9,
+                    at: PermanentId(4),
+                }],
+            },
+            Msg::Abandon(Abandon { owner: 1, below: 9 }),
         ];
         for m in msgs {
             let bytes = rmp_serde::to_vec(&m).expect("encode");
             assert_eq!(rmp_serde::from_slice::<Msg>(&bytes).expect("decode"), m);
         }
+    }
+
+    #[test]
+    fn log_entries_written_before_abandon_still_decode() {
+        #[derive(Serialize)]
+        struct OldEntry {
+            term: u64,
+            elects: Vec<Elect>,
+        }
+        let old = OldEntry {
+            term: 4,
+            elects: vec![],
+        };
+        let bytes = crate::record::encode(&old);
+        let entry: LogEntry = crate::record::decode(&bytes).expect("decode");
+        assert_eq!(entry, LogEntry::elects(4, vec![]));
+        // And an entry without abandons is written as before.
+        assert_eq!(crate::record::encode(&entry), bytes);
     }
 
     #[test]

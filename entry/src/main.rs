@@ -63,8 +63,9 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         entries: u64,
     },
-    /// Write a development CA and a certificate for every node of a cluster file
-    /// into its `cert_dir` (the CA is reused when present).
+    /// Write a development CA and a certificate for every node of a cluster file, and
+    /// one named `operator` for `ordo-sync abandon`, into its `cert_dir` (the CA is
+    /// reused when present).
     ClusterCerts {
         /// The cluster file.
         #[arg(long, value_name = "FILE")]
@@ -92,7 +93,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::ClusterCerts { cluster }) => {
             let spec = ClusterSpec::load(&cluster)?;
-            let names = spec.cert_names();
+            let mut names = spec.cert_names();
+            names.push(ordo_common::proto::NodeId::Operator.to_string());
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             ordo_common::quic::generate_dev_certs(&spec.cert_dir, &names)?;
             println!(

@@ -9,13 +9,15 @@
 //! | `temp_body` | `owner u64, segment u64, offset u32` | the body's raw bytes |
 //! | `perm` | `id u64` | the body's raw bytes |
 //! | `applied` | `owner u64, segment u64` | version byte + rmp [`Resolution`] |
+//! | `abandoned` | `seq u64` | version byte + rmp [`AbandonNotice`] |
 //!
 //! Every temporary segment has a `temp_seg` row, even one without count or
 //! bodies, so an `Apply` can tell "not held" from "held and empty" as
 //! [`NdbDisk::apply`] does. `last` and `next` are not stored: on open they are
 //! derived from the applied resolution with the highest `base` (overall, and per
 //! owner). That equals "the most recent Apply" because the core applies strictly
-//! in id order (`base == next`, `count > 0`).
+//! in id order (`base == next`, `count > 0`). `floor` and `abandons` are derived
+//! from the applied abandon notices.
 //!
 //! [`NdbClusterStore::persist`] turns each write into one `WriteBatch` written
 //! without sync, in order, so a later write in the same call reads what earlier
@@ -31,7 +33,7 @@
 use crate::cluster::{NdbDisk, NdbWrite, TempSegment};
 use crate::store::StoreError;
 use bytes::Bytes;
-use ordo_common::proto::{Body, Resolution};
+use ordo_common::proto::{AbandonNotice, Body, Resolution};
 use ordo_common::PermanentId;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch,
@@ -48,6 +50,7 @@ const CF_TEMP_SEG: &str = "temp_seg";
 const CF_TEMP_BODY: &str = "temp_body";
 const CF_PERM: &str = "perm";
 const CF_APPLIED: &str = "applied";
+const CF_ABANDONED: &str = "abandoned";
 
 /// Durable store of one cluster ndb; cheap to clone (clones share the database).
 #[derive(Clone)]
@@ -87,7 +90,7 @@ impl NdbClusterStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
-        let cfs = [CF_TEMP_SEG, CF_TEMP_BODY, CF_PERM, CF_APPLIED]
+        let cfs = [CF_TEMP_SEG, CF_TEMP_BODY, CF_PERM, CF_APPLIED, CF_ABANDONED]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -160,6 +163,10 @@ impl NdbClusterStore {
                     let floor = floors.get(&r.owner).copied().unwrap_or(0);
                     self.apply_batch(r, floor)?
                 }
+                NdbWrite::Abandon(n) => {
+                    let floor = floors.get(&n.owner).copied().unwrap_or(0);
+                    self.abandon_batch(n, floor)?
+                }
             };
             if batch.is_empty() {
                 continue;
@@ -168,6 +175,10 @@ impl NdbClusterStore {
             match w {
                 NdbWrite::Apply(r) => {
                     floors.insert(r.owner, r.segment.saturating_add(1));
+                }
+                NdbWrite::Abandon(n) => {
+                    let f = floors.entry(n.owner).or_insert(0);
+                    *f = (*f).max(n.below);
                 }
                 NdbWrite::Temp { owner, segment, .. } => {
                     // The core never does this, but the floor must stay a true lower bound.
@@ -298,6 +309,34 @@ impl NdbClusterStore {
         Ok(batch)
     }
 
+    /// Record an abandon notice and drop the owner's temporary segments below its floor.
+    fn abandon_batch(&self, n: &AbandonNotice, floor: u64) -> Result<WriteBatch, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(seg_key(n.owner, floor.min(n.below)).to_vec());
+        ro.set_iterate_upper_bound(seg_key(n.owner, n.below).to_vec());
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_TEMP_SEG), ro, IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            let (owner, segment) = decode_seg_key(&key)?;
+            batch.delete_cf(self.cf(CF_TEMP_SEG), &key);
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_lower_bound(body_key(owner, segment, 0).to_vec());
+            ro.set_iterate_upper_bound(seg_bodies_end(owner, segment));
+            for body in self
+                .db
+                .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
+            {
+                let (body_key, _) = body?;
+                batch.delete_cf(self.cf(CF_TEMP_BODY), &body_key);
+            }
+        }
+        batch.put_cf(self.cf(CF_ABANDONED), n.seq.to_be_bytes(), encode_value(n));
+        Ok(batch)
+    }
+
     /// Read the disk back, the permanent log only from its newest `keep` records.
     fn load(&self, keep: usize) -> Result<NdbDisk, StoreError> {
         let mut disk = NdbDisk::default();
@@ -339,6 +378,19 @@ impl NdbClusterStore {
                 return Err(corrupt(&key, "resolution does not match its key"));
             }
             disk.applied.insert((owner, segment), r);
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_ABANDONED), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let n = decode_value::<AbandonNotice>(&value, &key)?;
+            if n.seq != decode_u64(&key)? {
+                return Err(corrupt(&key, "notice does not match its key"));
+            }
+            let floor = disk.floor.entry(n.owner).or_insert(0);
+            *floor = (*floor).max(n.below);
+            disk.abandons = disk.abandons.max(n.seq + 1);
         }
         // Applies happen in id order, so the most recent one (overall and per owner)
         // is the one with the highest base.
@@ -492,6 +544,15 @@ mod tests {
                     base: disk.next,
                 });
             }
+        }
+        if roll < 38 {
+            // An operator floor: the owner's temporary segments below it go.
+            return NdbWrite::Abandon(AbandonNotice {
+                seq: disk.abandons,
+                owner,
+                below: segment,
+                at: disk.next,
+            });
         }
         // Overlapping offsets; a repeated offset carries a different body, which must lose.
         let offset = rng.below(6) as u32;

@@ -16,6 +16,7 @@
 
 pub mod log;
 pub mod node;
+pub mod operator;
 pub mod store;
 
 pub use crate::store::{SyncStore, SyncStoreError};

@@ -1,41 +1,86 @@
-//! `ordo-sync`: run one ordering node of an Ordo cluster.
+//! `ordo-sync`: run one ordering node of an Ordo cluster, or send it an operator command.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ordo_common::cluster::ClusterSpec;
 use ordo_sync::node::{run, SyncOptions};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Ordo sync node: votes each closed segment into the one global order (Raft-replicated log).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Cluster file listing every node (see `ordo-entry generate-cluster`).
-    #[arg(long, value_name = "FILE")]
-    cluster: PathBuf,
+    #[arg(long, value_name = "FILE", global = true)]
+    cluster: Option<PathBuf>,
     /// This node's sync id in the cluster file.
     #[arg(long)]
-    id: u32,
+    id: Option<u32>,
     /// Data folder [default: ./ordo-data/sync<ID>].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Abandon, for good, the unordered segments of an entry that will not come back.
+    ///
+    /// Sends `Abandon {owner, below}` to every sync node of the cluster file, authenticated by
+    /// the certificate `operator.pem`/`operator.key` in its `cert_dir` (`ordo-entry
+    /// cluster-certs` writes it). Every segment of OWNER below BELOW that is not ordered yet
+    /// never will be; ordered ones keep their ids. Pick BELOW above every segment the entry
+    /// began (docs/operations.md). Idempotent: run it again if unsure.
+    Abandon {
+        /// The entry's id (`[[entry]] id` in the cluster file).
+        #[arg(long)]
+        owner: u64,
+        /// The floor: segments of OWNER below it are abandoned.
+        #[arg(long)]
+        below: u64,
+        /// How many times to send it to every sync node (a leader may change in between).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ordo_common::quic::node::init_logging();
-    let spec = ClusterSpec::load(&cli.cluster)?;
+    let Some(cluster) = cli.cluster else {
+        anyhow::bail!("--cluster FILE is required");
+    };
+    let spec = ClusterSpec::load(&cluster)?;
+    if let Some(Command::Abandon {
+        owner,
+        below,
+        rounds,
+    }) = cli.command
+    {
+        let sent =
+            ordo_sync::operator::abandon(&spec, owner, below, rounds, Duration::from_secs(1));
+        println!(
+            "abandon {{owner: {owner}, below: {below}}}: delivered {} times",
+            sent.await?
+        );
+        return Ok(());
+    }
+    let Some(id) = cli.id else {
+        anyhow::bail!("--id N is required to run a sync node");
+    };
     let data_dir = cli
         .data_dir
-        .unwrap_or_else(|| PathBuf::from(format!("ordo-data/sync{}", cli.id)));
+        .unwrap_or_else(|| PathBuf::from(format!("ordo-data/sync{id}")));
     let rx = ordo_common::quic::node::shutdown_on_signal();
     run(
         SyncOptions {
             spec,
-            id: cli.id,
+            id,
             data_dir,
             metrics: cli.metrics,
         },

@@ -3,7 +3,8 @@
 //! ```text
 //!  mesh inbox ──► SyncNode ──Persist──► SyncStore (term, vote, log; one fsync per step)
 //!                          ──Send────► sync peers (Draft, PickChallenger, Vote),
-//!                                      ndbs and entries (Resolved)
+//!                                      ndbs and entries (Resolved, Abandoned)
+//!  operator (`ordo-sync abandon`) ──Abandon──► mesh inbox
 //! ```
 
 use crate::log::{SyncConfig, SyncNode, SyncWrite};
@@ -69,6 +70,8 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
     let commit = metrics.gauge("commit_index", "Highest committed log index known here");
     let next_id = metrics.gauge("next_id", "Next permanent id the applied log assigns");
     let log_len = metrics.gauge("log_entries", "Entries in the replicated log");
+    let abandons = metrics.gauge("abandons", "Operator abandons applied (floors raised)");
+    let mut notices = 0;
     let mut heartbeat = Every::new(Duration::from_secs(10));
     let mut last_totals = metrics.totals();
     let beat_metrics = metrics.clone();
@@ -88,6 +91,12 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
             commit.set(node.commit_index() as i64);
             next_id.set(node.machine().next_id().0 as i64);
             log_len.set(node.log().len() as i64);
+            let applied = node.machine().notice_count();
+            for n in node.machine().notices_from(notices, usize::MAX) {
+                tracing::info!(%me, owner = n.owner, below = n.below, at = n.at.0, "abandon applied");
+            }
+            notices = applied;
+            abandons.set(applied as i64);
             if node.is_leader() != leader {
                 leader = node.is_leader();
                 tracing::info!(%me, term = node.term(), leader, "role changed");

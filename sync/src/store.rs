@@ -239,6 +239,14 @@ mod tests {
                 count: 3,
                 prev: segment.checked_sub(1),
             }],
+            abandons: if segment.is_multiple_of(4) {
+                vec![ordo_common::proto::Abandon {
+                    owner: 2,
+                    below: segment,
+                }]
+            } else {
+                vec![]
+            },
         }
     }
 

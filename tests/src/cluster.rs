@@ -107,7 +107,8 @@ impl Cluster {
             ndb: members(3),
             entry: members(entries),
         };
-        let names = spec.cert_names();
+        let mut names = spec.cert_names();
+        names.push(ordo_sync::operator::OPERATOR_CERT.to_owned());
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         generate_dev_certs(&spec.cert_dir, &names)?;
         let file = root.path().join("cluster.toml");

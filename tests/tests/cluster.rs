@@ -114,3 +114,69 @@ async fn two_entries_deliver_one_order_and_survive_an_ndb_and_a_sync_restart() -
     }
     Ok(())
 }
+
+/// The operator's `Abandon` over QUIC: taken from the `operator` certificate, committed to
+/// the sync log and applied by every ndb; the same command from another certificate, or
+/// from a node, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_abandon_is_committed_and_a_forged_one_is_not() -> Result {
+    use ordo_common::proto::{Abandon, Msg, NodeId};
+    let c = Cluster::new(1)?;
+    let root = c.root.path().to_path_buf();
+    let nodes = c.spawn_storage();
+    // A node's certificate cannot speak as the operator, and a node's Abandon is ignored.
+    let entry_cert = ordo_common::quic::load_identity(&c.spec.cert_dir, "entry1")?;
+    let forged = Msg::Abandon(Abandon {
+        owner: 1,
+        below: 50,
+    });
+    for as_who in [NodeId::Operator, NodeId::Entry(1)] {
+        for m in &c.spec.sync {
+            let to = NodeId::Sync(m.id as u32);
+            let _ = ordo_common::quic::send_once(
+                as_who,
+                &entry_cert,
+                to,
+                m.addr,
+                std::slice::from_ref(&forged),
+            )
+            .await;
+        }
+    }
+    let sent =
+        ordo_sync::operator::abandon(&c.spec, 7, 42, 3, std::time::Duration::from_millis(500))
+            .await?;
+    assert!(sent >= 3, "delivered {sent} times");
+    // Let the ndbs poll for the notice, then stop everything and read the disks.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let addrs: Vec<SocketAddr> = c
+        .spec
+        .sync
+        .iter()
+        .zip(&c.spec.ndb)
+        .flat_map(|(s, n)| [s.addr, n.addr])
+        .collect();
+    for (n, addr) in nodes.into_iter().zip(addrs) {
+        n.stop(addr).await;
+    }
+    let mut holders = 0;
+    for id in 1..=3 {
+        let (_, disk) = ordo_sync::SyncStore::open(&root.join(format!("sync{id}/sync")))?;
+        let abandons: Vec<Abandon> = disk.log.iter().flat_map(|e| e.abandons.clone()).collect();
+        assert!(
+            abandons.iter().all(|a| a.owner == 7),
+            "sync{id}: {abandons:?}"
+        );
+        holders += usize::from(abandons.contains(&Abandon {
+            owner: 7,
+            below: 42,
+        }));
+    }
+    assert!(holders >= 2, "the abandon is on {holders} sync logs");
+    for id in 1..=3 {
+        let (_, disk) = ordo_ndb::NdbClusterStore::open(&root.join(format!("ndb{id}/ndb")))?;
+        assert_eq!(disk.floor.get(&7), Some(&42), "ndb{id} applied the notice");
+        assert_eq!(disk.floor.get(&1), None);
+    }
+    Ok(())
+}

@@ -25,6 +25,7 @@ fn seeds() -> std::ops::Range<u64> {
 fn invariants_hold_over_the_seed_range() {
     let mut failures = Vec::new();
     let (mut published, mut acked, mut cuts) = (0, 0, 0);
+    let (mut abandons, mut returns, mut acked_after_return, mut renumbered) = (0, 0, 0, 0);
     let range = seeds();
     for seed in range.clone() {
         match run(SimConfig::new(seed)) {
@@ -32,6 +33,10 @@ fn invariants_hold_over_the_seed_range() {
                 published += stats.published;
                 acked += stats.acked;
                 cuts += usize::from(stats.power_cut);
+                abandons += usize::from(stats.abandoned);
+                returns += usize::from(stats.returned);
+                acked_after_return += usize::from(stats.acked_after_return > 0);
+                renumbered += usize::from(stats.renumbered);
             }
             Err(e) => {
                 eprintln!(
@@ -43,7 +48,9 @@ fn invariants_hold_over_the_seed_range() {
         }
     }
     eprintln!(
-        "seeds {range:?}: {published} published, {acked} acked, {cuts} power cuts, {} failed",
+        "seeds {range:?}: {published} published, {acked} acked, {cuts} power cuts, \
+         {abandons} abandons ({returns} returned, {acked_after_return} acked after, \
+         {renumbered} renumbered above the floor), {} failed",
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
@@ -51,6 +58,12 @@ fn invariants_hold_over_the_seed_range() {
         acked > 0,
         "nothing was acked: the simulation exercised nothing"
     );
+    if range.end - range.start >= 100 {
+        assert!(
+            acked_after_return > 0 && renumbered > 0,
+            "no returning entry got an ack above the floor: the abandon scenario exercised nothing"
+        );
+    }
 }
 
 /// Prove the checker can fail: each mutation must be caught on some seed.
@@ -74,6 +87,16 @@ fn checker_catches_minority_decisions() {
     let found = caught(Mutation::MinorityCommit, 0..200);
     eprintln!("MinorityCommit: {found:?}");
     assert!(found.is_some(), "deciding on a partial view went unnoticed");
+}
+
+#[test]
+fn checker_catches_abandon_applied_before_its_place_in_the_id_order() {
+    let found = caught(Mutation::AbandonEarly, 0..300);
+    eprintln!("AbandonEarly: {found:?}");
+    assert!(
+        found.is_some(),
+        "dropping bodies on an early abandon went unnoticed"
+    );
 }
 
 #[test]

@@ -217,6 +217,41 @@ async fn peer_sender(
     }
 }
 
+/// Send `msgs` once to the node `peer` at `addr`, speaking as `me`; return once the peer
+/// has read them all.
+///
+/// For tools that only send, such as the operator's command line (`me` is
+/// [`NodeId::Operator`]): a fresh client endpoint, the same mutual TLS and name checks as
+/// the mesh (the peer's certificate must carry `peer`'s name, `identity` must carry
+/// `me`'s), one stream of `Hello` and frames. Call from inside a tokio runtime.
+pub async fn send_once(
+    me: NodeId,
+    identity: &NodeIdentity,
+    peer: NodeId,
+    addr: SocketAddr,
+    msgs: &[Msg],
+) -> Result<(), QuicError> {
+    let bind: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(QuicError::Bind)?;
+    endpoint.set_default_client_config(client_config(identity)?);
+    let conn = super::connect_to(&endpoint, addr, &peer.to_string()).await?;
+    let mut send = conn.open_uni().await?;
+    write_frame(&mut send, &Hello { from: me }).await?;
+    for m in msgs {
+        write_frame(&mut send, m).await?;
+    }
+    // Wait until the peer read to the end (or refused), so nothing is lost to our close.
+    let _ = send.finish();
+    let _ = send.stopped().await;
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
 async fn accept(
     endpoint: quinn::Endpoint,
     inbox: mpsc::Sender<(NodeId, Msg)>,

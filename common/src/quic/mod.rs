@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod node;
 
 pub use certs::{generate_dev_certs, load_identity, NodeIdentity};
-pub use mesh::Mesh;
+pub use mesh::{send_once, Mesh};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

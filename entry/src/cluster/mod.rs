@@ -6,6 +6,8 @@
 //!                                                     Begin/Keep ──► every ndb
 //!  Trim (count == segment count) from f+1 ndbs ──► Over {owner, s, count, prev} ──► every sync
 //!  Resolved (own segment) ──► Ack each publish (id = base + offset)
+//!  Abandoned {s, below} (sync or ndb) ──► segments >= s back to waiting, in order; once the
+//!                        rest settle, a new chain (prev None) from max(mark, below)
 //!  follow: FetchPermanent{next} ──► one ndb ──► Permanent ──► Deliver in id order, no gap
 //! ```
 //!
@@ -112,7 +114,7 @@ struct Publish {
 struct Segment {
     prev: Option<u64>,
     publishes: Vec<(u64, u64)>,
-    /// Kept until a quorum trimmed, for resending.
+    /// Kept until resolved: resent until a quorum trimmed, and queued again if abandoned.
     bodies: Vec<Body>,
     trimmed: BTreeSet<u32>,
     over: bool,
@@ -147,6 +149,9 @@ pub struct EntryCore {
     reserved: u64,
     next_segment: u64,
     last_begun: Option<u64>,
+    /// An abandon's floor: open nothing until every segment in flight settled, then start a
+    /// new chain at or above it.
+    renumber: Option<u64>,
     waiting: VecDeque<Publish>,
     inflight: BTreeMap<u64, Segment>,
     retry_due: Micros,
@@ -167,6 +172,7 @@ impl EntryCore {
             reserved: disk.next_segment,
             next_segment: disk.next_segment,
             last_begun: None,
+            renumber: None,
             waiting: VecDeque::new(),
             inflight: BTreeMap::new(),
             retry_due: now + cfg.retry,
@@ -264,7 +270,15 @@ impl EntryCore {
                     count,
                 },
             ) if owner == self.cfg.owner => self.on_trim(now, n, segment, count),
-            (_, Msg::Resolved { resolutions }) => self.on_resolved(now, resolutions),
+            (_, Msg::Resolved { resolutions, .. }) => self.on_resolved(now, resolutions),
+            (
+                NodeId::Sync(_) | NodeId::Ndb(_),
+                Msg::Abandoned {
+                    owner,
+                    segment,
+                    below,
+                },
+            ) if owner == self.cfg.owner => self.on_abandoned(now, segment, below),
             (NodeId::Ndb(n), Msg::Permanent { from, tip, records }) => {
                 let (delivered, fetch) = self
                     .follow
@@ -279,6 +293,16 @@ impl EntryCore {
     }
 
     fn open_segments(&mut self, now: Micros) {
+        if let Some(below) = self.renumber {
+            // A segment still in flight may yet be ordered; a new chain (prev None) would
+            // abandon it, and its publishers would see a gap.
+            if !self.inflight.is_empty() {
+                return;
+            }
+            self.renumber = None;
+            self.next_segment = self.next_segment.max(below);
+            self.last_begun = None;
+        }
         while self.inflight.len() < self.cfg.window && !self.waiting.is_empty() {
             let take = self.waiting.len().min(self.cfg.max_segment.max(1));
             let batch: Vec<Publish> = self.waiting.drain(..take).collect();
@@ -363,9 +387,36 @@ impl EntryCore {
         if seg.trimmed.len() >= quorum {
             seg.over = true;
             seg.over_at = now;
-            seg.bodies = Vec::new();
             self.resend(now, segment);
         }
+    }
+
+    /// `segment` will never be ordered, so neither will the later ones chained to it: queue
+    /// their publishes again, in order, ahead of newer ones; never ack them under these
+    /// segments. New segments wait for the rest to settle and start at or above `below`.
+    fn on_abandoned(&mut self, now: Micros, segment: u64, below: u64) {
+        if segment >= below || !self.inflight.contains_key(&segment) {
+            return;
+        }
+        let dead = self.inflight.split_off(&segment);
+        let again: Vec<Publish> = dead
+            .into_values()
+            .flat_map(|seg| {
+                seg.publishes
+                    .into_iter()
+                    .zip(seg.bodies)
+                    .map(|((publisher, seq), body)| Publish {
+                        publisher,
+                        seq,
+                        body,
+                    })
+            })
+            .collect();
+        for p in again.into_iter().rev() {
+            self.waiting.push_front(p);
+        }
+        self.renumber = Some(self.renumber.unwrap_or(0).max(below));
+        self.open_segments(now);
     }
 
     fn on_resolved(&mut self, now: Micros, resolutions: Vec<Resolution>) {

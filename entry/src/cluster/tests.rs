@@ -106,6 +106,7 @@ fn acks_on_resolved_and_only_for_its_own_segment() {
         NodeId::Sync(1),
         Msg::Resolved {
             resolutions: vec![res(8, 1, 1), res(7, 5, 2), res(7, 6, 3)],
+            abandons: vec![],
         },
     );
     let actions = e.take_actions();
@@ -144,6 +145,7 @@ fn delivers_in_id_order_without_gaps_and_switches_from_a_lagging_ndb() {
                 count: 3,
                 base: PermanentId(1),
             }],
+            abandons: vec![],
         },
     );
     e.take_actions();
@@ -241,4 +243,124 @@ fn a_restarted_entry_starts_above_its_mark_with_no_prev() {
             })
         )]
     );
+}
+
+fn abandoned(segment: u64, below: u64) -> Msg {
+    Msg::Abandoned {
+        owner: 7,
+        segment,
+        below,
+    }
+}
+
+fn begins(actions: &[Action<EntryWrite>]) -> Vec<(u64, Vec<Body>)> {
+    let mut v: Vec<(u64, Vec<Body>)> = sends(actions)
+        .into_iter()
+        .filter_map(|(to, m)| match (to, m) {
+            (
+                NodeId::Ndb(0),
+                Msg::Begin {
+                    segment, bodies, ..
+                },
+            ) => Some((segment, bodies)),
+            _ => None,
+        })
+        .collect();
+    v.dedup();
+    v
+}
+
+#[test]
+fn an_abandoned_chain_is_queued_again_and_renumbered_above_the_floor() {
+    let mut e = core();
+    e.handle_publish(0, 1, 1, b("a"));
+    e.handle_publish(0, 1, 2, b("b"));
+    e.handle_publish(0, 1, 3, b("c")); // waits: the window is 2
+    e.take_actions();
+    for n in 0..2 {
+        e.handle_message(0, NodeId::Ndb(n), trim(5, 1));
+        e.handle_message(0, NodeId::Ndb(n), trim(6, 1));
+    }
+    e.take_actions();
+    // Segment 6 is abandoned (an ndb or sync says so): 5 may still be ordered, so nothing
+    // new opens, and 6's publish goes back ahead of the waiting one.
+    e.handle_message(0, NodeId::Sync(2), abandoned(6, 100));
+    assert!(e.take_actions().is_empty());
+    assert_eq!(e.open_segments_count(), 1);
+    // A notice from someone else's entry, or from an entry, is not ours to act on.
+    e.handle_message(0, NodeId::Entry(9), abandoned(5, 100));
+    assert!(e.take_actions().is_empty());
+    // Segment 5 resolves and is acked; then a new chain starts at the floor, after a
+    // reservation above it is durable.
+    e.handle_message(
+        0,
+        NodeId::Sync(0),
+        Msg::Resolved {
+            resolutions: vec![Resolution {
+                owner: 7,
+                segment: 5,
+                count: 1,
+                base: PermanentId(1),
+            }],
+            abandons: vec![],
+        },
+    );
+    let actions = e.take_actions();
+    assert_eq!(
+        actions[0],
+        Action::Ack {
+            publisher: 1,
+            seq: 1,
+            id: PermanentId(1)
+        }
+    );
+    assert_eq!(actions[1], Action::Persist(EntryWrite::Reserve(164)));
+    // The queued-again publish keeps its place ahead of the newer one, in one segment.
+    assert_eq!(begins(&actions), vec![(100, vec![b("b"), b("c")])]);
+    for n in 0..2 {
+        e.handle_message(0, NodeId::Ndb(n), trim(100, 2));
+    }
+    assert!(sends(&e.take_actions()).contains(&(
+        NodeId::Sync(0),
+        Msg::Over(Elect {
+            owner: 7,
+            segment: 100,
+            count: 2,
+            prev: None
+        })
+    )));
+    // A late notice for the old segment changes nothing.
+    e.handle_message(0, NodeId::Ndb(1), abandoned(6, 100));
+    assert!(e.take_actions().is_empty());
+}
+
+#[test]
+fn a_returning_entry_below_the_floor_never_acks_an_abandoned_segment() {
+    let mut e = core();
+    e.handle_publish(0, 1, 1, b("a"));
+    e.take_actions();
+    // An ndb refuses the BEGIN: the whole chain is abandoned, nothing is acked.
+    e.handle_message(0, NodeId::Ndb(0), abandoned(5, 40));
+    let actions = e.take_actions();
+    assert!(actions.iter().all(|a| !matches!(a, Action::Ack { .. })));
+    assert_eq!(begins(&actions), vec![(40, vec![b("a")])]);
+    // A resolution for the abandoned number (impossible, but late or forged) acks nothing.
+    e.handle_message(
+        0,
+        NodeId::Sync(0),
+        Msg::Resolved {
+            resolutions: vec![Resolution {
+                owner: 7,
+                segment: 5,
+                count: 1,
+                base: PermanentId(1),
+            }],
+            abandons: vec![],
+        },
+    );
+    assert!(e
+        .take_actions()
+        .iter()
+        .all(|a| !matches!(a, Action::Ack { .. })));
+    assert_eq!(e.unacked(), 1);
 }

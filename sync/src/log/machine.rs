@@ -2,7 +2,7 @@
 //! permanent-id ranges. Every sync node that applied the same prefix holds the
 //! same state, so every resolution it reports is the same everywhere.
 
-use ordo_common::proto::{Elect, Resolution};
+use ordo_common::proto::{Abandon, AbandonNotice, Elect, Resolution};
 use ordo_common::PermanentId;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,19 +19,22 @@ pub enum Outcome {
     NotReady,
 }
 
-/// Decide what the rule does with `e`, given the owner's last elected segment.
+/// Decide what the rule does with `e`, given the owner's last elected segment and
+/// the floor an operator's [`Abandon`] set (0 if none).
 ///
-/// The rule (docs/protocol.md §3): a duplicate changes nothing; a segment at or
-/// below the owner's last is abandoned; a segment whose `prev` is the owner's
-/// last (or `None`, the first of an incarnation) is elected; otherwise it waits.
-pub fn rule(last: Option<u64>, already: bool, e: &Elect) -> Outcome {
+/// The rule (docs/protocol.md §3, §6): a duplicate changes nothing; a segment at or
+/// below the owner's last, or below its floor, is abandoned; a segment whose `prev`
+/// is the owner's last (or `None`, the first of an incarnation) is elected;
+/// otherwise it waits. The floor does not move `last`: a segment chained to an
+/// abandoned one must never be elected (its publisher would see a gap).
+pub fn rule(last: Option<u64>, floor: u64, already: bool, e: &Elect) -> Outcome {
     if already {
         return Outcome::Duplicate;
     }
     if e.count == 0 {
         return Outcome::Abandoned;
     }
-    if last.is_some_and(|l| e.segment <= l) {
+    if last.is_some_and(|l| e.segment <= l) || e.segment < floor {
         return Outcome::Abandoned;
     }
     if e.prev.is_none() || e.prev == last {
@@ -54,6 +57,12 @@ pub struct Machine {
     last: BTreeMap<u64, u64>,
     elected: BTreeMap<(u64, u64), Resolution>,
     by_base: BTreeMap<PermanentId, Resolution>,
+    /// Operator floors per owner.
+    floor: BTreeMap<u64, u64>,
+    /// Every abandon that raised a floor, in log order (`seq` is the index).
+    notices: Vec<AbandonNotice>,
+    /// Testing only: see [`Machine::with_abandon_moving_last`].
+    abandon_moves_last: bool,
 }
 
 impl Default for Machine {
@@ -63,6 +72,9 @@ impl Default for Machine {
             last: BTreeMap::new(),
             elected: BTreeMap::new(),
             by_base: BTreeMap::new(),
+            floor: BTreeMap::new(),
+            notices: Vec::new(),
+            abandon_moves_last: false,
         }
     }
 }
@@ -71,7 +83,8 @@ impl Machine {
     /// Apply one committed election; call in log order only.
     pub fn apply(&mut self, e: &Elect) -> Outcome {
         let already = self.elected.contains_key(&(e.owner, e.segment));
-        match rule(self.last.get(&e.owner).copied(), already, e) {
+        let floor = self.floor.get(&e.owner).copied().unwrap_or(0);
+        match rule(self.last.get(&e.owner).copied(), floor, already, e) {
             Outcome::Elected(mut r) => {
                 r.base = self.next;
                 self.next = r.end();
@@ -82,6 +95,70 @@ impl Machine {
             }
             other => other,
         }
+    }
+
+    /// Testing only: make an abandon also set `last[owner] = below - 1`, the one-line plan
+    /// that lets a segment chained to an abandoned one be elected (a gap in its publisher's
+    /// sequence). The model checks that its FIFO property catches this.
+    pub fn with_abandon_moving_last(mut self, on: bool) -> Self {
+        self.abandon_moves_last = on;
+        self
+    }
+
+    /// Apply one committed operator abandon; call in log order only.
+    ///
+    /// Returns the notice for ndbs if it raised the owner's floor; a duplicate or a
+    /// lower floor changes nothing. Segments already elected keep their ranges.
+    pub fn abandon(&mut self, a: &Abandon) -> Option<AbandonNotice> {
+        let floor = self.floor.entry(a.owner).or_insert(0);
+        if a.below <= *floor {
+            return None;
+        }
+        *floor = a.below;
+        if self.abandon_moves_last && a.below > 0 {
+            let last = self.last.entry(a.owner).or_insert(0);
+            *last = (*last).max(a.below - 1);
+        }
+        let notice = AbandonNotice {
+            seq: self.notices.len() as u64,
+            owner: a.owner,
+            below: a.below,
+            at: self.next,
+        };
+        self.notices.push(notice);
+        Some(notice)
+    }
+
+    /// Return the lowest segment number `owner` may still get elected with.
+    ///
+    /// Above its last elected segment and at or above its operator floor.
+    pub fn floor_of(&self, owner: u64) -> u64 {
+        let floor = self.floor.get(&owner).copied().unwrap_or(0);
+        let last = self.last.get(&owner).map_or(0, |l| l.saturating_add(1));
+        floor.max(last)
+    }
+
+    /// Return the floor operator abandons set for `owner` (0 if none).
+    pub fn operator_floor(&self, owner: u64) -> u64 {
+        self.floor.get(&owner).copied().unwrap_or(0)
+    }
+
+    /// Tell whether `e` can never be elected (it is not, and the rule abandons it).
+    pub fn is_abandoned(&self, e: &Elect) -> bool {
+        let already = self.elected.contains_key(&(e.owner, e.segment));
+        let floor = self.floor.get(&e.owner).copied().unwrap_or(0);
+        rule(self.last.get(&e.owner).copied(), floor, already, e) == Outcome::Abandoned
+    }
+
+    /// Return up to `max` abandon notices from `seq` on, ascending.
+    pub fn notices_from(&self, seq: u64, max: usize) -> Vec<AbandonNotice> {
+        let start = usize::try_from(seq).unwrap_or(usize::MAX);
+        self.notices.iter().skip(start).take(max).copied().collect()
+    }
+
+    /// Return how many abandon notices were applied.
+    pub fn notice_count(&self) -> u64 {
+        self.notices.len() as u64
     }
 
     /// Return the id the next elected segment starts at.
@@ -114,6 +191,7 @@ impl Machine {
     pub fn projection(&self) -> Projection {
         Projection {
             last: self.last.clone(),
+            floor: self.floor.clone(),
             taken: BTreeSet::new(),
         }
     }
@@ -128,6 +206,7 @@ impl Machine {
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
     last: BTreeMap<u64, u64>,
+    floor: BTreeMap<u64, u64>,
     taken: BTreeSet<(u64, u64)>,
 }
 
@@ -136,12 +215,19 @@ impl Projection {
     pub fn offer(&mut self, machine: &Machine, e: &Elect) -> Outcome {
         let already =
             machine.is_elected(e.owner, e.segment) || self.taken.contains(&(e.owner, e.segment));
-        let out = rule(self.last.get(&e.owner).copied(), already, e);
+        let floor = self.floor.get(&e.owner).copied().unwrap_or(0);
+        let out = rule(self.last.get(&e.owner).copied(), floor, already, e);
         if let Outcome::Elected(_) = out {
             self.last.insert(e.owner, e.segment);
             self.taken.insert((e.owner, e.segment));
         }
         out
+    }
+
+    /// Raise the projected floor as an uncommitted abandon will.
+    pub fn abandon(&mut self, a: &Abandon) {
+        let floor = self.floor.entry(a.owner).or_insert(0);
+        *floor = (*floor).max(a.below);
     }
 }
 
@@ -187,6 +273,45 @@ mod tests {
         assert!(matches!(m.apply(&el(1, 10, 1, None)), Outcome::Elected(_)));
         assert_eq!(m.apply(&el(1, 3, 1, Some(2))), Outcome::Abandoned);
         assert_eq!(m.apply(&el(1, 4, 1, None)), Outcome::Abandoned);
+    }
+
+    #[test]
+    fn abandon_raises_the_floor_once_and_keeps_elected_ranges() {
+        let mut m = Machine::default();
+        let Outcome::Elected(r5) = m.apply(&el(1, 5, 2, None)) else {
+            panic!("elected");
+        };
+        let n = m.abandon(&Abandon { owner: 1, below: 8 });
+        assert_eq!(
+            n,
+            Some(AbandonNotice {
+                seq: 0,
+                owner: 1,
+                below: 8,
+                at: PermanentId(3)
+            })
+        );
+        // Duplicates and lower floors change nothing.
+        assert_eq!(m.abandon(&Abandon { owner: 1, below: 8 }), None);
+        assert_eq!(m.abandon(&Abandon { owner: 1, below: 3 }), None);
+        assert_eq!(
+            m.resolution(1, 5),
+            Some(r5),
+            "an elected segment keeps its range"
+        );
+        assert_eq!(m.apply(&el(1, 5, 2, None)), Outcome::Duplicate);
+        // Below the floor: abandoned, even chained to the last elected segment.
+        assert_eq!(m.apply(&el(1, 6, 1, Some(5))), Outcome::Abandoned);
+        assert_eq!(m.apply(&el(1, 7, 1, None)), Outcome::Abandoned);
+        // Chained to an abandoned segment: never elected (no gap for its publishers).
+        assert_eq!(m.apply(&el(1, 8, 1, Some(7))), Outcome::NotReady);
+        assert_eq!(m.floor_of(1), 8);
+        assert_eq!(m.floor_of(2), 0);
+        // A new incarnation at the floor is elected; other owners are untouched.
+        assert!(matches!(m.apply(&el(1, 9, 1, None)), Outcome::Elected(_)));
+        assert!(matches!(m.apply(&el(2, 1, 1, None)), Outcome::Elected(_)));
+        assert_eq!(m.notices_from(0, 10).len(), 1);
+        assert!(m.notices_from(1, 10).is_empty());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!  Over (entries) ──► leader: pending ──► LogEntry{term, elects} ──Persist──► Draft ──► followers
 //!                                                     ▲                              │ Persist
 //!                                                     └──────────── DraftAck ◄───────┘
+//!  Abandon (operator) ──► leader: abandons ──► appended with the next entry
 //!  commit (f+1 durable, own term) ──► Machine::apply in log order ──► Resolved ──► ndbs, entries
+//!                                     (abandons applied after the entry's elects: notices)
 //!  election: PickChallenger / Vote, term and vote persisted before answering
 //! ```
 //!
@@ -48,6 +50,9 @@ pub struct SyncConfig {
     pub seed: u64,
     /// Testing only: commit with this many nodes instead of a majority (breaks safety).
     pub commit_quorum_override: Option<usize>,
+    /// Testing only: an abandon also moves the owner's last segment to `below - 1` (the
+    /// one-line plan), so a segment chained to an abandoned one can be elected (breaks FIFO).
+    pub abandon_moves_last: bool,
 }
 
 impl SyncConfig {
@@ -65,6 +70,7 @@ impl SyncConfig {
             max_resolutions: 256,
             seed,
             commit_quorum_override: None,
+            abandon_moves_last: false,
         }
     }
 
@@ -147,6 +153,8 @@ pub struct Leading {
     matched: BTreeMap<u32, u64>,
     /// OVERs waiting to be proposed, by `(owner, segment)`.
     pending: BTreeMap<(u64, u64), Elect>,
+    /// Operator abandons waiting to be proposed: owner → highest `below` asked.
+    abandons: BTreeMap<u64, u64>,
 }
 
 /// One sync node: the consensus log plus the segment machine it feeds.
@@ -172,13 +180,14 @@ impl SyncNode {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(u64::from(cfg.id) + 1)
             | 1;
+        let machine = Machine::default().with_abandon_moving_last(cfg.abandon_moves_last);
         let mut node = SyncNode {
             cfg,
             disk,
             role: Role::Follower { leader: None },
             commit: 0,
             applied: 0,
-            machine: Machine::default(),
+            machine,
             election_deadline: 0,
             heartbeat_due: 0,
             rng,

@@ -2,7 +2,9 @@
 
 use super::machine::Outcome;
 use super::{Leading, Role, SyncNode, SyncWrite};
-use ordo_common::proto::{Elect, LogEntry, Micros, Msg, NodeId, Resolution};
+use ordo_common::proto::{
+    Abandon, AbandonNotice, Elect, LogEntry, Micros, Msg, NodeId, Resolution,
+};
 use std::collections::BTreeSet;
 
 impl SyncNode {
@@ -10,12 +12,22 @@ impl SyncNode {
     pub fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg) {
         match (from, msg) {
             (_, Msg::Over(e)) => self.on_over(now, from, e),
-            (_, Msg::FetchResolved { from: id }) => {
-                let resolutions = self.machine.resolutions_from(id, self.cfg.max_resolutions);
-                if !resolutions.is_empty() {
-                    self.send(from, Msg::Resolved { resolutions });
+            (_, Msg::FetchResolved { from: id, abandons }) => {
+                let max = self.cfg.max_resolutions;
+                let resolutions = self.machine.resolutions_from(id, max);
+                let abandons = self.machine.notices_from(abandons, max);
+                if !resolutions.is_empty() || !abandons.is_empty() {
+                    self.send(
+                        from,
+                        Msg::Resolved {
+                            resolutions,
+                            abandons,
+                        },
+                    );
                 }
             }
+            // Only the operator's certificate may ask (the mesh checks who speaks).
+            (NodeId::Operator, Msg::Abandon(a)) => self.on_abandon(a),
             (NodeId::Sync(peer), msg) => self.on_peer(now, peer, msg),
             _ => {}
         }
@@ -41,6 +53,21 @@ impl SyncNode {
                 from,
                 Msg::Resolved {
                     resolutions: vec![r],
+                    abandons: Vec::new(),
+                },
+            );
+            return;
+        }
+        if self.machine.is_abandoned(&e) {
+            // Final in the committed log: the entry renumbers above the floor (§6).
+            let below = self.machine.floor_of(e.owner);
+            let (owner, segment) = (e.owner, e.segment);
+            self.send(
+                from,
+                Msg::Abandoned {
+                    owner,
+                    segment,
+                    below,
                 },
             );
             return;
@@ -49,6 +76,26 @@ impl SyncNode {
             if e.count > 0 {
                 l.pending.insert((e.owner, e.segment), e);
             }
+            self.propose();
+        }
+    }
+
+    /// Queue an operator abandon for the next entry; a floor already in place changes nothing.
+    fn on_abandon(&mut self, a: Abandon) {
+        // Applied, or appended and not yet applied: a retry of the command adds nothing.
+        let appended = (self.applied + 1..=self.last_index())
+            .filter_map(|i| self.entry(i))
+            .flat_map(|e| e.abandons.iter())
+            .filter(|x| x.owner == a.owner)
+            .map(|x| x.below)
+            .max()
+            .unwrap_or(0);
+        if a.below <= self.machine.operator_floor(a.owner).max(appended) {
+            return;
+        }
+        if let Role::Leader(l) = &mut self.role {
+            let below = l.abandons.entry(a.owner).or_insert(0);
+            *below = (*below).max(a.below);
             self.propose();
         }
     }
@@ -183,7 +230,7 @@ impl SyncNode {
         self.role = Role::Leader(Box::new(l));
         self.heartbeat_due = now + self.cfg.heartbeat;
         // A no-op of the new term lets earlier terms' entries commit (Raft §5.4.2).
-        self.append(Vec::new());
+        self.append(Vec::new(), Vec::new());
     }
 
     /// Append one entry of the current term, send it to every peer, and persist it.
@@ -194,11 +241,12 @@ impl SyncNode {
     /// `advance_commit`, and whatever a commit lets out (Resolved, a Draft's `commit`) is queued
     /// behind this Persist and leaves only once it is durable; a crash before that loses an
     /// entry that no one was told is committed.
-    fn append(&mut self, elects: Vec<Elect>) {
+    fn append(&mut self, elects: Vec<Elect>, abandons: Vec<Abandon>) {
         let from = self.last_index() + 1;
         let entry = LogEntry {
             term: self.disk.term,
             elects,
+            abandons,
         };
         self.disk.log.push(entry.clone());
         self.broadcast_drafts();
@@ -215,14 +263,25 @@ impl SyncNode {
         let Role::Leader(l) = &self.role else {
             return;
         };
-        if l.pending.is_empty() || uncommitted >= self.cfg.max_inflight {
+        if (l.pending.is_empty() && l.abandons.is_empty()) || uncommitted >= self.cfg.max_inflight {
             return;
         }
+        let abandons: Vec<Abandon> = l
+            .abandons
+            .iter()
+            .map(|(owner, below)| Abandon {
+                owner: *owner,
+                below: *below,
+            })
+            .collect();
         let mut proj = self.machine.projection();
         for i in self.applied + 1..=self.last_index() {
             if let Some(entry) = self.entry(i) {
                 for e in &entry.elects {
                     proj.offer(&self.machine, e);
+                }
+                for a in &entry.abandons {
+                    proj.abandon(a);
                 }
             }
         }
@@ -253,9 +312,11 @@ impl SyncNode {
         }
         if let Role::Leader(l) = &mut self.role {
             l.pending = pending;
+            l.abandons.clear();
         }
-        if !batch.is_empty() {
-            self.append(batch);
+        // The entry's abandons apply after its elects, as the projection assumed.
+        if !batch.is_empty() || !abandons.is_empty() {
+            self.append(batch, abandons);
         }
     }
 
@@ -427,6 +488,7 @@ impl SyncNode {
     /// Apply committed entries in order; the leader announces what they elected.
     fn apply_committed(&mut self) {
         let mut resolved: Vec<Resolution> = Vec::new();
+        let mut notices: Vec<AbandonNotice> = Vec::new();
         while self.applied < self.commit {
             let index = self.applied + 1;
             let Some(entry) = self.entry(index).cloned() else {
@@ -437,9 +499,12 @@ impl SyncNode {
                     resolved.push(r);
                 }
             }
+            for a in &entry.abandons {
+                notices.extend(self.machine.abandon(a));
+            }
             self.applied = index;
         }
-        if resolved.is_empty() || !self.is_leader() {
+        if (resolved.is_empty() && notices.is_empty()) || !self.is_leader() {
             return;
         }
         let targets: Vec<NodeId> = self
@@ -454,6 +519,7 @@ impl SyncNode {
                 to,
                 Msg::Resolved {
                     resolutions: resolved.clone(),
+                    abandons: notices.clone(),
                 },
             );
         }

@@ -159,10 +159,7 @@ fn a_stale_term_draft_is_refused() {
             term: 2,
             prev_index: 0,
             prev_term: 0,
-            entries: vec![LogEntry {
-                term: 2,
-                elects: vec![],
-            }],
+            entries: vec![LogEntry::elects(2, vec![])],
             commit: 1,
         },
     );
@@ -183,10 +180,7 @@ fn a_stale_term_draft_is_refused() {
 #[test]
 fn follower_truncates_a_conflicting_suffix_and_persists_before_acking() {
     let mut n = SyncNode::recover(cfg(1), SyncDisk::default(), 0);
-    let e = |term| LogEntry {
-        term,
-        elects: vec![],
-    };
+    let e = |term| LogEntry::elects(term, vec![]);
     n.handle_message(
         0,
         NodeId::Sync(0),
@@ -244,7 +238,7 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
         .iter()
         .filter(|(_, to, _)| *to == NodeId::Ndb(0))
         .flat_map(|(_, _, m)| match m {
-            Msg::Resolved { resolutions } => resolutions.clone(),
+            Msg::Resolved { resolutions, .. } => resolutions.clone(),
             _ => vec![],
         })
         .collect();
@@ -279,7 +273,8 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
             f,
             NodeId::Entry(7),
             Msg::Resolved {
-                resolutions: vec![resolved[1]]
+                resolutions: vec![resolved[1]],
+                abandons: vec![]
             }
         )]
     );
@@ -336,4 +331,115 @@ fn a_minority_leader_cannot_commit() {
     c.run();
     assert!(!c.nodes[l as usize].is_leader());
     assert_eq!(c.nodes[l as usize].log(), c.nodes[l2 as usize].log());
+}
+
+fn abandon(owner: u64, below: u64) -> Msg {
+    Msg::Abandon(ordo_common::proto::Abandon { owner, below })
+}
+
+#[test]
+fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
+    let mut c = Cluster::new();
+    let l = c.tick_until_leader();
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 2, None));
+    c.run();
+    // Only the operator may ask; an entry's (or anyone else's) Abandon is ignored.
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(8), abandon(7, 10));
+    c.run();
+    assert_eq!(c.nodes[l as usize].machine().operator_floor(7), 0);
+    c.outside.clear();
+    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 10));
+    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 10));
+    c.run();
+    let log = c.nodes[l as usize].log().to_vec();
+    let entries_with_abandons = log.iter().filter(|e| !e.abandons.is_empty()).count();
+    assert_eq!(
+        entries_with_abandons, 1,
+        "a duplicate while pending is merged"
+    );
+    let notice = ordo_common::proto::AbandonNotice {
+        seq: 0,
+        owner: 7,
+        below: 10,
+        at: PermanentId(3),
+    };
+    let told: Vec<_> = c
+        .outside
+        .iter()
+        .filter(|(_, to, _)| *to == NodeId::Ndb(0))
+        .flat_map(|(_, _, m)| match m {
+            Msg::Resolved { abandons, .. } => abandons.clone(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(told, vec![notice]);
+    // A committed floor: a later duplicate appends nothing.
+    let len = c.nodes[l as usize].log().len();
+    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 10));
+    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 4));
+    c.run();
+    assert_eq!(c.nodes[l as usize].log().len(), len);
+    // Every node applied it; a follower answers the catch-up poll with it.
+    let f = (l + 1) % 3;
+    c.now += 60_000;
+    c.nodes[l as usize].handle_tick(c.now);
+    c.run();
+    c.outside.clear();
+    c.nodes[f as usize].handle_message(
+        c.now,
+        NodeId::Ndb(1),
+        Msg::FetchResolved {
+            from: PermanentId(3),
+            abandons: 0,
+        },
+    );
+    c.run();
+    assert_eq!(
+        c.outside,
+        vec![(
+            f,
+            NodeId::Ndb(1),
+            Msg::Resolved {
+                resolutions: vec![],
+                abandons: vec![notice]
+            }
+        )]
+    );
+    // An OVER below the floor is answered with the floor; the elected one keeps its range.
+    c.outside.clear();
+    c.nodes[f as usize].handle_message(c.now, NodeId::Entry(7), over(7, 4, 1, None));
+    c.nodes[f as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 2, None));
+    c.run();
+    assert_eq!(
+        c.outside,
+        vec![
+            (
+                f,
+                NodeId::Entry(7),
+                Msg::Abandoned {
+                    owner: 7,
+                    segment: 4,
+                    below: 10
+                }
+            ),
+            (
+                f,
+                NodeId::Entry(7),
+                Msg::Resolved {
+                    resolutions: vec![Resolution {
+                        owner: 7,
+                        segment: 1,
+                        count: 2,
+                        base: PermanentId(1)
+                    }],
+                    abandons: vec![]
+                }
+            )
+        ]
+    );
+    // The returning entry's first segment at the floor is elected.
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 10, 1, None));
+    c.run();
+    let r = c.nodes[l as usize].machine().resolution(7, 10);
+    assert_eq!(r.map(|r| r.base), Some(PermanentId(3)));
 }

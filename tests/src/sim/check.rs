@@ -2,7 +2,7 @@
 //! ack and after every crash) and at the end (everything else).
 
 use super::{body, decode, World};
-use ordo_common::proto::Body;
+use ordo_common::proto::{Body, NodeId};
 use ordo_common::PermanentId;
 use ordo_ndb::cluster::NdbDisk;
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +64,7 @@ pub fn settled(w: &World) -> Result<(), String> {
         .find(|c| c.is_leader())
         .ok_or("liveness: no sync leader")?;
     let tip = leader.machine().next_id();
+    let notices = leader.machine().notice_count();
     for (i, n) in w.ndbs.iter().enumerate() {
         let core = n.core.as_ref().ok_or(format!("liveness: ndb{i} down"))?;
         if core.disk().next != tip {
@@ -72,8 +73,17 @@ pub fn settled(w: &World) -> Result<(), String> {
                 core.disk().next
             ));
         }
+        if core.disk().abandons != notices {
+            return Err(format!(
+                "liveness: ndb{i} applied {} of {notices} abandon notices",
+                core.disk().abandons
+            ));
+        }
     }
     for n in &w.entries {
+        if matches!(n.id, NodeId::Entry(o) if w.gone.contains(&o)) {
+            continue;
+        }
         let core = n.core.as_ref().ok_or(format!("liveness: {} down", n.id))?;
         if core.unacked() > 0 {
             return Err(format!(
@@ -153,11 +163,12 @@ pub fn all(w: &World) -> Result<(), String> {
         if !seen.insert((p, s)) {
             return Err(format!("integrity: {p}:{s} has two permanent ids"));
         }
-        // 5: FIFO per publisher session.
-        if let Some(prev) = last_seq.insert(p, s) {
-            if prev > s {
-                return Err(format!("fifo: publisher {p} has {s} ordered after {prev}"));
-            }
+        // 5: FIFO per publisher session: its ordered messages are seqs 1, 2, ..., k in id
+        // order. A crash loses only a suffix (unordered segments of a dead incarnation), and an
+        // abandoned segment's publishes are ordered later in their place, so no gap either.
+        let prev = last_seq.insert(p, s).unwrap_or(0);
+        if s != prev + 1 {
+            return Err(format!("fifo: publisher {p} has {s} ordered after {prev}"));
         }
     }
     // 4: every acked message is at its id.
@@ -170,7 +181,35 @@ pub fn all(w: &World) -> Result<(), String> {
         }
     }
     // 6: liveness after heal.
-    settled(w)
+    settled(w)?;
+    no_abandoned_leftovers(w)
+}
+
+/// After heal no ndb keeps temporary bodies of a segment an operator abandoned.
+fn no_abandoned_leftovers(w: &World) -> Result<(), String> {
+    let Some(machine) = w
+        .syncs
+        .iter()
+        .filter_map(|n| n.core.as_ref())
+        .find(|c| c.is_leader())
+        .map(|c| c.machine())
+    else {
+        return Ok(());
+    };
+    for n in &w.ndbs {
+        let Some(core) = n.core.as_ref() else {
+            continue;
+        };
+        for &(owner, segment) in core.disk().temp.keys() {
+            if segment < machine.operator_floor(owner) && !machine.is_elected(owner, segment) {
+                return Err(format!(
+                    "abandon: {} still holds temporary bodies of abandoned segment {owner}:{segment}",
+                    n.id
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn agree(

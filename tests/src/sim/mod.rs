@@ -5,6 +5,7 @@
 //!  seed ──► schedule: publishes, crashes/restarts, partitions, maybe a power cut (all nodes)
 //!           network: loss, duplication, random delay (so reordering)
 //!           disks: a write is durable only after a simulated fsync; a crash drops the rest
+//!  some seeds: an entry dies for good, the operator abandons it, maybe it returns (abandon.rs)
 //!  fault phase (2 s) ──► heal phase (all up, reliable network) ──► invariants (check.rs)
 //! ```
 //!
@@ -12,6 +13,7 @@
 //! ranges and prints how to replay a failure. A [`Mutation`] re-creates a known
 //! bug so the checker can be shown to catch it.
 
+pub mod abandon;
 pub mod check;
 pub mod node;
 pub mod rng;
@@ -38,6 +40,9 @@ pub enum Mutation {
     MinorityCommit,
     /// Entries send OVER on the first TRIM (fox-wamp's entry).
     FirstTrim,
+    /// Ndbs apply an abandon notice on arrival, not once every segment elected before the
+    /// Abandon is applied (the one-line `last[owner] = below - 1` plan).
+    AbandonEarly,
 }
 
 /// Knobs of one run.
@@ -78,6 +83,14 @@ pub struct Stats {
     pub crashes: usize,
     /// Whether this schedule cut power to every node.
     pub power_cut: bool,
+    /// Whether an entry died for good and the operator abandoned it.
+    pub abandoned: bool,
+    /// Whether that entry came back afterwards.
+    pub returned: bool,
+    /// Acks to the returned entry's first publisher sessions.
+    pub acked_after_return: usize,
+    /// Whether the returned entry started below the floor and renumbered above it.
+    pub renumbered: bool,
 }
 
 const TICK: Micros = 5_000;
@@ -97,6 +110,9 @@ enum Ev {
     Partition { gen: u64, side: BTreeSet<NodeId> },
     Unpartition { gen: u64 },
     EndFault,
+    CrashForGood(u64),
+    Operator { owner: u64, below: u64 },
+    Return(u64),
 }
 
 /// Per-publisher history of one run.
@@ -136,6 +152,13 @@ pub struct World {
     pub violation: Option<String>,
     /// Counters.
     pub stats: Stats,
+    /// This seed's operator abandon, if any.
+    pub abandon: Option<abandon::AbandonPlan>,
+    /// Entries down for good (not restarted by faults or the heal phase).
+    pub gone: BTreeSet<u64>,
+    returned_publishers: BTreeSet<u64>,
+    /// The dead entry's high-water mark and the operator's `below`.
+    abandon_floor: Option<(u64, u64)>,
 }
 
 /// Body of publisher `p`'s message `s`: unique, and decodable by the checker.
@@ -179,10 +202,9 @@ impl World {
         let ndbs = ndb_ids
             .iter()
             .map(|i| {
-                SimNode::new(
-                    NodeId::Ndb(*i),
-                    NdbConfig::new(*i, ndb_ids.clone(), sync_ids.clone()),
-                )
+                let mut c = NdbConfig::new(*i, ndb_ids.clone(), sync_ids.clone());
+                c.abandon_early = cfg.mutation == Mutation::AbandonEarly;
+                SimNode::new(NodeId::Ndb(*i), c)
             })
             .collect();
         let entries = OWNERS
@@ -219,6 +241,10 @@ impl World {
             history: History::default(),
             violation: None,
             stats: Stats::default(),
+            abandon: abandon::AbandonPlan::for_seed(cfg.seed, cfg.fault_phase),
+            gone: BTreeSet::new(),
+            returned_publishers: BTreeSet::new(),
+            abandon_floor: None,
             cfg,
         };
         for o in OWNERS {
@@ -227,6 +253,7 @@ impl World {
             w.at(at, Ev::Publish(o));
         }
         w.schedule_faults();
+        w.schedule_abandon();
         w.at(TICK, Ev::Tick);
         w.at(w.cfg.fault_phase, Ev::EndFault);
         w
@@ -299,6 +326,13 @@ impl World {
         }
         self.stats.published = self.history.published.len();
         self.stats.acked = self.history.acked.len();
+        self.stats.acked_after_return = self
+            .history
+            .acked
+            .keys()
+            .filter(|(p, _)| self.returned_publishers.contains(p))
+            .count();
+        self.stats.renumbered = self.renumbered();
         self.stats.clone()
     }
 
@@ -325,7 +359,15 @@ impl World {
                     check::durable_after_crash(self);
                 }
             }
+            Ev::Restart(NodeId::Entry(o)) if self.gone.contains(&o) => {}
             Ev::Restart(node) => self.restart(node),
+            Ev::CrashForGood(owner) => {
+                if self.faulty {
+                    self.crash_for_good(owner);
+                }
+            }
+            Ev::Operator { owner, below } => self.operator(owner, below),
+            Ev::Return(owner) => self.come_back(owner),
             Ev::PowerCut => {
                 if self.faulty {
                     for id in self.all_ids() {
@@ -355,7 +397,9 @@ impl World {
                 self.loss = 0.0;
                 self.dup = 0.0;
                 for id in self.all_ids() {
-                    self.restart(id);
+                    if !matches!(id, NodeId::Entry(o) if self.gone.contains(&o)) {
+                        self.restart(id);
+                    }
                 }
             }
         }
@@ -408,6 +452,7 @@ impl World {
                 Some(i) => self.entries[i].drive(|c| f(c)),
                 None => Vec::new(),
             },
+            NodeId::Operator => Vec::new(),
         };
         self.after_drive(id, effects);
     }
@@ -427,6 +472,7 @@ impl World {
                     .map(|u| (u, self.entries[i].epoch)),
                 None => None,
             },
+            NodeId::Operator => None,
         };
         if let Some((upto, epoch)) = fsync {
             let at = self.now + self.rng.range(100, 2_000);
@@ -455,7 +501,10 @@ impl World {
                 if n.epoch != epoch || !n.up() {
                     return;
                 }
-                n.fsync_done(upto)
+                let before = n.synced.temp.keys().copied().collect();
+                let out = n.fsync_done(upto);
+                self.check_ndb_drops(i as usize, before);
+                out
             }
             NodeId::Entry(o) => {
                 let Some(i) = OWNERS.iter().position(|x| *x == o) else {
@@ -467,6 +516,7 @@ impl World {
                 }
                 n.fsync_done(upto)
             }
+            NodeId::Operator => return,
         };
         self.after_drive(id, effects);
     }
@@ -534,6 +584,7 @@ impl World {
                     }
                 }
             }
+            NodeId::Operator => {}
         }
     }
 
@@ -547,6 +598,7 @@ impl World {
                     self.entries[i].restart(now);
                 }
             }
+            NodeId::Operator => {}
         }
     }
 

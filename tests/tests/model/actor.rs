@@ -7,7 +7,7 @@
 //! rebuilt by its `recover` constructor from that durable disk alone.
 
 use bytes::Bytes;
-use ordo_common::proto::{Action, Body, Micros, Msg, NodeId};
+use ordo_common::proto::{Abandon, Action, Body, Micros, Msg, NodeId};
 use ordo_common::PermanentId;
 use ordo_entry::cluster::{EntryConfig, EntryCore, EntryDisk, EntryWrite};
 use ordo_ndb::cluster::{NdbConfig, NdbDisk, NdbNode, NdbWrite};
@@ -25,6 +25,8 @@ pub fn to_id(n: NodeId) -> Id {
         NodeId::Sync(i) => Id::from(i as usize),
         NodeId::Ndb(i) => Id::from(SYNCS + i as usize),
         NodeId::Entry(o) => Id::from(SYNCS + NDBS + (o as usize - 1)),
+        // Only sends (its command is already in the initial sync log): never addressed.
+        NodeId::Operator => Id::from(SYNCS + NDBS + OWNERS.len()),
     }
 }
 
@@ -338,7 +340,13 @@ impl Actor for Node {
 /// The initial sync cluster: sync 0 elected in term 1 over a lossless network and
 /// its no-op committed everywhere (a reachable state; it saves the model the
 /// steps of a first election, which the simulator and unit tests cover).
-pub fn elected_cluster(cfgs: &[SyncConfig]) -> Vec<SyncNode> {
+///
+/// With `abandon`, the operator's `Abandon` is then committed and applied on every sync
+/// node too; the leader's notices to the ndbs are returned, not delivered.
+pub fn elected_cluster(
+    cfgs: &[SyncConfig],
+    abandon: Option<Abandon>,
+) -> (Vec<SyncNode>, Vec<(NodeId, Msg)>) {
     let mut nodes: Vec<SyncNode> = cfgs
         .iter()
         .map(|c| SyncNode::recover(c.clone(), SyncDisk::default(), 0))
@@ -346,20 +354,39 @@ pub fn elected_cluster(cfgs: &[SyncConfig]) -> Vec<SyncNode> {
     let now = nodes[0].poll_timeout();
     nodes[0].handle_tick(now);
     let mut queue: Vec<(u32, u32, Msg)> = Vec::new();
-    for round in 0..20 {
+    let mut outside = Vec::new();
+    for round in 0..40 {
         for (i, n) in nodes.iter_mut().enumerate() {
             for a in n.take_actions() {
-                if let Action::Send {
-                    to: NodeId::Sync(p),
-                    msg,
-                } = a
-                {
-                    queue.push((i as u32, p, msg));
+                match a {
+                    Action::Send {
+                        to: NodeId::Sync(p),
+                        msg,
+                    } => queue.push((i as u32, p, msg)),
+                    Action::Send { to, msg } if i == 0 => outside.push((to, msg)),
+                    _ => {}
                 }
             }
         }
+        if round == 6 {
+            if let Some(a) = abandon {
+                nodes[0].handle_message(now, NodeId::Operator, Msg::Abandon(a));
+                continue;
+            }
+        }
         if queue.is_empty() {
-            break;
+            let behind = nodes
+                .iter()
+                .any(|n| n.commit_index() < nodes[0].commit_index());
+            if round > 6 && behind {
+                // One more heartbeat carries the abandon's commit to the followers.
+                let t = nodes[0].poll_timeout();
+                nodes[0].handle_tick(t);
+                continue;
+            }
+            if round > 6 || abandon.is_none() {
+                break;
+            }
         }
         for (from, to, msg) in std::mem::take(&mut queue) {
             nodes[to as usize].handle_message(now, NodeId::Sync(from), msg);
@@ -373,17 +400,26 @@ pub fn elected_cluster(cfgs: &[SyncConfig]) -> Vec<SyncNode> {
     for n in &mut nodes {
         n.take_actions();
     }
-    nodes
+    let notices = outside
+        .into_iter()
+        .filter(|(to, m)| {
+            matches!(to, NodeId::Ndb(_))
+                && matches!(m, Msg::Resolved { abandons, .. } if !abandons.is_empty())
+        })
+        .collect();
+    (nodes, notices)
 }
 
 /// The actors: 3 sync (sync 1 a challenger, and sync 2 too if `challengers` > 1),
-/// 3 ndb, 2 entries; entry `o` publishes `msgs[o - 1]` messages.
+/// 3 ndb, 2 entries; entry `o` publishes `msgs[o - 1]` messages. Also returns the
+/// messages in flight at the start (the leader's abandon notices, with `abandon`).
 pub fn actors(
     opts: Opts,
     msgs: [u64; 2],
     challengers: usize,
+    abandon: Option<Abandon>,
     mutate: &dyn Fn(&mut Role),
-) -> Vec<Node> {
+) -> (Vec<Node>, Vec<(NodeId, NodeId, Msg)>) {
     let syncs: Vec<u32> = (0..SYNCS as u32).collect();
     let ndbs: Vec<u32> = (0..NDBS as u32).collect();
     let mut cfgs: Vec<SyncConfig> = syncs
@@ -407,7 +443,7 @@ pub fn actors(
             *c = m.clone();
         }
     }
-    let elected = elected_cluster(&cfgs);
+    let (elected, notices) = elected_cluster(&cfgs, abandon);
     for (i, r) in roles.iter_mut().enumerate() {
         if let Role::Sync(_, timer, initial) = r {
             *timer = (1..=challengers).contains(&i);
@@ -425,5 +461,10 @@ pub fn actors(
         mutate(&mut r);
         roles.push(r);
     }
-    roles.into_iter().map(|role| Node { role, opts }).collect()
+    let nodes = roles.into_iter().map(|role| Node { role, opts }).collect();
+    let in_flight = notices
+        .into_iter()
+        .map(|(to, msg)| (NodeId::Sync(0), to, msg))
+        .collect();
+    (nodes, in_flight)
 }

@@ -34,8 +34,8 @@ mod actor;
 mod props;
 
 use actor::{Node, Opts, Role, Skip, Timer};
-use ordo_common::proto::Msg;
-use stateright::actor::{ActorModel, ActorModelAction, LossyNetwork, Network};
+use ordo_common::proto::{Abandon, Msg};
+use stateright::actor::{ActorModel, ActorModelAction, Envelope, LossyNetwork, Network};
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,6 +56,9 @@ struct Config {
     dfs: bool,
     /// Stop after this many seconds (0: no limit).
     timeout: u64,
+    /// Start with the operator's `Abandon {owner: 2, below: 2}` committed: entry 2's first
+    /// segment (1, its high-water mark) is below the floor, as for an entry that comes back.
+    abandon: bool,
 }
 
 /// A deliberate bug, to show that the properties can fail.
@@ -70,6 +73,8 @@ enum Mutation {
     MinorityCommit,
     /// Entries send every OVER with `prev: None` (segments not chained).
     Unchained,
+    /// An abandon moves the owner's `last` to `below - 1` (the one-line plan).
+    AbandonMovesLast,
 }
 
 const AGREEMENT: &str = "agreement, order, integrity";
@@ -168,6 +173,12 @@ impl Model for Ordo {
                     |_, s| props::restarted_node_holds_state(s),
                 ));
             }
+            if self.cfg.abandon {
+                v.push(Property::sometimes(
+                    "entry 2 renumbered above the floor and acked",
+                    |_, s| props::acked_above_the_floor(s),
+                ));
+            }
             if self.cfg.crashes > 0 && self.cfg.depth >= 11 {
                 // A crash plus the 8 steps that resolve a segment.
                 v.push(Property::sometimes(
@@ -192,11 +203,19 @@ fn build(cfg: Config) -> Ordo {
     let mutate = |r: &mut Role| match (cfg.mutation, r) {
         (Mutation::FirstTrim, Role::Entry(c, _)) => c.trim_quorum_override = Some(1),
         (Mutation::MinorityCommit, Role::Sync(c, ..)) => c.commit_quorum_override = Some(1),
+        (Mutation::AbandonMovesLast, Role::Sync(c, ..)) => c.abandon_moves_last = true,
         _ => {}
     };
+    let abandon = cfg.abandon.then_some(Abandon { owner: 2, below: 2 });
+    let (actors, in_flight) = actor::actors(opts, cfg.msgs, cfg.challengers, abandon, &mutate);
+    let envelopes = in_flight.into_iter().map(|(src, dst, msg)| Envelope {
+        src: actor::to_id(src),
+        dst: actor::to_id(dst),
+        msg,
+    });
     let inner = ActorModel::new((), ())
-        .actors(actor::actors(opts, cfg.msgs, cfg.challengers, &mutate))
-        .init_network(Network::new_unordered_duplicating([]))
+        .actors(actors)
+        .init_network(Network::new_unordered_duplicating(envelopes))
         .lossy_network(if cfg.lossy {
             LossyNetwork::Yes
         } else {
@@ -228,6 +247,7 @@ fn config(depth: usize, crashes: u8) -> Config {
         target: "",
         dfs: env("ORDO_MODEL_DFS", 0u8) == 1,
         timeout: env("ORDO_MODEL_TIMEOUT", 0),
+        abandon: false,
     }
 }
 
@@ -285,6 +305,19 @@ fn model_holds_with_one_crash() {
     check(config(10, 1)).assert_properties();
 }
 
+/// An operator abandoned entry 2's segments below 2 before it (re)started at its mark, 1:
+/// it must learn the floor (from an ndb's answer to its BEGIN or a sync's to its OVER),
+/// renumber, and never ack under the abandoned segment.
+#[test]
+fn model_holds_with_an_abandoned_owner_coming_back() {
+    let mut cfg = config(14, 0);
+    cfg.depth = env("ORDO_MODEL_ABANDON_DEPTH", 14);
+    cfg.msgs = [env("ORDO_MODEL_MSGS", 0), env("ORDO_MODEL_MSGS2", 1)];
+    cfg.challengers = env("ORDO_MODEL_CHALLENGERS", 0);
+    cfg.abandon = true;
+    check(cfg).assert_properties();
+}
+
 /// Run a mutation depth-first until `target` fails; tell whether it did.
 fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -> bool {
     let mut cfg = Config {
@@ -297,9 +330,16 @@ fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -
         target,
         dfs: true,
         timeout: 0,
+        abandon: false,
     };
     if mutation == Mutation::Unchained {
         cfg.msgs = [2, 0];
+    }
+    if mutation == Mutation::AbandonMovesLast {
+        // Entry 2's segments 1 and 2 (chained); the floor 2 abandons 1.
+        cfg.msgs = [0, 2];
+        cfg.challengers = 0;
+        cfg.abandon = true;
     }
     if crashes > 0 {
         // A crashed entry's leftovers: one entry and no challenger keep the search short.
@@ -339,6 +379,11 @@ fn checker_catches_unchained_segments() {
 }
 
 #[test]
+fn checker_catches_an_abandon_that_moves_last() {
+    assert!(caught(Mutation::AbandonMovesLast, FIFO, 12, 0));
+}
+
+#[test]
 fn checker_catches_entry_reusing_segments_after_restart() {
     let reuse = Mutation::Skip(Skip::EntryReserve);
     assert!(caught(reuse, FINAL, 13, 1));
@@ -347,6 +392,28 @@ fn checker_catches_entry_reusing_segments_after_restart() {
 
 #[test]
 fn initial_sync_cluster_has_a_leader_with_a_committed_noop() {
+    let mut cfg = config(1, 0);
+    cfg.abandon = true;
+    let m = build(cfg);
+    let s = &m.init_states()[0];
+    let floors: Vec<u64> = s
+        .actor_states
+        .iter()
+        .filter_map(|a| match &a.core {
+            actor::Core::Sync { node, .. } => Some(node.machine().operator_floor(2)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        floors,
+        vec![2, 2, 2],
+        "the abandon is applied on every sync node"
+    );
+    let notices = s.network.iter_all().count();
+    assert!(
+        notices >= 3,
+        "the leader's notices are in flight to the ndbs"
+    );
     let m = build(config(1, 0));
     let s = &m.init_states()[0];
     let leader = s.actor_states.iter().find_map(|a| match &a.core {
