@@ -202,6 +202,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     wamp::auth::check_users(&config.users)?;
     // Before the store opens: a bad certificate is a configuration error, found at once.
     let tls = tls::from_config(&config)?;
+    if tls.is_none() && (config.tls_cert.is_some() || config.tls_key.is_some()) {
+        tracing::warn!(
+            "tls_cert/tls_key set but no TLS listener (mqtt_tls, wamp_tls, mqtt_ws_tls): unused"
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");
