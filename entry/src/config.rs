@@ -18,6 +18,22 @@ pub struct Config {
     pub mqtt_ws: Option<SocketAddr>,
     /// Address of the WAMP RawSocket (TCP) listener.
     pub wamp_rawsocket: SocketAddr,
+    /// Address of a listener for MQTT over TLS (conventionally port 8883); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_tls: Option<SocketAddr>,
+    /// Address of a WAMP WebSocket listener over TLS (`wss://`); like `wamp`, it also
+    /// serves MQTT over WebSocket (subprotocol `mqtt`). Off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wamp_tls: Option<SocketAddr>,
+    /// Address of a listener for MQTT over WebSocket over TLS only; off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_ws_tls: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) of the TLS listeners; required when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Folder for the node's data (RocksDB).
     pub data_dir: PathBuf,
     /// WAMP realm that MQTT clients publish into and subscribe from.
@@ -72,6 +88,11 @@ impl Default for Config {
             wamp: SocketAddr::from(([127, 0, 0, 1], 9000)),
             mqtt_ws: None,
             wamp_rawsocket: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            mqtt_tls: None,
+            wamp_tls: None,
+            mqtt_ws_tls: None,
+            tls_cert: None,
+            tls_key: None,
             data_dir: PathBuf::from("ordo-data"),
             mqtt_realm: "realm1".into(),
             max_packet_size: 1 << 20,
@@ -103,6 +124,11 @@ impl Config {
              # mqtt/wamp/wamp_rawsocket: listen addresses. data_dir: RocksDB folder.\n\
              # The wamp port also serves MQTT over WebSocket (subprotocol mqtt); for a port of its\n\
              # own set e.g. mqtt_ws = \"127.0.0.1:8083\" (off by default).\n\
+             # TLS listeners, off by default, all with one certificate (PEM files):\n\
+             #   tls_cert = \"cert.pem\"  tls_key = \"key.pem\"  (`ordo-entry dev-cert --out DIR` makes a pair)\n\
+             #   mqtt_tls = \"127.0.0.1:8883\"     MQTT over TLS\n\
+             #   wamp_tls = \"127.0.0.1:9443\"     wss://, WAMP and MQTT over WebSocket (as the wamp port)\n\
+             #   mqtt_ws_tls = \"127.0.0.1:8084\"  MQTT over wss:// only\n\
              # mqtt_realm: the WAMP realm MQTT clients share.\n\
              # max_batch: messages per advance segment (one fsync each).\n\
              # session_queue: deliveries a slow session may lag before it is closed.\n\

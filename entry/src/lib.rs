@@ -11,6 +11,10 @@
 //! comes in over WebSocket: on the WAMP WebSocket port (subprotocol `mqtt`) and
 //! on its own `mqtt_ws` listener when set.
 //!
+//! Optional TLS listeners ([`tls`]: `mqtt_tls`, `wamp_tls`, `mqtt_ws_tls`) do
+//! the handshake in the connection's task, then run the same per-connection
+//! code as their plain twins over the TLS stream.
+//!
 //! In `--standalone` mode the ndb and sync roles run inside this process
 //! through the same cores ([`ordo_ndb::NdbCore`], [`ordo_sync::Elector`]) the
 //! separate binaries use.
@@ -22,6 +26,7 @@ pub mod config;
 pub mod mqtt;
 pub use ordo_router as router;
 pub mod sequencer;
+pub mod tls;
 pub mod wamp;
 
 use anyhow::Context;
@@ -63,6 +68,12 @@ pub struct Running {
     pub wamp_rawsocket: SocketAddr,
     /// Bound MQTT-over-WebSocket address, when `mqtt_ws` is set.
     pub mqtt_ws: Option<SocketAddr>,
+    /// Bound MQTT-over-TLS address, when `mqtt_tls` is set.
+    pub mqtt_tls: Option<SocketAddr>,
+    /// Bound WAMP WebSocket-over-TLS (wss) address, when `wamp_tls` is set.
+    pub wamp_tls: Option<SocketAddr>,
+    /// Bound MQTT-over-wss address, when `mqtt_ws_tls` is set.
+    pub mqtt_ws_tls: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     owner: SegmentOwner,
@@ -163,7 +174,25 @@ fn rebuild_router(
     Ok(())
 }
 
-/// Open the store, start the sequencer and bind both listeners.
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {what} {addr}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn local_addr(listener: &Option<TcpListener>) -> std::io::Result<Option<SocketAddr>> {
+    listener.as_ref().map(TcpListener::local_addr).transpose()
+}
+
+/// Open the store, start the sequencer and bind the listeners.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     anyhow::ensure!(
         !config.mqtt_realm.starts_with('$'),
@@ -171,6 +200,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.mqtt_realm
     );
     wamp::auth::check_users(&config.users)?;
+    // Before the store opens: a bad certificate is a configuration error, found at once.
+    let tls = tls::from_config(&config)?;
+    if tls.is_none() && (config.tls_cert.is_some() || config.tls_key.is_some()) {
+        tracing::warn!(
+            "tls_cert/tls_key set but no TLS listener (mqtt_tls, wamp_tls, mqtt_ws_tls): unused"
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");
@@ -251,6 +287,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
+    let mqtt_tls_listener = bind_optional(config.mqtt_tls, "MQTT TLS").await?;
+    let wamp_tls_listener = bind_optional(config.wamp_tls, "WAMP TLS").await?;
+    let mqtt_ws_tls_listener = bind_optional(config.mqtt_ws_tls, "MQTT WebSocket TLS").await?;
+    let tls_addrs = (
+        local_addr(&mqtt_tls_listener)?,
+        local_addr(&wamp_tls_listener)?,
+        local_addr(&mqtt_ws_tls_listener)?,
+    );
     let mqtt_addr = mqtt_listener.local_addr()?;
     let wamp_addr = wamp_listener.local_addr()?;
     let mqtt_sessions = Arc::new(mqtt::SessionRegistry::new(
@@ -295,13 +339,51 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(listener) = mqtt_ws_listener {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "MQTT over WebSocket listening on ws://{addr}/");
-        tasks.push(tokio::spawn(mqtt::ws::serve(listener, shared)));
+        tasks.push(tokio::spawn(mqtt::ws::serve(listener, shared.clone())));
+    }
+    if let Some(acceptor) = tls {
+        if let Some(listener) = mqtt_tls_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "MQTT over TLS listening on mqtts://{addr}");
+            tasks.push(tokio::spawn(tls::serve(
+                listener,
+                acceptor.clone(),
+                shared.clone(),
+                "mqtt",
+                mqtt::run_stream,
+            )));
+        }
+        if let Some(listener) = wamp_tls_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "WAMP over TLS listening on wss://{addr}/");
+            tasks.push(tokio::spawn(tls::serve(
+                listener,
+                acceptor.clone(),
+                shared.clone(),
+                "wamp",
+                wamp::accept,
+            )));
+        }
+        if let Some(listener) = mqtt_ws_tls_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "MQTT over WebSocket over TLS listening on wss://{addr}/");
+            tasks.push(tokio::spawn(tls::serve(
+                listener,
+                acceptor,
+                shared,
+                "mqtt websocket",
+                mqtt::ws::accept,
+            )));
+        }
     }
     Ok(Running {
         mqtt: mqtt_addr,
         wamp: wamp_addr,
         wamp_rawsocket: rawsocket_addr,
         mqtt_ws: mqtt_ws_addr,
+        mqtt_tls: tls_addrs.0,
+        wamp_tls: tls_addrs.1,
+        mqtt_ws_tls: tls_addrs.2,
         tasks,
         shutdown: shutdown_tx,
         owner,

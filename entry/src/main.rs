@@ -34,6 +34,21 @@ struct Cli {
     /// WAMP RawSocket listen address [default: 127.0.0.1:9001].
     #[arg(long, value_name = "ADDR")]
     wamp_rawsocket: Option<SocketAddr>,
+    /// MQTT-over-TLS listen address, e.g. 127.0.0.1:8883 [default: off]; needs --tls-cert/--tls-key.
+    #[arg(long, value_name = "ADDR")]
+    mqtt_tls: Option<SocketAddr>,
+    /// WAMP WebSocket-over-TLS (wss) listen address, also MQTT over wss [default: off].
+    #[arg(long, value_name = "ADDR")]
+    wamp_tls: Option<SocketAddr>,
+    /// MQTT-over-wss listen address of its own [default: off].
+    #[arg(long, value_name = "ADDR")]
+    mqtt_ws_tls: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listeners (see `dev-cert`).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listeners.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Data folder [default: ./ordo-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -71,6 +86,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         cluster: PathBuf,
     },
+    /// Write a self-signed certificate for localhost (cert.pem, key.pem) for the TLS
+    /// listeners; clients trust it by using cert.pem as their CA file. Development only.
+    DevCert {
+        /// Folder to write into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -104,6 +126,11 @@ async fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        Some(Command::DevCert { out }) => {
+            let (cert, key) = ordo_entry::tls::write_dev_cert(&out)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            return Ok(());
+        }
         None => {}
     }
     ordo_common::quic::node::init_logging();
@@ -115,6 +142,11 @@ async fn main() -> anyhow::Result<()> {
     config.wamp = cli.wamp.unwrap_or(config.wamp);
     config.mqtt_ws = cli.mqtt_ws.or(config.mqtt_ws);
     config.wamp_rawsocket = cli.wamp_rawsocket.unwrap_or(config.wamp_rawsocket);
+    config.mqtt_tls = cli.mqtt_tls.or(config.mqtt_tls);
+    config.wamp_tls = cli.wamp_tls.or(config.wamp_tls);
+    config.mqtt_ws_tls = cli.mqtt_ws_tls.or(config.mqtt_ws_tls);
+    config.tls_cert = cli.tls_cert.or(config.tls_cert);
+    config.tls_key = cli.tls_key.or(config.tls_key);
     config.data_dir = cli.data_dir.unwrap_or(config.data_dir);
     config.owner = cli.id.unwrap_or(config.owner);
     config.metrics = cli.metrics.or(config.metrics);

@@ -483,9 +483,10 @@ class WampClient:
     Methods are synchronous: they run on an AsyncioThread and wait.
     """
 
-    def __init__(self, aio: AsyncioThread, url: str, serializer: str = "json", realm: str = REALM):
+    def __init__(self, aio: AsyncioThread, url: str, serializer: str = "json", realm: str = REALM, ssl=None):
         self.aio = aio
         self.url = url
+        self.ssl = ssl  # an ssl.SSLContext for wss:// URLs
         self.realm = realm
         self.serializer = {"json": JsonSerializer, "msgpack": MsgPackSerializer}[serializer]()
         self.events: list[WampEvent] = []
@@ -505,7 +506,7 @@ class WampClient:
         self.session = _Session(ComponentConfig(realm=self.realm), self)
         factory = WampWebSocketClientFactory(lambda: self.session, url=self.url, serializers=[self.serializer])
         u = urlparse(self.url)
-        await asyncio.wait_for(loop.create_connection(factory, u.hostname, u.port), timeout)
+        await asyncio.wait_for(loop.create_connection(factory, u.hostname, u.port, ssl=self.ssl), timeout)
         await asyncio.wait_for(asyncio.shield(self._joined), timeout)
         transport = self.session._transport
         send = transport.send

@@ -51,6 +51,12 @@ pub struct TestNode {
     pub wamp_rawsocket: SocketAddr,
     /// Bound MQTT-over-WebSocket address, when the test set `mqtt_ws`.
     pub mqtt_ws: Option<SocketAddr>,
+    /// Bound MQTT-over-TLS address, when the test set `mqtt_tls`.
+    pub mqtt_tls: Option<SocketAddr>,
+    /// Bound WAMP wss address, when the test set `wamp_tls`.
+    pub wamp_tls: Option<SocketAddr>,
+    /// Bound MQTT-over-wss address, when the test set `mqtt_ws_tls`.
+    pub mqtt_ws_tls: Option<SocketAddr>,
     running: Option<ordo_entry::Running>,
     /// The data folder (deleted on drop).
     pub dir: tempfile::TempDir,
@@ -80,6 +86,9 @@ impl TestNode {
             wamp: running.wamp,
             wamp_rawsocket: running.wamp_rawsocket,
             mqtt_ws: running.mqtt_ws,
+            mqtt_tls: running.mqtt_tls,
+            wamp_tls: running.wamp_tls,
+            mqtt_ws_tls: running.mqtt_ws_tls,
             running: Some(running),
             dir,
         })

@@ -18,7 +18,7 @@ use ordo_common::wamp::{self, Dict, Message, Serializer, Value};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -47,9 +47,16 @@ pub struct Event {
     pub kwargs: Dict,
 }
 
+/// A byte stream a client WebSocket runs over: TCP, or TLS for `wss://`.
+pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
+
+/// A client WebSocket over TCP or TLS.
+pub type ClientWs = WebSocketStream<Box<dyn ClientIo>>;
+
 /// The connection under a [`WampClient`].
 enum Conn {
-    Ws(Box<WebSocketStream<TcpStream>>),
+    Ws(Box<ClientWs>),
     Raw {
         stream: TcpStream,
         buf: Vec<u8>,
@@ -103,16 +110,23 @@ pub fn dict<const N: usize>(pairs: [(&str, Value); N]) -> Dict {
 }
 
 /// Open a WebSocket offering `ser` as the subprotocol; send nothing else.
-pub async fn websocket(
-    addr: SocketAddr,
-    ser: Serializer,
-) -> anyhow::Result<WebSocketStream<TcpStream>> {
+pub async fn websocket(addr: SocketAddr, ser: Serializer) -> anyhow::Result<ClientWs> {
     let stream = tokio::time::timeout(RECV_TIMEOUT, TcpStream::connect(addr))
         .await
         .context("tcp connect timed out")?
         .with_context(|| format!("tcp connect {addr}"))?;
     stream.set_nodelay(true)?;
-    let mut request = format!("ws://{addr}/").into_client_request()?;
+    websocket_over(Box::new(stream), &format!("ws://{addr}/"), ser).await
+}
+
+/// Do the WebSocket handshake for `url` over an open stream (e.g. TLS for
+/// `wss://`), offering `ser` as the subprotocol.
+pub async fn websocket_over(
+    stream: Box<dyn ClientIo>,
+    url: &str,
+    ser: Serializer,
+) -> anyhow::Result<ClientWs> {
+    let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "sec-websocket-protocol",
         HeaderValue::from_static(ser.subprotocol()),
@@ -150,6 +164,20 @@ impl WampClient {
     pub async fn join(addr: SocketAddr, ser: Serializer, realm: &str) -> anyhow::Result<Self> {
         Self::unjoined(addr, ser)
             .await?
+            .hello(realm, Dict::new())
+            .await
+    }
+
+    /// Do the WebSocket handshake for `url` over an open stream (TLS for
+    /// `wss://`), then HELLO/WELCOME on `realm`.
+    pub async fn join_over(
+        stream: Box<dyn ClientIo>,
+        url: &str,
+        ser: Serializer,
+        realm: &str,
+    ) -> anyhow::Result<Self> {
+        let ws = websocket_over(stream, url, ser).await?;
+        Self::over(Conn::Ws(Box::new(ws)), ser)
             .hello(realm, Dict::new())
             .await
     }

@@ -376,6 +376,18 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
     }
 }
 
+/// Serve one MQTT connection over any byte stream (the `mqtt_tls` listener's
+/// TLS streams) until it closes.
+pub async fn run_stream<S>(stream: S, peer: std::net::SocketAddr, shared: Shared)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    if let Err(e) = connection::run(Box::new(reader), Box::new(writer), shared).await {
+        tracing::info!(%peer, error = %e, "mqtt connection closed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,9 @@
 //!  WAMP WebSocket port ─► wamp::accept (`mqtt`, no wamp.2.*) ─┴─► WsBytes ─► connection::run
 //! ```
 //!
+//! The `_tls` listeners (`mqtt_ws_tls`, `wamp_tls`) run the same code over a
+//! TLS stream: everything here is generic over the byte stream under the WebSocket.
+//!
 //! A frame boundary means nothing to MQTT [MQTT-6.0.0-2]: [`WsBytes`] turns the
 //! binary frames into one byte stream (several packets per frame and packets
 //! split across frames both work) and each write into one binary frame, so
@@ -21,7 +24,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -79,7 +82,12 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
     }
 }
 
-async fn accept(stream: TcpStream, peer: SocketAddr, shared: Shared) {
+/// Serve one connection of an MQTT-over-WebSocket listener over any byte
+/// stream (TCP, or TLS on `mqtt_ws_tls`): WebSocket handshake, then [`run`].
+pub async fn accept<S>(stream: S, peer: SocketAddr, shared: Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // The error type is tungstenite's; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, mut response: Response| {
@@ -120,7 +128,10 @@ async fn accept(stream: TcpStream, peer: SocketAddr, shared: Shared) {
 }
 
 /// Serve one MQTT connection over an accepted WebSocket until it closes.
-pub async fn run(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: Shared) {
+pub async fn run<S>(ws: WebSocketStream<S>, peer: SocketAddr, shared: Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (reader, writer) = tokio::io::split(WsBytes::new(ws));
     if let Err(e) = connection::run(Box::new(reader), Box::new(writer), shared).await {
         tracing::info!(%peer, error = %e, "mqtt websocket connection closed");

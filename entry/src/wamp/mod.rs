@@ -11,6 +11,7 @@
 //! runs one [`session`] task. A WebSocket client offering only subprotocol
 //! `mqtt` is handed to the MQTT front door (`crate::mqtt::ws`). Publications go through the sequencer like MQTT
 //! publishes, so PUBLISHED and EVENT carry the message's permanent id.
+//! The `wamp_tls` listener (`wss://`) runs [`accept`] over a TLS stream.
 
 pub mod auth;
 pub mod broker;
@@ -26,7 +27,8 @@ use crate::Shared;
 use ordo_common::wamp::Serializer;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -38,11 +40,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = accept(stream, peer, shared).await {
-                        tracing::info!(%peer, error = %e, "wamp connection closed");
-                    }
-                });
+                tokio::spawn(accept(stream, peer, shared));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "wamp accept failed");
@@ -60,7 +58,22 @@ enum Chosen {
     Mqtt,
 }
 
-async fn accept(stream: TcpStream, peer: SocketAddr, shared: Shared) -> anyhow::Result<()> {
+/// Serve one connection of a WAMP WebSocket listener over any byte stream
+/// (TCP, or TLS on `wamp_tls`): WebSocket handshake, then a WAMP session or,
+/// for subprotocol `mqtt`, an MQTT connection.
+pub async fn accept<S>(stream: S, peer: SocketAddr, shared: Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Err(e) = accept_ws(stream, peer, shared).await {
+        tracing::info!(%peer, error = %e, "wamp connection closed");
+    }
+}
+
+async fn accept_ws<S>(stream: S, peer: SocketAddr, shared: Shared) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let chosen: Arc<Mutex<Option<Chosen>>> = Arc::new(Mutex::new(None));
     let slot = chosen.clone();
     // The error type is tungstenite's; its size is not ours to choose.
@@ -126,7 +139,7 @@ async fn accept(stream: TcpStream, peer: SocketAddr, shared: Shared) -> anyhow::
         None => anyhow::bail!("handshake finished without a subprotocol"),
     };
     let (sink, stream) = futures_util::StreamExt::split(ws);
-    let tx = transport::Tx::Ws(sink, serializer);
-    session::run(tx, transport::Rx::Ws(stream), serializer, shared).await?;
+    let tx = transport::Tx::Ws(Box::pin(sink), serializer);
+    session::run(tx, transport::Rx::Ws(Box::pin(stream)), serializer, shared).await?;
     Ok(())
 }

@@ -11,12 +11,15 @@
 //! the session through [`Tx::pong`], size limits are enforced here.
 
 use super::rawsocket::{RawReader, RawWriter};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use ordo_common::wamp::Serializer;
-use tokio::net::TcpStream;
+use std::pin::Pin;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::WebSocketStream;
+
+/// The frames a WebSocket receives, whatever stream (TCP or TLS) it runs over.
+pub type WsFrames = Pin<Box<dyn Stream<Item = Result<WsMessage, tungstenite::Error>> + Send>>;
+/// Where a WebSocket's frames go, whatever stream (TCP or TLS) it runs over.
+pub type WsSink = Pin<Box<dyn Sink<WsMessage, Error = tungstenite::Error> + Send>>;
 
 /// Why a transport failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +50,7 @@ pub enum Incoming {
 /// The receiving half of a WAMP connection.
 pub enum Rx {
     /// WebSocket frames.
-    Ws(SplitStream<WebSocketStream<TcpStream>>),
+    Ws(WsFrames),
     /// RawSocket frames.
     Raw(RawReader),
 }
@@ -55,7 +58,7 @@ pub enum Rx {
 /// The sending half of a WAMP connection.
 pub enum Tx {
     /// WebSocket frames, text or binary by serializer.
-    Ws(SplitSink<WebSocketStream<TcpStream>, WsMessage>, Serializer),
+    Ws(WsSink, Serializer),
     /// RawSocket frames.
     Raw(RawWriter),
 }
