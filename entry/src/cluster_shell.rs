@@ -386,6 +386,9 @@ mod tests {
         write_reservation(&path, 8193).expect("write");
         assert_eq!(read_reservation(&path).expect("read"), Some(8193));
         std::fs::write(&path, b"short").expect("write");
-        assert!(read_reservation(&path).is_err(), "a torn file is an error, not 0");
+        assert!(
+            read_reservation(&path).is_err(),
+            "a torn file is an error, not 0"
+        );
     }
 }

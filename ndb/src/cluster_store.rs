@@ -282,11 +282,27 @@ impl NdbClusterStore {
             let id = r.base.0.wrapping_add(u64::from(o));
             batch.put_cf(self.cf(CF_PERM), id.to_be_bytes(), body);
         }
-        // Every segment of this owner up to and including this one, by point deletes: range
-        // tombstones would pile up in the memtable and slow every later read of these families.
+        // Every segment of this owner up to and including this one.
+        self.drop_temp_segments(
+            &mut batch,
+            seg_key(r.owner, floor).to_vec(),
+            seg_rows_end(r.owner, r.segment),
+        )?;
+        batch.put_cf(self.cf(CF_APPLIED), seg, encode_value(r));
+        Ok(batch)
+    }
+
+    /// Delete, by point deletes, every temporary segment with a key in `from..to` and its bodies:
+    /// range tombstones would pile up in the memtable and slow every later read of these families.
+    fn drop_temp_segments(
+        &self,
+        batch: &mut WriteBatch,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    ) -> Result<(), StoreError> {
         let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(seg_key(r.owner, floor).to_vec());
-        ro.set_iterate_upper_bound(seg_rows_end(r.owner, r.segment));
+        ro.set_iterate_lower_bound(from);
+        ro.set_iterate_upper_bound(to);
         for item in self
             .db
             .iterator_cf_opt(self.cf(CF_TEMP_SEG), ro, IteratorMode::Start)
@@ -305,34 +321,17 @@ impl NdbClusterStore {
                 batch.delete_cf(self.cf(CF_TEMP_BODY), &body_key);
             }
         }
-        batch.put_cf(self.cf(CF_APPLIED), seg, encode_value(r));
-        Ok(batch)
+        Ok(())
     }
 
     /// Record an abandon notice and drop the owner's temporary segments below its floor.
     fn abandon_batch(&self, n: &AbandonNotice, floor: u64) -> Result<WriteBatch, StoreError> {
         let mut batch = WriteBatch::default();
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(seg_key(n.owner, floor.min(n.below)).to_vec());
-        ro.set_iterate_upper_bound(seg_key(n.owner, n.below).to_vec());
-        for item in self
-            .db
-            .iterator_cf_opt(self.cf(CF_TEMP_SEG), ro, IteratorMode::Start)
-        {
-            let (key, _) = item?;
-            let (owner, segment) = decode_seg_key(&key)?;
-            batch.delete_cf(self.cf(CF_TEMP_SEG), &key);
-            let mut ro = ReadOptions::default();
-            ro.set_iterate_lower_bound(body_key(owner, segment, 0).to_vec());
-            ro.set_iterate_upper_bound(seg_bodies_end(owner, segment));
-            for body in self
-                .db
-                .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
-            {
-                let (body_key, _) = body?;
-                batch.delete_cf(self.cf(CF_TEMP_BODY), &body_key);
-            }
-        }
+        self.drop_temp_segments(
+            &mut batch,
+            seg_key(n.owner, floor.min(n.below)).to_vec(),
+            seg_key(n.owner, n.below).to_vec(),
+        )?;
         batch.put_cf(self.cf(CF_ABANDONED), n.seq.to_be_bytes(), encode_value(n));
         Ok(batch)
     }
