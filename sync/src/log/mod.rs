@@ -151,6 +151,8 @@ pub struct Leading {
     next: BTreeMap<u32, u64>,
     /// Highest index known durable on each peer.
     matched: BTreeMap<u32, u64>,
+    /// Highest index sent to each peer: an ack does not resend what is already on its way.
+    sent: BTreeMap<u32, u64>,
     /// OVERs waiting to be proposed, by `(owner, segment)`.
     pending: BTreeMap<(u64, u64), Elect>,
     /// Operator abandons waiting to be proposed: owner → highest `below` asked.

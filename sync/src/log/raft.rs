@@ -344,6 +344,7 @@ impl SyncNode {
             .take(self.cfg.max_draft)
             .cloned()
             .collect();
+        let sent_to = prev_index + entries.len() as u64;
         let msg = Msg::Draft {
             term: self.disk.term,
             prev_index,
@@ -351,6 +352,9 @@ impl SyncNode {
             entries,
             commit: self.commit,
         };
+        if let Role::Leader(l) = &mut self.role {
+            l.sent.insert(peer, sent_to);
+        }
         self.send(NodeId::Sync(peer), msg);
     }
 
@@ -446,7 +450,11 @@ impl SyncNode {
             let m = *m;
             let n = l.next.entry(peer).or_insert(1);
             *n = (*n).max(m + 1);
-            resend = *n <= last;
+            // Entries up to `sent` are already on their way (every append broadcasts, and a
+            // heartbeat resends from `next`, which covers a lost Draft): resending them on every
+            // ack multiplied Drafts and acks by the number in flight.
+            let sent = l.sent.get(&peer).copied().unwrap_or(0);
+            resend = *n <= last && sent < last;
         } else {
             let n = l.next.entry(peer).or_insert(1);
             *n = (match_index + 1).min(*n).max(1);
