@@ -33,7 +33,7 @@ use ordo_common::{PermanentId, StoredMessage};
 use ordo_ndb::{CommitBatch, Store};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -50,7 +50,7 @@ const RESERVE_SEGMENTS: u64 = 4096;
 /// the delivered records written without fsync, and syncing them all with the reservation
 /// stalled the shell for tens of milliseconds.
 const RESERVE_FILE: &str = "entry-reserved-segment";
-/// Delivered batches queued for the delivery task before the shell waits for it.
+/// Delivered batches queued for the delivery task before the shell stops fetching more.
 const DELIVERY_QUEUE: usize = 8;
 
 /// A batch of delivered records, in id order.
@@ -116,6 +116,8 @@ pub(crate) fn start(
         clock,
         reserve_file,
         deliveries,
+        overflow: VecDeque::new(),
+        delivery_paused: false,
         mesh: mesh.clone(),
         replies: HashMap::new(),
         seq: 0,
@@ -160,6 +162,11 @@ struct ShellTask {
     reserve_file: std::path::PathBuf,
     /// To the delivery task, which caches and routes delivered records off the ack path.
     deliveries: mpsc::Sender<Delivered>,
+    /// Delivered batches the full queue could not take yet, in id order. While any wait here
+    /// the core fetches nothing more, so this holds at most the answer already on its way.
+    overflow: VecDeque<Delivered>,
+    /// Whether the core was told to pause its follow path.
+    delivery_paused: bool,
     mesh: Mesh,
     /// Replies by the core's publish sequence number.
     replies: HashMap<u64, Reply>,
@@ -196,6 +203,8 @@ impl ShellTask {
             let deadline =
                 tokio::time::Instant::from_std(self.clock.instant(self.core.poll_timeout()));
             let room = self.core.unacked() < self.limit;
+            // A sender of its own, so waiting for queue room borrows nothing of `self`.
+            let room_for_overflow = (!self.overflow.is_empty()).then(|| self.deliveries.clone());
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -219,9 +228,24 @@ impl ShellTask {
                         }
                     }
                 }
+                permit = async { room_for_overflow.clone()?.reserve_owned().await.ok() },
+                    if room_for_overflow.is_some() => {
+                    let Some(permit) = permit else {
+                        tracing::error!("the delivery task stopped; no further acks from this entry");
+                        break;
+                    };
+                    if let Some(batch) = self.overflow.pop_front() {
+                        permit.send(batch);
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             self.core.handle_tick(self.clock.now());
+            let paused = !self.overflow.is_empty();
+            if paused != self.delivery_paused {
+                self.delivery_paused = paused;
+                self.core.pause_delivery(self.clock.now(), paused);
+            }
             if let Err(e) = self.run_actions().await {
                 tracing::error!(error = %e, "entry storage failed; no further acks from this entry");
                 break;
@@ -247,6 +271,27 @@ impl ShellTask {
         }
         self.core
             .handle_publish(self.clock.now(), 0, self.seq, body);
+    }
+
+    /// Hand a batch to the delivery task without waiting: if its queue is full, keep the batch
+    /// and pause the follow path, so TRIMs, RESOLVEDs and acks never wait on delivery.
+    fn queue_delivery(&mut self, batch: Delivered) -> anyhow::Result<()> {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(batch);
+            return Ok(());
+        }
+        match self.deliveries.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.overflow.push_back(batch);
+                if !self.delivery_paused {
+                    self.delivery_paused = true;
+                    self.core.pause_delivery(self.clock.now(), true);
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => anyhow::bail!("the delivery task stopped"),
+        }
     }
 
     async fn run_actions(&mut self) -> anyhow::Result<()> {
@@ -283,8 +328,8 @@ impl ShellTask {
                 }
             }
         }
-        if !delivered.is_empty() && self.deliveries.send(delivered).await.is_err() {
-            anyhow::bail!("the delivery task stopped");
+        if !delivered.is_empty() {
+            self.queue_delivery(delivered)?;
         }
         for t in self.core.take_stage_timings() {
             self.gauges.store_seconds.observe(t.store as f64 / 1e6);
@@ -319,7 +364,7 @@ impl ShellTask {
 
 /// Cache each delivered batch in the local store (unsynced: the ndbs hold the truth), then route
 /// it, in id order. It runs beside the shell so that writing and routing deliveries never holds
-/// up TRIMs, RESOLVEDs and acks; the bounded queue makes the shell wait only when it falls behind.
+/// up TRIMs, RESOLVEDs and acks; when it falls behind, its full queue pauses the follow path.
 async fn deliver(store: Store, router: Arc<Router>, mut batches: mpsc::Receiver<Delivered>) {
     while let Some(messages) = batches.recv().await {
         let batch = CommitBatch {

@@ -15,6 +15,8 @@ pub(super) struct Follow {
     turn: usize,
     /// The ndb asked and when, while an answer is awaited.
     outstanding: Option<(u32, Micros)>,
+    /// Set while the shell's delivery queue is full: ask for nothing more until it drains.
+    paused: bool,
 }
 
 impl Follow {
@@ -24,7 +26,19 @@ impl Follow {
             tip: from,
             turn,
             outstanding: None,
+            paused: false,
         }
+    }
+
+    /// Stop or resume asking; on resume, ask at once if something is missing.
+    pub(super) fn set_paused(
+        &mut self,
+        now: Micros,
+        paused: bool,
+        ndbs: &[u32],
+    ) -> Option<(u32, PermanentId)> {
+        self.paused = paused;
+        self.maybe_fetch(now, ndbs)
     }
 
     pub(super) fn tip(&self) -> PermanentId {
@@ -37,7 +51,7 @@ impl Follow {
 
     /// Ask the followed ndb for more when something is known to be missing and no ask is out.
     pub(super) fn maybe_fetch(&mut self, now: Micros, ndbs: &[u32]) -> Option<(u32, PermanentId)> {
-        if self.outstanding.is_some() || self.tip <= self.next || ndbs.is_empty() {
+        if self.paused || self.outstanding.is_some() || self.tip <= self.next || ndbs.is_empty() {
             return None;
         }
         self.ask(now, ndbs)
@@ -62,6 +76,9 @@ impl Follow {
             }
             self.turn = self.turn.wrapping_add(1);
             self.outstanding = None;
+        }
+        if self.paused {
+            return None;
         }
         self.ask(now, ndbs)
     }

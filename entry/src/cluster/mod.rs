@@ -228,6 +228,14 @@ impl EntryCore {
         self.follow.next
     }
 
+    /// Stop asking ndbs for permanent records while the shell cannot take more deliveries
+    /// (`paused`), or resume. Acks never wait on delivery: a slow consumer of
+    /// [`Action::Deliver`] pauses the follow path instead of the core.
+    pub fn pause_delivery(&mut self, now: Micros, paused: bool) {
+        let fetch = self.follow.set_paused(now, paused, &self.cfg.ndbs);
+        self.emit_fetch(fetch);
+    }
+
     /// Accept one publish; it is acked by an [`Action::Ack`] once durable and ordered.
     pub fn handle_publish(&mut self, now: Micros, publisher: u64, seq: u64, body: Body) {
         self.waiting.push_back(Publish {

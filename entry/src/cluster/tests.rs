@@ -364,3 +364,57 @@ fn a_returning_entry_below_the_floor_never_acks_an_abandoned_segment() {
         .all(|a| !matches!(a, Action::Ack { .. })));
     assert_eq!(e.unacked(), 1);
 }
+
+#[test]
+fn a_paused_follow_path_fetches_nothing_until_resumed() {
+    let mut e = core();
+    let fetch = |from| {
+        vec![(
+            NodeId::Ndb(1),
+            Msg::FetchPermanent {
+                from: PermanentId(from),
+                max: 256,
+            },
+        )]
+    };
+    e.pause_delivery(0, true);
+    assert!(e.take_actions().is_empty());
+    // Ids 1..=3 are ordered, but the shell cannot take deliveries: no fetch, not even on a tick.
+    e.handle_message(
+        0,
+        NodeId::Sync(0),
+        Msg::Resolved {
+            resolutions: vec![Resolution {
+                owner: 8,
+                segment: 1,
+                count: 3,
+                base: PermanentId(1),
+            }],
+            abandons: vec![],
+        },
+    );
+    assert!(sends(&e.take_actions()).is_empty());
+    e.handle_tick(60_000);
+    assert!(sends(&e.take_actions()).is_empty());
+    // An answer already on its way is still delivered; it asks for nothing more.
+    e.handle_message(
+        60_000,
+        NodeId::Ndb(1),
+        Msg::Permanent {
+            from: PermanentId(1),
+            tip: PermanentId(4),
+            records: vec![b("x")],
+        },
+    );
+    let actions = e.take_actions();
+    assert_eq!(
+        actions,
+        vec![Action::Deliver {
+            id: PermanentId(1),
+            body: b("x")
+        }]
+    );
+    // Room again: the next fetch goes out at once, from where delivery stands.
+    e.pause_delivery(60_000, false);
+    assert_eq!(sends(&e.take_actions()), fetch(2));
+}
