@@ -7,6 +7,7 @@
 use crate::PermanentId;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Time as the caller's clock reads it, in microseconds; cores never read a clock.
@@ -123,6 +124,30 @@ impl LogEntry {
             abandons: Vec::new(),
         }
     }
+}
+
+/// The sync segment machine's whole state after applying the committed log up to
+/// `last_index`: what a sync node persists instead of that log prefix, and what a leader
+/// sends a follower that lags behind the log the leader still holds.
+///
+/// Its size grows with the segments ever elected (one [`Resolution`] each, about 35 bytes
+/// in msgpack) and the abandon notices; everything else is one small record per owner.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SyncSnapshot {
+    /// Index of the last log entry it covers (committed and applied).
+    pub last_index: u64,
+    /// Term of that entry.
+    pub last_term: u64,
+    /// The id the next elected segment starts at.
+    pub next: PermanentId,
+    /// Each owner's last elected segment.
+    pub last: BTreeMap<u64, u64>,
+    /// Each owner's operator floor.
+    pub floor: BTreeMap<u64, u64>,
+    /// Every resolution, ascending `base`.
+    pub resolutions: Vec<Resolution>,
+    /// Every abandon notice, ascending `seq` (from 0).
+    pub notices: Vec<AbandonNotice>,
 }
 
 /// A node-to-node message. See `docs/protocol.md` §2 for who sends what.
@@ -260,6 +285,21 @@ pub enum Msg {
         /// The owner's floor: every new segment must be at least this.
         below: u64,
     },
+    /// INSTALL_SNAPSHOT, sync leader → follower whose next entry the leader no longer holds:
+    /// replace the log up to `snapshot.last_index` with this state.
+    InstallSnapshot {
+        /// Leader's term.
+        term: u64,
+        /// The leader's machine at a committed, applied index.
+        snapshot: SyncSnapshot,
+    },
+    /// SNAPSHOT_ACK, follower → leader: answer to [`Msg::InstallSnapshot`].
+    SnapshotAck {
+        /// Responder's term.
+        term: u64,
+        /// The follower's log matches the leader's up to here, durably (0 if refused).
+        last_index: u64,
+    },
 }
 
 /// What a core asks its shell to do.
@@ -355,6 +395,32 @@ mod tests {
                 }],
             },
             Msg::Abandon(Abandon { owner: 1, below: 9 }),
+            Msg::InstallSnapshot {
+                term: 4,
+                snapshot: SyncSnapshot {
+                    last_index: 9,
+                    last_term: 3,
+                    next: PermanentId(6),
+                    last: BTreeMap::from([(1, 2)]),
+                    floor: BTreeMap::from([(2, 5)]),
+                    resolutions: vec![Resolution {
+                        owner: 1,
+                        segment: 2,
+                        count: 5,
+                        base: PermanentId(1),
+                    }],
+                    notices: vec![AbandonNotice {
+                        seq: 0,
+                        owner: 2,
+                        below: 5,
+                        at: PermanentId(6),
+                    }],
+                },
+            },
+            Msg::SnapshotAck {
+                term: 4,
+                last_index: 9,
+            },
         ];
         for m in msgs {
             let bytes = rmp_serde::to_vec(&m).expect("encode");

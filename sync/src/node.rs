@@ -1,7 +1,7 @@
 //! The sync process: [`SyncNode`] served over QUIC with its RocksDB store.
 //!
 //! ```text
-//!  mesh inbox ──► SyncNode ──Persist──► SyncStore (term, vote, log; one fsync per step)
+//!  mesh inbox ──► SyncNode ──Persist──► SyncStore (term, vote, snapshot, log; one fsync per step)
 //!                          ──Send────► sync peers (Draft, PickChallenger, Vote),
 //!                                      ndbs and entries (Resolved, Abandoned)
 //!  operator (`ordo-sync abandon`) ──Abandon──► mesh inbox
@@ -48,7 +48,9 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         .await
         .map_err(|e| RunError::Store(e.to_string()))?
         .map_err(|e| RunError::Store(e.to_string()))?;
-    tracing::info!(%me, term = disk.term, log_len = disk.log.len(), "store opened");
+    let snapshot_at = disk.snapshot_index();
+    tracing::info!(%me, term = disk.term, snapshot_index = snapshot_at, log_len = disk.log.len(),
+        "store opened; recovering from the snapshot and the log after it");
     // Election jitter differs per node and per start.
     let seed = u64::from(opts.id) ^ std::process::id() as u64 ^ disk.term.rotate_left(17);
     let cfg = SyncConfig::new(
@@ -69,7 +71,12 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
     let is_leader = metrics.gauge("leader", "1 while this node leads");
     let commit = metrics.gauge("commit_index", "Highest committed log index known here");
     let next_id = metrics.gauge("next_id", "Next permanent id the applied log assigns");
-    let log_len = metrics.gauge("log_entries", "Entries in the replicated log");
+    let log_len = metrics.gauge("log_entries", "Entries in the log after the snapshot");
+    let snapshot_index = metrics.gauge(
+        "snapshot_index",
+        "Last log index the newest snapshot covers",
+    );
+    let mut snapshot_seen = snapshot_at;
     let abandons = metrics.gauge("abandons", "Operator abandons applied (floors raised)");
     let mut notices = 0;
     let mut heartbeat = Every::new(Duration::from_secs(10));
@@ -91,6 +98,12 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
             commit.set(node.commit_index() as i64);
             next_id.set(node.machine().next_id().0 as i64);
             log_len.set(node.log().len() as i64);
+            if node.snapshot_index() != snapshot_seen {
+                snapshot_seen = node.snapshot_index();
+                tracing::info!(%me, index = snapshot_seen, applied = node.applied_index(),
+                    log_len = node.log().len(), "snapshot taken or installed");
+            }
+            snapshot_index.set(snapshot_seen as i64);
             let applied = node.machine().notice_count();
             for n in node.machine().notices_from(notices, usize::MAX) {
                 tracing::info!(%me, owner = n.owner, below = n.below, at = n.at.0, "abandon applied");

@@ -6,24 +6,30 @@
 //! | column family | key | value |
 //! | --- | --- | --- |
 //! | `hard` | `b"hard"` | version byte + rmp `{term, voted_for}` |
+//! | `snapshot` | `b"snapshot"` | version byte + rmp [`SyncSnapshot`] |
 //! | `log` | `index u64` (from 1) | version byte + rmp [`LogEntry`] |
 //!
-//! A `SyncWrite::Log {from, entries}` lands where [`SyncDisk::apply`] puts it:
-//! at `min(max(from, 1), len + 1)`, after a range delete of every index from
-//! there on when that is not the end. The store keeps the log's length in
-//! memory for this. On open the log keys must be exactly `1..=len`.
+//! A `SyncWrite::Log {from, entries}` lands where [`SyncDisk::apply`] puts it
+//! ([`log_write_position`]): at `min(max(from, 1, snap + 1), last + 1)`, after a
+//! range delete of every index from there on when that is not the end; entries
+//! at or below the snapshot are skipped. A `SyncWrite::Snapshot` puts the
+//! snapshot and range-deletes every log index it covers in the same batch, so
+//! the covered entries are never gone before the snapshot is on disk. The store
+//! keeps the snapshot's index and the last index in memory for this. On open the
+//! log keys must be exactly `snap + 1 ..= last`.
 //!
 //! [`SyncStore::persist`] turns each write into one `WriteBatch` written
 //! without sync, in order, then one `flush_wal(true)` fsyncs the WAL, which
 //! covers every one of them. After a crash RocksDB recovers a prefix of the
 //! writes, each whole or absent. Any failure poisons the store.
 //!
-//! Limit: [`SyncStore::open`] loads the whole log into memory, because
-//! [`SyncNode`](crate::log::SyncNode) keeps it there (no snapshot or
-//! compaction yet).
+//! [`SyncStore::open`] loads the snapshot and the log after it (at most about
+//! `snapshot_threshold` entries plus what was not yet committed). The snapshot
+//! holds every resolution ever made, so its size grows with the segments ordered
+//! (docs/protocol.md §10).
 
-use crate::log::{SyncDisk, SyncWrite};
-use ordo_common::proto::LogEntry;
+use crate::log::{log_write_position, SyncDisk, SyncWrite};
+use ordo_common::proto::{LogEntry, SyncSnapshot};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
@@ -35,7 +41,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 const CF_HARD: &str = "hard";
 const CF_LOG: &str = "log";
+const CF_SNAPSHOT: &str = "snapshot";
 const HARD_KEY: &[u8] = b"hard";
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// A snapshot larger than this is logged as a warning: it must cross the mesh in one
+/// frame (512 MiB limit) when a follower needs it.
+const SNAPSHOT_WARN_BYTES: usize = 256 << 20;
 
 /// Why a sync store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +78,15 @@ struct Hard {
 pub struct SyncStore {
     db: Arc<DB>,
     poisoned: Arc<AtomicBool>,
-    /// Length of the durable (or being written) log; held across a whole `persist`.
-    len: Arc<Mutex<u64>>,
+    /// Where the durable (or being written) log lies; held across a whole `persist`.
+    bounds: Arc<Mutex<Bounds>>,
+}
+
+/// The log holds indices `snap + 1 ..= last`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bounds {
+    snap: u64,
+    last: u64,
 }
 
 impl std::fmt::Debug for SyncStore {
@@ -87,17 +105,20 @@ impl SyncStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
-        let cfs = [CF_HARD, CF_LOG]
+        let cfs = [CF_HARD, CF_LOG, CF_SNAPSHOT]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut store = SyncStore {
             db: Arc::new(db),
             poisoned: Arc::new(AtomicBool::new(false)),
-            len: Arc::new(Mutex::new(0)),
+            bounds: Arc::new(Mutex::new(Bounds::default())),
         };
         let disk = store.load()?;
-        store.len = Arc::new(Mutex::new(disk.log.len() as u64));
+        store.bounds = Arc::new(Mutex::new(Bounds {
+            snap: disk.snapshot_index(),
+            last: disk.last_index(),
+        }));
         Ok((store, disk))
     }
 
@@ -105,11 +126,11 @@ impl SyncStore {
     ///
     /// After any failure the store is poisoned and refuses every later call.
     pub fn persist(&self, writes: &[SyncWrite]) -> Result<(), SyncStoreError> {
-        let mut len = self.len.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bounds = self.bounds.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_poisoned() {
             return Err(SyncStoreError::Poisoned);
         }
-        let result = self.persist_all(writes, &mut len);
+        let result = self.persist_all(writes, &mut bounds);
         if let Err(e) = &result {
             tracing::error!(error = %e, "sync store write failed; store poisoned");
             self.poisoned.store(true, Ordering::Release);
@@ -122,39 +143,71 @@ impl SyncStore {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn persist_all(&self, writes: &[SyncWrite], len: &mut u64) -> Result<(), SyncStoreError> {
+    fn persist_all(&self, writes: &[SyncWrite], b: &mut Bounds) -> Result<(), SyncStoreError> {
         if writes.is_empty() {
             return Ok(());
         }
         let wo = WriteOptions::default();
         for w in writes {
             let mut batch = WriteBatch::default();
-            let new_len = match w {
+            let new = match w {
                 SyncWrite::Hard { term, voted_for } => {
                     let hard = Hard {
                         term: *term,
                         voted_for: *voted_for,
                     };
                     batch.put_cf(self.cf(CF_HARD), HARD_KEY, encode_value(&hard));
-                    *len
+                    *b
                 }
                 SyncWrite::Log { from, entries } => {
-                    // Where `SyncDisk::apply` puts them: truncate to `from - 1`, then append.
-                    let start = (*from).clamp(1, *len + 1);
-                    if start <= *len {
-                        let mut end = u64::MAX.to_be_bytes().to_vec();
-                        end.push(0);
-                        batch.delete_range_cf(self.cf(CF_LOG), start.to_be_bytes().to_vec(), end);
+                    // Where `SyncDisk::apply` puts them: truncate at `at`, then append.
+                    let (at, skip) = log_write_position(*from, b.snap, b.last);
+                    if at <= b.last {
+                        batch.delete_range_cf(
+                            self.cf(CF_LOG),
+                            at.to_be_bytes().to_vec(),
+                            past_end(),
+                        );
                     }
-                    for (k, e) in entries.iter().enumerate() {
-                        let index = start + k as u64;
+                    let kept = entries.get(skip..).unwrap_or_default();
+                    for (k, e) in kept.iter().enumerate() {
+                        let index = at + k as u64;
                         batch.put_cf(self.cf(CF_LOG), index.to_be_bytes(), encode_value(e));
                     }
-                    start - 1 + entries.len() as u64
+                    Bounds {
+                        snap: b.snap,
+                        last: at - 1 + kept.len() as u64,
+                    }
+                }
+                SyncWrite::Snapshot(s) if s.last_index <= b.snap => *b,
+                SyncWrite::Snapshot(s) => {
+                    let value = encode_value(s);
+                    tracing::info!(
+                        index = s.last_index,
+                        bytes = value.len(),
+                        "snapshot written"
+                    );
+                    if value.len() > SNAPSHOT_WARN_BYTES {
+                        tracing::warn!(
+                            bytes = value.len(),
+                            "snapshot is over half the 512 MiB frame limit"
+                        );
+                    }
+                    batch.put_cf(self.cf(CF_SNAPSHOT), SNAPSHOT_KEY, value);
+                    // Every index up to `last_index`, in the same atomic batch.
+                    let end = match s.last_index.checked_add(1) {
+                        Some(e) => e.to_be_bytes().to_vec(),
+                        None => past_end(),
+                    };
+                    batch.delete_range_cf(self.cf(CF_LOG), 0u64.to_be_bytes().to_vec(), end);
+                    Bounds {
+                        snap: s.last_index,
+                        last: b.last.max(s.last_index),
+                    }
                 }
             };
             self.db.write_opt(batch, &wo)?;
-            *len = new_len;
+            *b = new;
         }
         self.db.flush_wal(true)?;
         Ok(())
@@ -176,6 +229,9 @@ impl SyncStore {
             disk.term = hard.term;
             disk.voted_for = hard.voted_for;
         }
+        if let Some(v) = self.db.get_cf(self.cf(CF_SNAPSHOT), SNAPSHOT_KEY)? {
+            disk.snapshot = Some(Box::new(decode_value::<SyncSnapshot>(&v, SNAPSHOT_KEY)?));
+        }
         for item in self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start) {
             let (key, value) = item?;
             let bytes: [u8; 8] = key
@@ -183,7 +239,7 @@ impl SyncStore {
                 .try_into()
                 .map_err(|_| corrupt(&key, "key is not 8 bytes"))?;
             let index = u64::from_be_bytes(bytes);
-            let expected = disk.log.len() as u64 + 1;
+            let expected = disk.last_index() + 1;
             if index != expected {
                 return Err(corrupt(
                     &key,
@@ -194,6 +250,13 @@ impl SyncStore {
         }
         Ok(disk)
     }
+}
+
+/// A key after every log index.
+fn past_end() -> Vec<u8> {
+    let mut end = u64::MAX.to_be_bytes().to_vec();
+    end.push(0);
+    end
 }
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> SyncStoreError {
@@ -250,7 +313,24 @@ mod tests {
         }
     }
 
-    /// A Hard or Log write; Log starts anywhere from 0 to past the end (truncating or appending).
+    fn snapshot(last_index: u64, serial: u64) -> SyncSnapshot {
+        SyncSnapshot {
+            last_index,
+            last_term: serial % 5,
+            next: ordo_common::PermanentId(serial),
+            last: [(1, serial)].into(),
+            resolutions: vec![ordo_common::proto::Resolution {
+                owner: 1,
+                segment: serial,
+                count: 3,
+                base: ordo_common::PermanentId(serial),
+            }],
+            ..SyncSnapshot::default()
+        }
+    }
+
+    /// A Hard, Log or Snapshot write; Log starts anywhere from 0 to past the end (truncating,
+    /// appending, or partly under the snapshot); a snapshot anywhere from stale to past the end.
     fn random_write(rng: &mut Rng, disk: &SyncDisk, serial: &mut u64) -> SyncWrite {
         if rng.below(4) == 0 {
             return SyncWrite::Hard {
@@ -258,12 +338,18 @@ mod tests {
                 voted_for: (rng.below(3) > 0).then(|| rng.below(5) as u32),
             };
         }
-        let len = disk.log.len() as u64;
-        let from = match rng.below(10) {
+        let (snap, last) = (disk.snapshot_index(), disk.last_index());
+        if rng.below(6) == 0 {
+            *serial += 1;
+            let at = (snap + rng.below(last - snap + 3)).saturating_sub(1);
+            return SyncWrite::Snapshot(snapshot(at, *serial));
+        }
+        let from = match rng.below(11) {
             0 => 0,
-            1 => len + 2 + rng.below(3),
-            2..=4 => 1 + rng.below(len + 1),
-            _ => len + 1,
+            1 => last + 2 + rng.below(3),
+            2..=4 => 1 + snap + rng.below(last - snap + 1),
+            5 => snap.saturating_sub(rng.below(3)),
+            _ => last + 1,
         };
         let entries = (0..rng.below(5))
             .map(|_| {
@@ -289,7 +375,7 @@ mod tests {
                     let group: Vec<SyncWrite> = (0..rng.below(9))
                         .map(|_| {
                             let w = random_write(&mut rng, &oracle, &mut serial);
-                            if matches!(w, SyncWrite::Log { from, .. } if from <= oracle.log.len() as u64)
+                            if matches!(w, SyncWrite::Log { from, .. } if from <= oracle.last_index())
                             {
                                 truncated += 1;
                             }
@@ -305,7 +391,56 @@ mod tests {
                 store = again;
             }
             assert!(truncated > 0, "seed {seed} never truncated");
+            assert!(oracle.snapshot_index() > 0, "seed {seed} never snapshotted");
         }
+    }
+
+    #[test]
+    fn a_snapshot_and_its_log_prefix_delete_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = SyncStore::open(dir.path()).expect("open");
+        let log: Vec<LogEntry> = (1..=6).map(|s| entry(1, s)).collect();
+        store
+            .persist(&[
+                SyncWrite::Log {
+                    from: 1,
+                    entries: log.clone(),
+                },
+                SyncWrite::Snapshot(snapshot(4, 9)),
+            ])
+            .expect("persist");
+        drop(store);
+        let (store, disk) = SyncStore::open(dir.path()).expect("reopen");
+        assert_eq!(disk.snapshot.as_deref(), Some(&snapshot(4, 9)));
+        assert_eq!(disk.log, log[4..], "indices 1..=4 are gone, 5 and 6 stay");
+        let keys = store
+            .db
+            .iterator_cf(store.cf(CF_LOG), IteratorMode::Start)
+            .count();
+        assert_eq!(
+            keys, 2,
+            "the covered entries are deleted on disk, not only skipped"
+        );
+        // Appending after it, a stale snapshot, and one past the log's end.
+        store
+            .persist(&[
+                SyncWrite::Log {
+                    from: 7,
+                    entries: vec![entry(2, 7)],
+                },
+                SyncWrite::Snapshot(snapshot(3, 10)),
+            ])
+            .expect("persist");
+        drop(store);
+        let (store, disk) = SyncStore::open(dir.path()).expect("reopen");
+        assert_eq!((disk.snapshot_index(), disk.last_index()), (4, 7));
+        store
+            .persist(&[SyncWrite::Snapshot(snapshot(9, 11))])
+            .expect("persist");
+        drop(store);
+        let (_store, disk) = SyncStore::open(dir.path()).expect("reopen");
+        assert_eq!(disk.snapshot.as_deref(), Some(&snapshot(9, 11)));
+        assert!(disk.log.is_empty());
     }
 
     #[test]

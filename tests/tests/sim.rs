@@ -26,6 +26,8 @@ fn invariants_hold_over_the_seed_range() {
     let mut failures = Vec::new();
     let (mut published, mut acked, mut cuts) = (0, 0, 0);
     let (mut abandons, mut returns, mut acked_after_return, mut renumbered) = (0, 0, 0, 0);
+    let (mut snapshots, mut installs_sent, mut installs) = (0, 0, 0);
+    let (mut snapshot_restarts, mut seeds_installing) = (0, 0);
     let range = seeds();
     for seed in range.clone() {
         match run(SimConfig::new(seed)) {
@@ -37,6 +39,11 @@ fn invariants_hold_over_the_seed_range() {
                 returns += usize::from(stats.returned);
                 acked_after_return += usize::from(stats.acked_after_return > 0);
                 renumbered += usize::from(stats.renumbered);
+                snapshots += stats.snapshots;
+                installs_sent += stats.installs_sent;
+                installs += stats.installs;
+                snapshot_restarts += stats.snapshot_restarts;
+                seeds_installing += usize::from(stats.installs > 0);
             }
             Err(e) => {
                 eprintln!(
@@ -50,7 +57,9 @@ fn invariants_hold_over_the_seed_range() {
     eprintln!(
         "seeds {range:?}: {published} published, {acked} acked, {cuts} power cuts, \
          {abandons} abandons ({returns} returned, {acked_after_return} acked after, \
-         {renumbered} renumbered above the floor), {} failed",
+         {renumbered} renumbered above the floor), {snapshots} sync snapshots durable, \
+         {installs_sent} InstallSnapshot sent, {installs} installed (on {seeds_installing} seeds), \
+         {snapshot_restarts} sync restarts from a snapshot, {} failed",
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
@@ -62,6 +71,10 @@ fn invariants_hold_over_the_seed_range() {
         assert!(
             acked_after_return > 0 && renumbered > 0,
             "no returning entry got an ack above the floor: the abandon scenario exercised nothing"
+        );
+        assert!(
+            snapshots > 0 && installs > 0 && snapshot_restarts > 0,
+            "snapshots, InstallSnapshot or restarts from a snapshot never happened"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! permanent-id ranges. Every sync node that applied the same prefix holds the
 //! same state, so every resolution it reports is the same everywhere.
 
-use ordo_common::proto::{Abandon, AbandonNotice, Elect, Resolution};
+use ordo_common::proto::{Abandon, AbandonNotice, Elect, Resolution, SyncSnapshot};
 use ordo_common::PermanentId;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -187,6 +187,38 @@ impl Machine {
             .collect()
     }
 
+    /// Return this state as a snapshot covering the log up to `last_index` (of `last_term`).
+    ///
+    /// Call only with the index this machine has applied, which must be committed.
+    pub fn snapshot(&self, last_index: u64, last_term: u64) -> SyncSnapshot {
+        SyncSnapshot {
+            last_index,
+            last_term,
+            next: self.next,
+            last: self.last.clone(),
+            floor: self.floor.clone(),
+            resolutions: self.by_base.values().copied().collect(),
+            notices: self.notices.clone(),
+        }
+    }
+
+    /// Rebuild the state a snapshot holds; the testing flag is not part of it.
+    pub fn from_snapshot(s: &SyncSnapshot, abandon_moves_last: bool) -> Machine {
+        Machine {
+            next: s.next,
+            last: s.last.clone(),
+            elected: s
+                .resolutions
+                .iter()
+                .map(|r| ((r.owner, r.segment), *r))
+                .collect(),
+            by_base: s.resolutions.iter().map(|r| (r.base, *r)).collect(),
+            floor: s.floor.clone(),
+            notices: s.notices.clone(),
+            abandon_moves_last,
+        }
+    }
+
     /// Start a projection of this state for a leader choosing what to propose.
     pub fn projection(&self) -> Projection {
         Projection {
@@ -312,6 +344,20 @@ mod tests {
         assert!(matches!(m.apply(&el(2, 1, 1, None)), Outcome::Elected(_)));
         assert_eq!(m.notices_from(0, 10).len(), 1);
         assert!(m.notices_from(1, 10).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_rebuilds_the_same_machine() {
+        let mut m = Machine::default();
+        m.apply(&el(1, 5, 2, None));
+        m.apply(&el(2, 1, 3, None));
+        m.abandon(&Abandon { owner: 1, below: 9 });
+        m.apply(&el(1, 9, 1, None));
+        let s = m.snapshot(7, 2);
+        assert_eq!((s.last_index, s.last_term, s.resolutions.len()), (7, 2, 3));
+        let back = Machine::from_snapshot(&s, false);
+        assert_eq!(back, m);
+        assert_eq!(back.snapshot(7, 2), s);
     }
 
     #[test]

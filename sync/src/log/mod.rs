@@ -8,6 +8,8 @@
 //!  commit (f+1 durable, own term) ──► Machine::apply in log order ──► Resolved ──► ndbs, entries
 //!                                     (abandons applied after the entry's elects: notices)
 //!  election: PickChallenger / Vote, term and vote persisted before answering
+//!  applied - snapshot >= threshold ──► SyncWrite::Snapshot (machine at applied; covered prefix dropped)
+//!  follower's next below the leader's log ──► InstallSnapshot ──Persist──► SnapshotAck
 //! ```
 //!
 //! [`SyncNode`] is a plain struct: feed it with [`SyncNode::handle_message`] and
@@ -17,11 +19,12 @@
 
 pub mod machine;
 mod raft;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
 use machine::Machine;
-use ordo_common::proto::{Action, Elect, LogEntry, Micros, NodeId};
+use ordo_common::proto::{Action, Elect, LogEntry, Micros, NodeId, SyncSnapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -48,6 +51,8 @@ pub struct SyncConfig {
     pub max_resolutions: usize,
     /// Seed for election-timeout jitter.
     pub seed: u64,
+    /// Take a snapshot once this many applied entries follow the last one (at least 1).
+    pub snapshot_threshold: u64,
     /// Testing only: commit with this many nodes instead of a majority (breaks safety).
     pub commit_quorum_override: Option<usize>,
     /// Testing only: an abandon also moves the owner's last segment to `below - 1` (the
@@ -69,6 +74,7 @@ impl SyncConfig {
             max_draft: 64,
             max_resolutions: 256,
             seed,
+            snapshot_threshold: 10_000,
             commit_quorum_override: None,
             abandon_moves_last: false,
         }
@@ -87,7 +93,9 @@ pub struct SyncDisk {
     pub term: u64,
     /// Whom this node voted for in `term`.
     pub voted_for: Option<u32>,
-    /// The log; index `i` (from 1) is `log[i - 1]`.
+    /// The newest snapshot: the machine after the log up to its `last_index`.
+    pub snapshot: Option<Box<SyncSnapshot>>,
+    /// The log after the snapshot; index `i` (from 1) is `log[i - snapshot_index() - 1]`.
     pub log: Vec<LogEntry>,
 }
 
@@ -102,12 +110,17 @@ pub enum SyncWrite {
         voted_for: Option<u32>,
     },
     /// Drop every entry from index `from` on, then append `entries` there.
+    ///
+    /// Entries at or below the snapshot's index are committed and covered: they are skipped.
     Log {
         /// First index written (from 1).
         from: u64,
         /// Entries from that index on.
         entries: Vec<LogEntry>,
     },
+    /// Keep this snapshot and drop every log entry it covers, in one atomic write; entries
+    /// after its `last_index` stay. A snapshot not newer than the one held changes nothing.
+    Snapshot(SyncSnapshot),
 }
 
 impl SyncDisk {
@@ -119,12 +132,45 @@ impl SyncDisk {
                 self.voted_for = *voted_for;
             }
             SyncWrite::Log { from, entries } => {
+                let snap = self.snapshot_index();
+                let (at, skip) = log_write_position(*from, snap, self.last_index());
                 self.log
-                    .truncate(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX));
-                self.log.extend(entries.iter().cloned());
+                    .truncate(usize::try_from(at - snap - 1).unwrap_or(usize::MAX));
+                self.log.extend(entries.iter().skip(skip).cloned());
+            }
+            SyncWrite::Snapshot(snapshot) => {
+                let snap = self.snapshot_index();
+                if snapshot.last_index <= snap {
+                    return;
+                }
+                let covered = usize::try_from(snapshot.last_index - snap).unwrap_or(usize::MAX);
+                self.log.drain(..covered.min(self.log.len()));
+                self.snapshot = Some(Box::new(snapshot.clone()));
             }
         }
     }
+
+    /// Return the index of the last entry the snapshot covers (0 without one).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.last_index)
+    }
+
+    /// Return the index of the last log entry (the snapshot's if the log after it is empty).
+    pub fn last_index(&self) -> u64 {
+        self.snapshot_index() + self.log.len() as u64
+    }
+}
+
+/// Return where a `SyncWrite::Log {from, ..}` lands on a log holding `snap + 1 ..= last`,
+/// and how many of its leading entries the snapshot covers (skipped).
+///
+/// `from` 0 counts as 1, and a write past the end lands at the end: the store and
+/// [`SyncDisk::apply`] both follow this one rule.
+pub fn log_write_position(from: u64, snap: u64, last: u64) -> (u64, usize) {
+    let start = from.max(1);
+    let skip = usize::try_from((snap + 1).saturating_sub(start)).unwrap_or(usize::MAX);
+    let at = start.max(snap + 1).min(last + 1);
+    (at, skip)
 }
 
 /// The role a node plays in its current term.
@@ -157,17 +203,25 @@ pub struct Leading {
     pending: BTreeMap<(u64, u64), Elect>,
     /// Operator abandons waiting to be proposed: owner → highest `below` asked.
     abandons: BTreeMap<u64, u64>,
+    /// When each lagging peer was last sent an InstallSnapshot (resent only after a while).
+    snapshot_sent: BTreeMap<u32, Micros>,
 }
 
 /// One sync node: the consensus log plus the segment machine it feeds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SyncNode {
     cfg: SyncConfig,
+    /// Term, vote and the log after the snapshot; `disk.snapshot` stays `None` (its state
+    /// is in `machine` or applied past it, its position in `snap_index`/`snap_term`).
     disk: SyncDisk,
+    snap_index: u64,
+    snap_term: u64,
     role: Role,
     commit: u64,
     applied: u64,
     machine: Machine,
+    /// The latest time an input brought (for resend intervals outside `handle_tick`).
+    now: Micros,
     election_deadline: Micros,
     heartbeat_due: Micros,
     rng: u64,
@@ -176,20 +230,37 @@ pub struct SyncNode {
 
 impl SyncNode {
     /// Start (or restart) a node from what its disk holds, at time `now`.
-    pub fn recover(cfg: SyncConfig, disk: SyncDisk, now: Micros) -> Self {
+    ///
+    /// The machine starts from the disk's snapshot (committed and applied up to its index);
+    /// the log after it is applied again once a leader tells the commit index.
+    pub fn recover(cfg: SyncConfig, mut disk: SyncDisk, now: Micros) -> Self {
         let rng = cfg
             .seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(u64::from(cfg.id) + 1)
             | 1;
-        let machine = Machine::default().with_abandon_moving_last(cfg.abandon_moves_last);
+        let (machine, snap_index, snap_term) = match disk.snapshot.take() {
+            Some(s) => (
+                Machine::from_snapshot(&s, cfg.abandon_moves_last),
+                s.last_index,
+                s.last_term,
+            ),
+            None => (
+                Machine::default().with_abandon_moving_last(cfg.abandon_moves_last),
+                0,
+                0,
+            ),
+        };
         let mut node = SyncNode {
             cfg,
             disk,
+            snap_index,
+            snap_term,
             role: Role::Follower { leader: None },
-            commit: 0,
-            applied: 0,
+            commit: snap_index,
+            applied: snap_index,
             machine,
+            now,
             election_deadline: 0,
             heartbeat_due: 0,
             rng,
@@ -237,31 +308,51 @@ impl SyncNode {
         &self.machine
     }
 
-    /// Return this node's view of its disk (durable or about to be).
+    /// Return this node's view of its disk (durable or about to be): term, vote and the log
+    /// after the snapshot. Its `snapshot` is `None`: the snapshot's state is in
+    /// [`SyncNode::machine`] (applied on from there), its index in [`SyncNode::snapshot_index`].
     pub fn disk(&self) -> &SyncDisk {
         &self.disk
     }
 
-    /// Return this node's view of its log (durable or about to be).
+    /// Return this node's view of its log after the snapshot (durable or about to be): the
+    /// entry at index `i` is `log()[i - snapshot_index() - 1]`.
     pub fn log(&self) -> &[LogEntry] {
         &self.disk.log
     }
 
-    fn last_index(&self) -> u64 {
-        self.disk.log.len() as u64
+    /// Return the index of the last entry the newest snapshot covers (0 without one).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snap_index
     }
 
-    fn term_at(&self, index: u64) -> Option<u64> {
-        if index == 0 {
-            return Some(0);
-        }
-        let i = usize::try_from(index - 1).ok()?;
-        self.disk.log.get(i).map(|e| e.term)
+    /// Return the index of the last entry applied to the machine.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
     }
 
-    fn entry(&self, index: u64) -> Option<&LogEntry> {
-        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+    /// Return the index of the last log entry.
+    pub fn last_index(&self) -> u64 {
+        self.snap_index + self.disk.log.len() as u64
+    }
+
+    /// Return the entry at `index`, if the log after the snapshot holds it.
+    pub fn entry(&self, index: u64) -> Option<&LogEntry> {
+        let i = usize::try_from(index.checked_sub(self.snap_index + 1)?).ok()?;
         self.disk.log.get(i)
+    }
+
+    /// Return the term of the entry at `index`; `None` if beyond the log or compacted away.
+    fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.snap_index {
+            return Some(self.snap_term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    /// Return the position in `disk.log` of `index` (which must be after the snapshot).
+    fn position(&self, index: u64) -> usize {
+        usize::try_from(index.saturating_sub(self.snap_index + 1)).unwrap_or(usize::MAX)
     }
 
     fn send(&mut self, to: NodeId, msg: ordo_common::proto::Msg) {

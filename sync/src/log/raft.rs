@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 impl SyncNode {
     /// Feed one message from `from`; queue the actions it causes.
     pub fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg) {
+        self.now = self.now.max(now);
         match (from, msg) {
             (_, Msg::Over(e)) => self.on_over(now, from, e),
             (_, Msg::FetchResolved { from: id, abandons }) => {
@@ -35,6 +36,7 @@ impl SyncNode {
 
     /// Advance timers: start an election, or send heartbeats and batch pending OVERs.
     pub fn handle_tick(&mut self, now: Micros) {
+        self.now = self.now.max(now);
         if self.is_leader() {
             if now >= self.heartbeat_due {
                 self.heartbeat_due = now + self.cfg.heartbeat;
@@ -105,7 +107,9 @@ impl SyncNode {
             Msg::Draft { term, .. }
             | Msg::DraftAck { term, .. }
             | Msg::PickChallenger { term, .. }
-            | Msg::Vote { term, .. } => *term,
+            | Msg::Vote { term, .. }
+            | Msg::InstallSnapshot { term, .. }
+            | Msg::SnapshotAck { term, .. } => *term,
             _ => return,
         };
         if term > self.disk.term {
@@ -130,12 +134,16 @@ impl SyncNode {
                 ok,
                 match_index,
             } => self.on_draft_ack(peer, term, ok, match_index),
+            Msg::InstallSnapshot { term, snapshot } => {
+                self.on_install_snapshot(now, peer, term, snapshot)
+            }
+            Msg::SnapshotAck { term, last_index } => self.on_snapshot_ack(peer, term, last_index),
             _ => {}
         }
     }
 
     /// Become a follower of `term` (persisting the new term), forgetting any vote.
-    fn step_down(&mut self, now: Micros, term: u64, leader: Option<u32>) {
+    pub(super) fn step_down(&mut self, now: Micros, term: u64, leader: Option<u32>) {
         let was_leader = self.is_leader();
         if term != self.disk.term {
             self.disk.term = term;
@@ -258,7 +266,7 @@ impl SyncNode {
     }
 
     /// Batch every ready pending OVER into one entry, if the pipeline has room.
-    fn propose(&mut self) {
+    pub(super) fn propose(&mut self) {
         let uncommitted = self.last_index() - self.commit;
         let Role::Leader(l) = &self.role else {
             return;
@@ -326,16 +334,21 @@ impl SyncNode {
         }
     }
 
-    fn send_draft(&mut self, peer: u32) {
+    pub(super) fn send_draft(&mut self, peer: u32) {
         let Role::Leader(l) = &self.role else {
             return;
         };
         let next = l.next.get(&peer).copied().unwrap_or(1).max(1);
+        if next <= self.snap_index {
+            // The entries it needs are compacted away: it gets the machine instead.
+            self.send_snapshot(peer);
+            return;
+        }
         let prev_index = next - 1;
         let Some(prev_term) = self.term_at(prev_index) else {
             return;
         };
-        let start = usize::try_from(prev_index).unwrap_or(usize::MAX);
+        let start = self.position(next);
         let entries: Vec<LogEntry> = self
             .disk
             .log
@@ -364,9 +377,9 @@ impl SyncNode {
         now: Micros,
         peer: u32,
         term: u64,
-        prev_index: u64,
-        prev_term: u64,
-        entries: Vec<LogEntry>,
+        mut prev_index: u64,
+        mut prev_term: u64,
+        mut entries: Vec<LogEntry>,
         commit: u64,
     ) {
         let me = self.disk.term;
@@ -383,6 +396,12 @@ impl SyncNode {
             self.step_down(now, term, Some(peer));
         }
         self.reset_election(now);
+        if prev_index < self.snap_index {
+            // Entries up to the snapshot are committed, so they match the leader's: skip them.
+            let covered = usize::try_from(self.snap_index - prev_index).unwrap_or(usize::MAX);
+            entries.drain(..covered.min(entries.len()));
+            (prev_index, prev_term) = (self.snap_index, self.snap_term);
+        }
         if self.term_at(prev_index) != Some(prev_term) {
             // Retry from our last entry if we are short, else one before the mismatch.
             let hint = if prev_index > self.last_index() {
@@ -405,7 +424,7 @@ impl SyncNode {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
                     // Conflict: a committed entry never conflicts (leader completeness).
-                    let keep = usize::try_from(index - 1).unwrap_or(usize::MAX);
+                    let keep = self.position(index);
                     self.disk.log.truncate(keep);
                 }
                 None => {}
@@ -414,7 +433,7 @@ impl SyncNode {
             self.disk.log.push(e.clone());
         }
         if let Some(from) = first_changed {
-            let start = usize::try_from(from - 1).unwrap_or(usize::MAX);
+            let start = self.position(from);
             let written = self.disk.log[start..].to_vec();
             self.persist(SyncWrite::Log {
                 from,
@@ -470,7 +489,7 @@ impl SyncNode {
     }
 
     /// Commit the highest index of this term held by a quorum (the leader counts itself).
-    fn advance_commit(&mut self) {
+    pub(super) fn advance_commit(&mut self) {
         let Role::Leader(l) = &self.role else {
             return;
         };
@@ -512,7 +531,15 @@ impl SyncNode {
             }
             self.applied = index;
         }
-        if (resolved.is_empty() && notices.is_empty()) || !self.is_leader() {
+        if !resolved.is_empty() || !notices.is_empty() {
+            self.announce(resolved, notices);
+        }
+        self.maybe_take_snapshot();
+    }
+
+    /// The leader tells every ndb and entry what the applied entries decided.
+    fn announce(&mut self, resolved: Vec<Resolution>, notices: Vec<AbandonNotice>) {
+        if !self.is_leader() {
             return;
         }
         let targets: Vec<NodeId> = self

@@ -2,7 +2,7 @@
 //! ack and after every crash) and at the end (everything else).
 
 use super::{body, decode, World};
-use ordo_common::proto::{Body, NodeId};
+use ordo_common::proto::{Body, LogEntry, NodeId};
 use ordo_common::PermanentId;
 use ordo_ndb::cluster::NdbDisk;
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,21 +105,31 @@ pub fn settled(w: &World) -> Result<(), String> {
 
 /// Check every invariant at the end of a run.
 pub fn all(w: &World) -> Result<(), String> {
-    // The sync nodes' committed prefixes are prefixes of one log.
-    let mut logs = Vec::new();
-    for c in w.syncs.iter().filter_map(|n| n.core.as_ref()) {
+    // The sync nodes' committed entries (after their snapshots) agree index by index.
+    let cores: Vec<_> = w.syncs.iter().filter_map(|n| n.core.as_ref()).collect();
+    let mut committed: BTreeMap<u64, &LogEntry> = BTreeMap::new();
+    for c in &cores {
         // A log shorter than its commit index lost a committed entry to a truncation.
-        let committed = usize::try_from(c.commit_index()).ok();
-        match committed.and_then(|k| c.log().get(..k)) {
-            Some(log) => logs.push(log),
-            None => return Err("agreement: a committed sync log entry was truncated".into()),
+        if c.last_index() < c.commit_index() {
+            return Err("agreement: a committed sync log entry was truncated".into());
+        }
+        for i in c.snapshot_index() + 1..=c.commit_index() {
+            let Some(e) = c.entry(i) else {
+                return Err(format!("agreement: sync log misses committed entry {i}"));
+            };
+            if committed.insert(i, e).is_some_and(|x| x != e) {
+                return Err(format!("agreement: committed sync logs diverge at {i}"));
+            }
         }
     }
-    for a in &logs {
-        for b in &logs {
-            let k = a.len().min(b.len());
-            if a[..k] != b[..k] {
-                return Err("agreement: committed sync logs diverge".into());
+    // Machines that applied the same prefix (from a snapshot or the log) are equal.
+    for a in &cores {
+        for b in &cores {
+            if a.applied_index() == b.applied_index() && a.machine() != b.machine() {
+                return Err(format!(
+                    "agreement: two sync machines differ at applied index {}",
+                    a.applied_index()
+                ));
             }
         }
     }

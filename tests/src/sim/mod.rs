@@ -91,12 +91,21 @@ pub struct Stats {
     pub acked_after_return: usize,
     /// Whether the returned entry started below the floor and renumbered above it.
     pub renumbered: bool,
+    /// Snapshots made durable on sync disks (taken or installed).
+    pub snapshots: usize,
+    /// InstallSnapshot messages a sync leader sent.
+    pub installs_sent: usize,
+    /// InstallSnapshot messages a follower installed (its snapshot moved).
+    pub installs: usize,
+    /// Sync restarts that started from a snapshot.
+    pub snapshot_restarts: usize,
 }
 
 const TICK: Micros = 5_000;
 const SYNCS: u32 = 3;
 const NDBS: u32 = 3;
 const OWNERS: [u64; 2] = [1, 2];
+const SNAPSHOT_THRESHOLDS: [u64; 3] = [4, 8, 16];
 
 #[derive(Clone, Debug)]
 enum Ev {
@@ -194,6 +203,9 @@ impl World {
                 if cfg.mutation == Mutation::MinorityCommit {
                     c.commit_quorum_override = Some(1);
                 }
+                // Small, so that snapshots, restarts from them and InstallSnapshot happen under
+                // crashes and loss (a run orders a few hundred entries).
+                c.snapshot_threshold = SNAPSHOT_THRESHOLDS[(cfg.seed / 3 % 3) as usize];
                 let mut n = SimNode::new(NodeId::Sync(*i), c);
                 n.memory_only = cfg.mutation == Mutation::SyncInMemory;
                 n
@@ -343,7 +355,12 @@ impl World {
                     return;
                 }
                 let now = self.now;
+                let install = matches!(msg, Msg::InstallSnapshot { .. });
+                let before = self.snapshot_index(to);
                 self.drive(to, |r| r.message(now, from, msg));
+                if install && self.snapshot_index(to) > before {
+                    self.stats.installs += 1;
+                }
             }
             Ev::Tick => {
                 let now = self.now;
@@ -494,7 +511,12 @@ impl World {
                 if n.epoch != epoch || !n.up() {
                     return;
                 }
-                n.fsync_done(upto)
+                let before = n.synced.snapshot_index();
+                let out = n.fsync_done(upto);
+                if n.synced.snapshot_index() > before {
+                    self.stats.snapshots += 1;
+                }
+                out
             }
             NodeId::Ndb(i) => {
                 let n = &mut self.ndbs[i as usize];
@@ -549,6 +571,9 @@ impl World {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Msg) {
+        if matches!(msg, Msg::InstallSnapshot { .. }) {
+            self.stats.installs_sent += 1;
+        }
         if self.cut(from, to) || (self.loss > 0.0 && self.rng.chance(self.loss)) {
             return;
         }
@@ -591,7 +616,13 @@ impl World {
     fn restart(&mut self, id: NodeId) {
         let now = self.now;
         match id {
-            NodeId::Sync(i) => self.syncs[i as usize].restart(now),
+            NodeId::Sync(i) => {
+                let n = &mut self.syncs[i as usize];
+                if !n.up() && n.synced.snapshot.is_some() {
+                    self.stats.snapshot_restarts += 1;
+                }
+                n.restart(now);
+            }
             NodeId::Ndb(i) => self.ndbs[i as usize].restart(now),
             NodeId::Entry(o) => {
                 if let Some(i) = OWNERS.iter().position(|x| *x == o) {
@@ -605,6 +636,17 @@ impl World {
     fn fail(&mut self, what: String) {
         if self.violation.is_none() {
             self.violation = Some(format!("t={}us: {what}", self.now));
+        }
+    }
+
+    /// Return a running sync node's snapshot index (0 for other nodes or while down).
+    fn snapshot_index(&self, id: NodeId) -> u64 {
+        match id {
+            NodeId::Sync(i) => self.syncs[i as usize]
+                .core
+                .as_ref()
+                .map_or(0, |c| c.snapshot_index()),
+            _ => 0,
         }
     }
 
