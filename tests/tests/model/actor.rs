@@ -1,10 +1,13 @@
 //! The real cores as stateright actors, each with the durable state its
 //! `Persist` actions built and a crash-restart timer.
 //!
-//! A step (one delivery or timeout) is atomic: the writes a core emits in it
-//! are applied to its durable disk in the same step. A crash is one step too:
-//! the core and everything else in memory are thrown away and the core is
-//! rebuilt by its `recover` constructor from that durable disk alone.
+//! A step (one delivery or timeout) runs the core's actions in order, as a shell
+//! obeying the Persist rule does: a write is durable before any action behind it
+//! runs. A crash is one step too: the core and everything else in memory are
+//! thrown away and the core is rebuilt by its `recover` constructor from the
+//! durable disk alone. A crash may also cut a step short just before one of its
+//! writes (`State::cut`): the actions before the write ran, the write and
+//! everything behind it (queued behind its fsync) are lost.
 
 use bytes::Bytes;
 use ordo_common::proto::{Abandon, Action, Body, Micros, Msg, NodeId};
@@ -81,6 +84,9 @@ pub struct Opts {
     pub skip: Skip,
     /// Entries' OVERs go out with `prev: None` (the shell un-chains them).
     pub unchain: bool,
+    /// The shell runs a step's sends, acks and deliveries before its writes (it
+    /// breaks the Persist rule; only a crash inside the step can tell).
+    pub sends_first: bool,
 }
 
 #[derive(Clone)]
@@ -130,6 +136,11 @@ pub struct State {
     /// Crashes of this actor so far.
     pub crashes: u8,
     pub core: Core,
+    /// Set by the model just before a step that a crash cuts short before the
+    /// step's write number `cut` (from 0); the step takes it. Left set when the
+    /// step has fewer writes: the model then drops the step. Always `None` in a
+    /// stored state.
+    pub cut: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -229,7 +240,8 @@ impl Node {
             st.published.push(body(p, k));
             st.core.handle_publish(0, p, k, body(p, k));
         }
-        let actions = st.core.take_actions();
+        let mut actions = st.core.take_actions();
+        schedule(&mut actions, self.opts.sends_first, None);
         entry_writes(&mut st.disk, &actions, self.opts.skip);
         route(actions, o, Some(&mut st), self.opts.unchain);
         st
@@ -267,73 +279,133 @@ impl Actor for Node {
                 Core::Entry(Box::new(st))
             }
         };
-        State { crashes: 0, core }
+        State {
+            crashes: 0,
+            core,
+            cut: None,
+        }
     }
 
     fn on_msg(&self, _id: Id, state: &mut Cow<State>, src: Id, msg: Msg, o: &mut Out<Self>) {
         let from = to_node(src);
-        let skip = self.opts.skip;
-        match &mut state.to_mut().core {
-            Core::Sync { node, now, disk } => {
-                node.handle_message(*now, from, msg);
-                let actions = node.take_actions();
-                sync_writes(disk, &actions, skip);
-                route(actions, o, None, self.opts.unchain);
-            }
-            Core::Ndb { node, disk } => {
-                node.handle_message(0, from, msg);
-                let actions = node.take_actions();
-                ndb_writes(disk, &actions, skip);
-                route(actions, o, None, self.opts.unchain);
-            }
-            Core::Entry(st) => {
-                st.core.handle_message(0, from, msg);
-                let actions = st.core.take_actions();
-                entry_writes(&mut st.disk, &actions, skip);
-                route(actions, o, Some(st), self.opts.unchain);
-            }
-        }
+        self.step(state.to_mut(), o, |core| match core {
+            Core::Sync { node, now, .. } => node.handle_message(*now, from, msg),
+            Core::Ndb { node, .. } => node.handle_message(0, from, msg),
+            Core::Entry(st) => st.core.handle_message(0, from, msg),
+        });
     }
 
     fn on_timeout(&self, _id: Id, state: &mut Cow<State>, t: &Timer, o: &mut Out<Self>) {
         match t {
             Timer::Tick => {
-                if let Core::Sync { node, now, disk } = &mut state.to_mut().core {
-                    // Time jumps to the node's next deadline.
-                    *now = node.poll_timeout();
-                    node.handle_tick(*now);
-                    let actions = node.take_actions();
-                    sync_writes(disk, &actions, self.opts.skip);
-                    route(actions, o, None, self.opts.unchain);
+                if matches!(state.core, Core::Sync { .. }) {
+                    self.step(state.to_mut(), o, |core| {
+                        if let Core::Sync { node, now, .. } = core {
+                            // Time jumps to the node's next deadline.
+                            *now = node.poll_timeout();
+                            node.handle_tick(*now);
+                        }
+                    });
                 }
                 o.set_timer(Timer::Tick, model_timeout());
             }
             Timer::Crash => {
-                let st = state.to_mut();
-                st.crashes += 1;
-                let incarnation = st.crashes;
-                let core = match (&st.core, &self.role) {
-                    (Core::Sync { now, disk, .. }, Role::Sync(cfg, ..)) => Core::Sync {
-                        node: SyncNode::recover(cfg.clone(), disk.clone(), *now),
-                        now: *now,
-                        disk: disk.clone(),
-                    },
-                    (Core::Ndb { disk, .. }, Role::Ndb(cfg)) => Core::Ndb {
-                        node: NdbNode::recover(cfg.clone(), (**disk).clone(), 0),
-                        disk: disk.clone(),
-                    },
-                    (Core::Entry(g), Role::Entry(cfg, _)) => {
-                        // A new publisher session publishes one message on the restarted entry.
-                        let ghost = Some((**g).clone());
-                        let st = self.start_entry(cfg, g.disk.clone(), incarnation, 1, ghost, o);
-                        Core::Entry(Box::new(st))
-                    }
-                    (c, _) => c.clone(),
-                };
-                st.core = core;
+                self.restart(state.to_mut(), o);
                 o.set_timer(Timer::Crash, model_timeout());
             }
         }
+    }
+}
+
+/// Put a step's actions in the order the shell runs them and, if the step is to crash
+/// before its write number `cut`, keep only the actions before that write. Returns
+/// whether the step crashes (false if it has no such write).
+fn schedule<W>(actions: &mut Vec<Action<W>>, sends_first: bool, cut: Option<u8>) -> bool {
+    if sends_first {
+        let (writes, others): (Vec<_>, Vec<_>) = actions
+            .drain(..)
+            .partition(|a| matches!(a, Action::Persist(_)));
+        actions.extend(others);
+        actions.extend(writes);
+    }
+    let Some(k) = cut else { return false };
+    let at = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::Persist(_)))
+        .nth(usize::from(k))
+        .map(|(i, _)| i);
+    match at {
+        Some(i) => {
+            actions.truncate(i);
+            true
+        }
+        None => false,
+    }
+}
+
+impl Node {
+    /// Feed the core one input and run its actions: writes to the disk, sends to the
+    /// network, acks and deliveries to the ghost state; or, with `st.cut`, only those
+    /// before the cut write, then crash.
+    fn step(&self, st: &mut State, o: &mut Out<Node>, input: impl FnOnce(&mut Core)) {
+        let cut = st.cut.take();
+        input(&mut st.core);
+        let (skip, first, unchain) = (self.opts.skip, self.opts.sends_first, self.opts.unchain);
+        let crash = match &mut st.core {
+            Core::Sync { node, disk, .. } => {
+                let mut actions = node.take_actions();
+                let crash = schedule(&mut actions, first, cut);
+                sync_writes(disk, &actions, skip);
+                route(actions, o, None, unchain);
+                crash
+            }
+            Core::Ndb { node, disk } => {
+                let mut actions = node.take_actions();
+                let crash = schedule(&mut actions, first, cut);
+                ndb_writes(disk, &actions, skip);
+                route(actions, o, None, unchain);
+                crash
+            }
+            Core::Entry(g) => {
+                let mut actions = g.core.take_actions();
+                let crash = schedule(&mut actions, first, cut);
+                entry_writes(&mut g.disk, &actions, skip);
+                route(actions, o, Some(g), unchain);
+                crash
+            }
+        };
+        if crash {
+            self.restart(st, o);
+        } else {
+            // No write to cut before: tell the model (it drops the step).
+            st.cut = cut;
+        }
+    }
+
+    /// Lose power and restart: rebuild the core from its durable disk alone.
+    fn restart(&self, st: &mut State, o: &mut Out<Node>) {
+        st.crashes += 1;
+        let incarnation = st.crashes;
+        let core = match (&st.core, &self.role) {
+            (Core::Sync { now, disk, .. }, Role::Sync(cfg, ..)) => Core::Sync {
+                node: SyncNode::recover(cfg.clone(), disk.clone(), *now),
+                now: *now,
+                disk: disk.clone(),
+            },
+            (Core::Ndb { disk, .. }, Role::Ndb(cfg)) => Core::Ndb {
+                node: NdbNode::recover(cfg.clone(), (**disk).clone(), 0),
+                disk: disk.clone(),
+            },
+            (Core::Entry(g), Role::Entry(cfg, _)) => {
+                // A new publisher session publishes one message on the restarted entry.
+                let ghost = Some((**g).clone());
+                let st = self.start_entry(cfg, g.disk.clone(), incarnation, 1, ghost, o);
+                Core::Entry(Box::new(st))
+            }
+            (c, _) => c.clone(),
+        };
+        st.core = core;
     }
 }
 
@@ -411,13 +483,16 @@ pub fn elected_cluster(
 }
 
 /// The actors: 3 sync (sync 1 a challenger, and sync 2 too if `challengers` > 1),
-/// 3 ndb, 2 entries; entry `o` publishes `msgs[o - 1]` messages. Also returns the
-/// messages in flight at the start (the leader's abandon notices, with `abandon`).
+/// 3 ndb, 2 entries; entry `o` publishes `msgs[o - 1]` messages. The sync cluster
+/// starts elected (`elected_cluster`) or, `leaderless`, fresh: every node a follower
+/// at term 0 with an empty log. Also returns the messages in flight at the start
+/// (the leader's abandon notices, with `abandon`).
 pub fn actors(
     opts: Opts,
     msgs: [u64; 2],
     challengers: usize,
     abandon: Option<Abandon>,
+    leaderless: bool,
     mutate: &dyn Fn(&mut Role),
 ) -> (Vec<Node>, Vec<(NodeId, NodeId, Msg)>) {
     let syncs: Vec<u32> = (0..SYNCS as u32).collect();
@@ -443,7 +518,14 @@ pub fn actors(
             *c = m.clone();
         }
     }
-    let (elected, notices) = elected_cluster(&cfgs, abandon);
+    let (elected, notices) = if leaderless {
+        let fresh = cfgs
+            .iter()
+            .map(|c| SyncNode::recover(c.clone(), SyncDisk::default(), 0));
+        (fresh.collect(), Vec::new())
+    } else {
+        elected_cluster(&cfgs, abandon)
+    };
     for (i, r) in roles.iter_mut().enumerate() {
         if let Role::Sync(_, timer, initial) = r {
             *timer = (1..=challengers).contains(&i);

@@ -4,7 +4,9 @@
 //! (default 1, one segment each, chained), entry 2 one. The sync cluster starts
 //! from a reachable state in which sync 0 won term 1 and committed its no-op;
 //! sync 1 (and sync 2 with `ORDO_MODEL_CHALLENGERS=2`) keeps an election timer,
-//! so a challenger can depose the leader at any point.
+//! so a challenger can depose the leader at any point. Two checks start elsewhere:
+//! with no leader (every sync node at term 0, syncs 1 and 2 challengers), and with
+//! two challengers that may each win a term after sync 0's.
 //!
 //! Network: unordered and duplicating. A message, once sent, may be delivered
 //! any number of times, in any order, or never; that also stands for the
@@ -16,15 +18,25 @@
 //! step). `ORDO_MODEL_LOSSY=1` adds the explicit Drop action anyway.
 //!
 //! Crashes: with a crash budget (`ORDO_MODEL_CRASHES`, default 1 in the crash
-//! test), any actor may lose power in any state while the budget lasts: its
-//! memory is thrown away and its core is rebuilt by `recover` from the disk its
-//! own `Persist` actions built. Crash and restart are one step; the time a node
-//! is down is a stretch in which nothing is delivered to it, which the network
-//! already allows, and messages sent to it stay deliverable after the restart.
-//! A restarted entry gets a new publisher session that publishes one message.
+//! test, 2 in the two-crash test), any actor may lose power in any state while the
+//! budget lasts: its memory is thrown away and its core is rebuilt by `recover` from
+//! the disk its own `Persist` actions built. Crash and restart are one step; the time
+//! a node is down is a stretch in which nothing is delivered to it, which the network
+//! already allows, and messages sent to it stay deliverable after the restart (so two
+//! crashes in a row are two nodes down at once). A restarted entry gets a new
+//! publisher session that publishes one message.
 //!
-//! Steps are atomic, so a `Persist` is durable within its step; the simulator
-//! covers the window between a write and its fsync.
+//! The unsynced window: a step runs the core's actions in order, as a shell obeying
+//! the Persist rule does (a write is durable before any action behind it runs). A
+//! crash may also cut a step short just before its first, second or third write
+//! (`Step::CrashBefore`): the actions before that write ran, the write and all behind
+//! it (queued behind its fsync) are lost. A write queued behind an earlier unsynced
+//! one in a later step changes nothing: all its actions wait for the earlier fsync,
+//! so the crash loses them too, which is the crash in the earlier step (the network
+//! duplicates, so the later step's message is still deliverable).
+//!
+//! Elections: `ORDO_MODEL_MAX_TERM` bounds the terms a candidate may stand in (a
+//! candidate that times out stands again in the next term, without end).
 //!
 //! Bound: BFS to `ORDO_MODEL_DEPTH` (states at depth d have d-1 steps, and the
 //! properties are checked on states with at most d-2 steps). See
@@ -59,6 +71,29 @@ struct Config {
     /// Start with the operator's `Abandon {owner: 2, below: 2}` committed: entry 2's first
     /// segment (1, its high-water mark) is below the floor, as for an entry that comes back.
     abandon: bool,
+    /// With a crash budget, crashes may also cut a step short before one of its writes.
+    cuts: bool,
+    /// Start with every sync node a follower at term 0 (no leader, empty logs).
+    leaderless: bool,
+    /// The `sometimes` properties of the configuration.
+    goal: Goal,
+    /// No election beyond this term (`None`: unbounded; a candidate may stand again
+    /// and again, each time in a new term).
+    max_term: Option<u64>,
+}
+
+/// What a configuration must reach at least once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Goal {
+    /// A segment resolved, a publish acked (and the crash goals with a crash budget).
+    Usual,
+    /// From a leaderless start: a leader elected, its entries committed, a publish acked.
+    FirstElection,
+    /// From sync 0's term 1: entries of terms 2 and 3 committed (two new leaders).
+    TwoElections,
+    /// Two crashes on one path, a restarted ndb or sync holding protocol state (a segment
+    /// takes 8 steps to resolve, past the two-crash bound).
+    TwoCrashes,
 }
 
 /// A deliberate bug, to show that the properties can fail.
@@ -75,6 +110,8 @@ enum Mutation {
     Unchained,
     /// An abandon moves the owner's `last` to `below - 1` (the one-line plan).
     AbandonMovesLast,
+    /// The shell runs a step's sends before its writes (breaks the Persist rule).
+    SendsFirst,
 }
 
 const AGREEMENT: &str = "agreement, order, integrity";
@@ -95,6 +132,38 @@ struct Ordo {
 }
 
 type State = stateright::actor::ActorModelState<Node>;
+type Inner = ActorModelAction<Msg, Timer, ()>;
+
+/// A crash may cut a step short before its first, second or third write.
+const CUTS: u8 = 3;
+
+/// One step of the model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Step {
+    /// A step of the actor model: a delivery, a timeout (a crash between steps), a drop.
+    Run(Inner),
+    /// A delivery or tick during which the node crashes just before its write number
+    /// `.1` (from 0) is durable: that write and every action behind it are lost.
+    CrashBefore(Inner, u8),
+}
+
+/// The actor a delivery or timeout runs on.
+fn target(a: &Inner) -> Option<usize> {
+    match a {
+        ActorModelAction::Deliver { dst, .. } => Some(usize::from(*dst)),
+        ActorModelAction::Timeout(id, _) => Some(usize::from(*id)),
+        _ => None,
+    }
+}
+
+/// `s` with actor `i` told to crash before its write number `k` in its next step.
+fn with_cut(s: &State, i: usize, k: u8) -> State {
+    let mut s = s.clone();
+    let mut a = (*s.actor_states[i]).clone();
+    a.cut = Some(k);
+    s.actor_states[i] = std::sync::Arc::new(a);
+    s
+}
 
 fn forget_last_delivery(s: &mut State) {
     if let Network::UnorderedDuplicating(_, last) = &mut s.network {
@@ -104,7 +173,7 @@ fn forget_last_delivery(s: &mut State) {
 
 impl Model for Ordo {
     type State = State;
-    type Action = ActorModelAction<Msg, Timer, ()>;
+    type Action = Step;
 
     fn init_states(&self) -> Vec<State> {
         let mut v = self.inner.init_states();
@@ -112,26 +181,53 @@ impl Model for Ordo {
         v
     }
 
-    fn actions(&self, s: &State, actions: &mut Vec<Self::Action>) {
-        self.inner.actions(s, actions);
-        if props::crashes(s) >= self.cfg.crashes {
-            actions.retain(|a| !matches!(a, ActorModelAction::Timeout(_, Timer::Crash)));
+    fn actions(&self, s: &State, actions: &mut Vec<Step>) {
+        let mut inner = Vec::new();
+        self.inner.actions(s, &mut inner);
+        let budget = props::crashes(s) < self.cfg.crashes;
+        for a in inner {
+            if let (ActorModelAction::Timeout(id, Timer::Tick), Some(max)) = (&a, self.cfg.max_term)
+            {
+                if props::would_stand_beyond(s, usize::from(*id), max) {
+                    continue;
+                }
+            }
+            let crash_timer = matches!(a, ActorModelAction::Timeout(_, Timer::Crash));
+            if budget && self.cfg.cuts && !crash_timer && target(&a).is_some() {
+                actions.extend((0..CUTS).map(|k| Step::CrashBefore(a.clone(), k)));
+            }
+            if budget || !crash_timer {
+                actions.push(Step::Run(a));
+            }
         }
     }
 
-    fn next_state(&self, s: &State, action: Self::Action) -> Option<State> {
-        let crashed = match &action {
-            ActorModelAction::Timeout(id, Timer::Crash) => Some(usize::from(*id)),
-            _ => None,
+    fn next_state(&self, s: &State, step: Step) -> Option<State> {
+        let (crashed, mut next) = match step {
+            Step::Run(a) => {
+                let crashed = match &a {
+                    ActorModelAction::Timeout(id, Timer::Crash) => Some(usize::from(*id)),
+                    _ => None,
+                };
+                (crashed, self.inner.next_state(s, a)?)
+            }
+            Step::CrashBefore(a, k) => {
+                let i = target(&a)?;
+                let next = self.inner.next_state(&with_cut(s, i, k), a)?;
+                if next.actor_states[i].cut.is_some() {
+                    // The step has no write number k.
+                    return None;
+                }
+                (Some(i), next)
+            }
         };
-        let mut next = self.inner.next_state(s, action)?;
+        forget_last_delivery(&mut next);
         if let Some(i) = crashed {
-            if next.actor_states[i].core == s.actor_states[i].core {
-                // Nothing in memory that the disk does not hold: the same as no crash.
+            if next.actor_states[i].core == s.actor_states[i].core && next.network == s.network {
+                // Nothing in memory that the disk does not hold, nothing sent: no crash.
                 return None;
             }
         }
-        forget_last_delivery(&mut next);
         Some(next)
     }
 
@@ -140,12 +236,20 @@ impl Model for Ordo {
         self.deadline.is_none_or(|d| Instant::now() < d)
     }
 
-    fn format_action(&self, action: &Self::Action) -> String {
-        self.inner.format_action(action)
+    fn format_action(&self, step: &Step) -> String {
+        match step {
+            Step::Run(a) => self.inner.format_action(a),
+            Step::CrashBefore(a, k) => {
+                format!("{} CRASHING BEFORE WRITE {k}", self.inner.format_action(a))
+            }
+        }
     }
 
-    fn format_step(&self, s: &State, action: Self::Action) -> Option<String> {
-        self.inner.format_step(s, action)
+    fn format_step(&self, s: &State, step: Step) -> Option<String> {
+        match step {
+            Step::Run(a) => self.inner.format_step(s, a),
+            Step::CrashBefore(a, k) => self.inner.format_step(&with_cut(s, target(&a)?, k), a),
+        }
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
@@ -160,13 +264,15 @@ impl Model for Ordo {
         if self.cfg.mutation != Mutation::None {
             v.retain(|p| p.name == self.cfg.target);
         }
-        if self.cfg.mutation == Mutation::None {
+        if self.cfg.mutation == Mutation::None && self.cfg.goal == Goal::Usual {
             v.push(Property::sometimes("some segment is resolved", |_, s| {
                 props::some_segment_resolved(s)
             }));
             v.push(Property::sometimes("some publish is acked", |_, s| {
                 props::some_publish_acked(s)
             }));
+        }
+        if self.cfg.mutation == Mutation::None {
             if self.cfg.crashes > 0 {
                 v.push(Property::sometimes(
                     "a restarted ndb or sync holds protocol state",
@@ -177,6 +283,29 @@ impl Model for Ordo {
                 v.push(Property::sometimes(
                     "entry 2 renumbered above the floor and acked",
                     |_, s| props::acked_above_the_floor(s),
+                ));
+            }
+            if self.cfg.goal == Goal::FirstElection {
+                v.push(Property::sometimes("a leader is elected", |_, s| {
+                    props::some_leader(s)
+                }));
+                v.push(Property::sometimes("an entry is committed", |_, s| {
+                    !props::committed_terms(s).is_empty()
+                }));
+            }
+            if self.cfg.goal == Goal::TwoCrashes {
+                v.push(Property::sometimes(
+                    "two crashes, a restarted ndb or sync holds protocol state",
+                    |_, s| props::crashes(s) == 2 && props::restarted_node_holds_state(s),
+                ));
+            }
+            if self.cfg.goal == Goal::TwoElections {
+                v.push(Property::sometimes(
+                    "leaders of terms 2 and 3 both commit",
+                    |_, s| {
+                        let t = props::committed_terms(s);
+                        t.contains(&2) && t.contains(&3)
+                    },
                 ));
             }
             if self.cfg.crashes > 0 && self.cfg.depth >= 11 {
@@ -199,6 +328,7 @@ fn build(cfg: Config) -> Ordo {
             _ => Skip::Nothing,
         },
         unchain: cfg.mutation == Mutation::Unchained,
+        sends_first: cfg.mutation == Mutation::SendsFirst,
     };
     let mutate = |r: &mut Role| match (cfg.mutation, r) {
         (Mutation::FirstTrim, Role::Entry(c, _)) => c.trim_quorum_override = Some(1),
@@ -207,7 +337,14 @@ fn build(cfg: Config) -> Ordo {
         _ => {}
     };
     let abandon = cfg.abandon.then_some(Abandon { owner: 2, below: 2 });
-    let (actors, in_flight) = actor::actors(opts, cfg.msgs, cfg.challengers, abandon, &mutate);
+    let (actors, in_flight) = actor::actors(
+        opts,
+        cfg.msgs,
+        cfg.challengers,
+        abandon,
+        cfg.leaderless,
+        &mutate,
+    );
     let envelopes = in_flight.into_iter().map(|(src, dst, msg)| Envelope {
         src: actor::to_id(src),
         dst: actor::to_id(dst),
@@ -248,6 +385,10 @@ fn config(depth: usize, crashes: u8) -> Config {
         dfs: env("ORDO_MODEL_DFS", 0u8) == 1,
         timeout: env("ORDO_MODEL_TIMEOUT", 0),
         abandon: false,
+        cuts: env("ORDO_MODEL_CUTS", 1u8) == 1,
+        leaderless: false,
+        goal: Goal::Usual,
+        max_term: None,
     }
 }
 
@@ -318,6 +459,42 @@ fn model_holds_with_an_abandoned_owner_coming_back() {
     check(cfg).assert_properties();
 }
 
+/// Two crashes, of any nodes or the same one twice, each between steps or inside a
+/// step before one of its writes. Two crashes in a row are two nodes down at once: the
+/// time a node is down is a stretch in which nothing is delivered to it.
+#[test]
+fn model_holds_with_two_crashes() {
+    let mut cfg = config(8, 2);
+    cfg.goal = Goal::TwoCrashes;
+    check(cfg).assert_properties();
+}
+
+/// The first election: every sync node a follower at term 0, syncs 1 and 2 with an
+/// election timer, so either (or both, in rival terms) may stand.
+#[test]
+fn model_holds_from_a_leaderless_start() {
+    let mut cfg = config(0, 0);
+    cfg.depth = env("ORDO_MODEL_ELECTION_DEPTH", 11);
+    cfg.challengers = env("ORDO_MODEL_CHALLENGERS", 2);
+    cfg.msgs = [env("ORDO_MODEL_MSGS", 1), env("ORDO_MODEL_MSGS2", 0)];
+    cfg.leaderless = true;
+    cfg.goal = Goal::FirstElection;
+    cfg.max_term = Some(env("ORDO_MODEL_MAX_TERM", 2));
+    check(cfg).assert_properties();
+}
+
+/// Two elections in one run: sync 0 leads term 1; syncs 1 and 2 may each stand.
+#[test]
+fn model_holds_across_two_elections() {
+    let mut cfg = config(0, 0);
+    cfg.depth = env("ORDO_MODEL_ELECTIONS_DEPTH", 11);
+    cfg.challengers = 2;
+    cfg.msgs = [env("ORDO_MODEL_MSGS", 1), env("ORDO_MODEL_MSGS2", 0)];
+    cfg.goal = Goal::TwoElections;
+    cfg.max_term = Some(env("ORDO_MODEL_MAX_TERM", 3));
+    check(cfg).assert_properties();
+}
+
 /// Run a mutation depth-first until `target` fails; tell whether it did.
 fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -> bool {
     let mut cfg = Config {
@@ -331,6 +508,10 @@ fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -
         dfs: true,
         timeout: 0,
         abandon: false,
+        cuts: env("ORDO_MODEL_CUTS", 1u8) == 1,
+        leaderless: false,
+        goal: Goal::Usual,
+        max_term: None,
     };
     if mutation == Mutation::Unchained {
         cfg.msgs = [2, 0];
@@ -421,4 +602,13 @@ fn initial_sync_cluster_has_a_leader_with_a_committed_noop() {
         _ => None,
     });
     assert_eq!(leader, Some(1));
+}
+
+/// A shell that sends before the write a message depends on is durable: a crash in
+/// the window loses the write after the message went out (sync: `DraftAck ok` without
+/// the log entries; ndb: `Trim` without the bodies).
+#[test]
+fn checker_catches_sends_before_their_write_is_durable() {
+    assert!(caught(Mutation::SendsFirst, ELECTED, 10, 1));
+    assert!(caught(Mutation::SendsFirst, DURABLE, 12, 1));
 }

@@ -229,3 +229,27 @@ pub fn restarted_node_holds_state(s: &S) -> bool {
             }
     })
 }
+
+/// Some sync node leads its term.
+pub fn some_leader(s: &S) -> bool {
+    s.actor_states
+        .iter()
+        .any(|a| matches!(&a.core, Core::Sync { node, .. } if node.is_leader()))
+}
+
+/// The terms of the entries that some sync node knows are committed.
+pub fn committed_terms(s: &S) -> BTreeSet<u64> {
+    let mut terms = BTreeSet::new();
+    for a in &s.actor_states {
+        if let Core::Sync { node, .. } = &a.core {
+            let k = usize::try_from(node.commit_index()).unwrap_or(usize::MAX);
+            terms.extend(node.log().iter().take(k).map(|e| e.term));
+        }
+    }
+    terms
+}
+
+/// Actor `i` is a sync node that a tick would make stand in a term above `max`.
+pub fn would_stand_beyond(s: &S, i: usize, max: u64) -> bool {
+    matches!(&s.actor_states[i].core, Core::Sync { node, .. } if !node.is_leader() && node.term() >= max)
+}
