@@ -96,6 +96,7 @@ pub(crate) fn start(
     let mut cfg = EntryConfig::new(owner, spec.ndb_ids(), spec.sync_ids());
     cfg.max_segment = max_batch;
     cfg.window = config.cluster_segments_in_flight.max(1);
+    cfg.linger = config.cluster_segment_linger_us;
     cfg.reserve = RESERVE_SEGMENTS;
     cfg.deliver_from = store.last_id()?.next();
     let clock = Clock::start();

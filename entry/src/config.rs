@@ -68,6 +68,10 @@ pub struct Config {
     /// larger segments and more throughput on 2 cores, more means a slow fsync stalls less
     /// (docs/performance.md).
     pub cluster_segments_in_flight: usize,
+    /// In a cluster: while a segment is in flight, how long (microseconds) publishes may wait
+    /// to fill the next one before it opens anyway; 0 opens it at once. It caps how many
+    /// segments a lightly loaded entry sends the cluster (docs/performance.md).
+    pub cluster_segment_linger_us: u64,
     /// Cluster file: when set, join that cluster as entry `owner` instead of running standalone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<PathBuf>,
@@ -107,6 +111,7 @@ impl Default for Config {
             mqtt_default_session_expiry: 0,
             mqtt_session_checkpoint_ms: 1000,
             cluster_segments_in_flight: 4,
+            cluster_segment_linger_us: 0,
             cluster: None,
             metrics: None,
             allow_anonymous: true,

@@ -38,6 +38,11 @@ pub struct EntryConfig {
     pub max_frame: usize,
     /// Most segments in flight at once.
     pub window: usize,
+    /// While a segment is in flight, a new one opens only once `max_segment` publishes wait or
+    /// the oldest has waited this long (0: at once). Each segment costs the cluster the same
+    /// messages and fsyncs whatever its size; without a linger, a lightly loaded entry opens a
+    /// segment per slot freed and keeps every node's CPU busy (docs/performance.md).
+    pub linger: Micros,
     /// Resend interval for Begin, Over and FetchPermanent.
     pub retry: Micros,
     /// Segments reserved by one high-water-mark write.
@@ -60,6 +65,7 @@ impl EntryConfig {
             max_segment: 1024,
             max_frame: 256,
             window: 4,
+            linger: 0,
             retry: 50_000,
             reserve: 64,
             fetch_max: 256,
@@ -108,6 +114,8 @@ struct Publish {
     publisher: u64,
     seq: u64,
     body: Body,
+    /// When it was taken in (for the linger).
+    at: Micros,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -195,7 +203,21 @@ impl EntryCore {
 
     /// Return when [`EntryCore::handle_tick`] should next be called.
     pub fn poll_timeout(&self) -> Micros {
-        self.retry_due
+        match self.linger_until() {
+            Some(at) => at.min(self.retry_due),
+            None => self.retry_due,
+        }
+    }
+
+    /// When the waiting publishes may open a segment, if the linger holds them now.
+    fn linger_until(&self) -> Option<Micros> {
+        let oldest = self.waiting.front()?;
+        let lingers = self.cfg.linger > 0
+            && !self.inflight.is_empty()
+            && self.inflight.len() < self.cfg.window
+            && self.waiting.len() < self.cfg.max_segment.max(1)
+            && self.renumber.is_none();
+        lingers.then_some(oldest.at.saturating_add(self.cfg.linger))
     }
 
     /// Return the stage timings of segments resolved since the last call.
@@ -242,12 +264,14 @@ impl EntryCore {
             publisher,
             seq,
             body,
+            at: now,
         });
         self.open_segments(now);
     }
 
     /// Resend what is unanswered and poll the followed ndb.
     pub fn handle_tick(&mut self, now: Micros) {
+        self.open_segments(now);
         if now < self.retry_due {
             return;
         }
@@ -312,6 +336,9 @@ impl EntryCore {
             self.last_begun = None;
         }
         while self.inflight.len() < self.cfg.window && !self.waiting.is_empty() {
+            if self.linger_until().is_some_and(|at| now < at) {
+                break;
+            }
             let take = self.waiting.len().min(self.cfg.max_segment.max(1));
             let batch: Vec<Publish> = self.waiting.drain(..take).collect();
             let s = self.next_segment;
@@ -417,6 +444,7 @@ impl EntryCore {
                         publisher,
                         seq,
                         body,
+                        at: now,
                     })
             })
             .collect();

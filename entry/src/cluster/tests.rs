@@ -418,3 +418,38 @@ fn a_paused_follow_path_fetches_nothing_until_resumed() {
     e.pause_delivery(60_000, false);
     assert_eq!(sends(&e.take_actions()), fetch(2));
 }
+
+#[test]
+fn with_a_linger_a_second_segment_waits_to_fill_unless_nothing_is_in_flight() {
+    let mut e = core();
+    e.cfg.linger = 2_000;
+    e.handle_publish(0, 1, 1, b("a"));
+    // Nothing in flight: segment 5 opens at once.
+    assert_eq!(e.open_segments_count(), 1);
+    e.take_actions();
+    e.handle_publish(100, 1, 2, b("b"));
+    e.handle_publish(500, 1, 3, b("c"));
+    // Segment 5 is in flight: the next one lingers until the oldest waiter is 2 ms old.
+    assert_eq!(e.open_segments_count(), 1);
+    assert!(sends(&e.take_actions()).is_empty());
+    assert_eq!(e.poll_timeout(), 2_100);
+    e.handle_tick(2_099);
+    assert_eq!(e.open_segments_count(), 1);
+    e.handle_tick(2_100);
+    assert_eq!(e.open_segments_count(), 2);
+    let begins: Vec<_> = sends(&e.take_actions())
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Msg::Begin { segment, count, .. } => Some((segment, count)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(begins, vec![(6, 2); 3]);
+    // A full batch does not linger.
+    e.cfg.window = 3;
+    e.cfg.max_segment = 2;
+    e.handle_publish(3_000, 1, 4, b("d"));
+    assert_eq!(e.open_segments_count(), 2);
+    e.handle_publish(3_001, 1, 5, b("e"));
+    assert_eq!(e.open_segments_count(), 3);
+}
