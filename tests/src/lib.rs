@@ -119,6 +119,20 @@ impl TestNode {
         let mut config = self.config.clone();
         tweak(&mut config);
         let dir = self.shutdown_keeping_data().await?;
+        if let Some(file) = &config.cluster {
+            // A cluster entry's QUIC endpoint drains after the stop; wait for its UDP port.
+            let spec = ordo_common::cluster::ClusterSpec::load(file)?;
+            let addr = spec
+                .addr_of(ordo_common::proto::NodeId::Entry(config.owner))
+                .context("the entry is not in its cluster file")?;
+            let deadline = Instant::now() + TIMEOUT;
+            while std::net::UdpSocket::bind(addr).is_err() {
+                if Instant::now() >= deadline {
+                    bail!("{addr} still bound {TIMEOUT:?} after the stop");
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
         Self::start_in(dir, config).await
     }
 }

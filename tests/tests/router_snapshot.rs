@@ -171,3 +171,71 @@ async fn a_restart_restores_the_snapshot_and_replays_only_the_log_after_it() -> 
     assert_eq!(restored.snapshot(), whole.snapshot());
     Ok(())
 }
+
+/// Poll `check` until it returns `true`, for at most [`ordo_tests::TIMEOUT`].
+async fn until<F, Fut>(what: &str, mut check: F) -> Result
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + ordo_tests::TIMEOUT;
+    while !check().await? {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// A cluster entry's store is a cache of the permanent log, written without fsync; its
+/// snapshot's synced write makes the cache up to the snapshot durable, so a restarted entry
+/// restores it, replays the cache after it and catches up from the ndbs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_entry_restores_its_snapshot_and_catches_up() -> Result {
+    let c = ordo_tests::cluster::Cluster::new(2)?;
+    let _storage = c.spawn_storage();
+    let start = |owner: u64| {
+        let file = c.file.clone();
+        TestNode::start_with(move |cfg| {
+            cfg.cluster = Some(file);
+            cfg.owner = owner;
+            cfg.router_snapshot_every = 5;
+        })
+    };
+    let e1 = start(1).await?;
+    let e2 = start(2).await?;
+    publish_retained(e2.mqtt, 0..20).await?;
+    merge_into_doc(e2.wamp, json!({"a": 1})).await?;
+    until("entry 1 delivered entry 2's publishes", || async {
+        Ok(doc(e1.wamp).await? == json!({"a": 1}))
+    })
+    .await?;
+
+    let e1 = e1.restart(|_| {}).await?;
+    let restored = e1.restored;
+    let at = restored
+        .snapshot_at
+        .context("a clean stop wrote no snapshot")?;
+    assert!(at.0 >= 21, "{restored:?} misses the 21 publishes");
+    assert_eq!(
+        restored.replayed,
+        restored.last.0 - at.0,
+        "replayed only the cache after the snapshot: {restored:?}"
+    );
+    assert_eq!(retained_values(e1.mqtt).await?, expected_retained(0..20));
+    assert_eq!(doc(e1.wamp).await?, json!({"a": 1}));
+
+    // It goes on from there: later writes through entry 2 reach its router.
+    publish_retained(e2.mqtt, 20..24).await?;
+    merge_into_doc(e2.wamp, json!({"b": 2})).await?;
+    until("entry 1 merged entry 2's later write", || async {
+        Ok(doc(e1.wamp).await? == json!({"a": 1, "b": 2}))
+    })
+    .await?;
+    assert_eq!(retained_values(e1.mqtt).await?, expected_retained(0..24));
+    e1.shutdown().await;
+    e2.shutdown().await;
+    Ok(())
+}
