@@ -214,12 +214,15 @@ impl Store {
 
     /// Return the ids of the stored router snapshots, newest first.
     pub fn snapshot_ids(&self) -> Result<Vec<PermanentId>, StoreError> {
-        let iter = self.db.iterator_cf(self.cf(CF_SNAPSHOT), IteratorMode::End);
+        // A raw iterator reads keys only; snapshots can be large.
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_SNAPSHOT));
+        iter.seek_to_last();
         let mut out = Vec::new();
-        for item in iter {
-            let (key, _) = item?;
-            out.push(PermanentId(decode_key(&key)?));
+        while let Some(key) = iter.key() {
+            out.push(PermanentId(decode_key(key)?));
+            iter.prev();
         }
+        iter.status()?;
         Ok(out)
     }
 
