@@ -64,6 +64,10 @@ pub struct Config {
     /// How often a connected persistent MQTT session writes its resume point to the
     /// log (milliseconds). After a crash its client gets at most this much again.
     pub mqtt_session_checkpoint_ms: u64,
+    /// Write a snapshot of the router's log-derived state (retained values, parked
+    /// publishes, wills, persistent MQTT sessions) every this many messages and on a
+    /// clean stop, so a start replays only the log after it. 0: never write one.
+    pub router_snapshot_every: u64,
     /// In a cluster: segments this entry keeps in flight (begun, not yet resolved). Fewer means
     /// larger segments and more throughput on 2 cores, more means a slow fsync stalls less
     /// (docs/performance.md).
@@ -110,6 +114,7 @@ impl Default for Config {
             mqtt_ordo_id: true,
             mqtt_default_session_expiry: 0,
             mqtt_session_checkpoint_ms: 1000,
+            router_snapshot_every: 1_000_000,
             cluster_segments_in_flight: 4,
             cluster_segment_linger_us: 0,
             cluster: None,
@@ -138,6 +143,8 @@ impl Config {
              # max_batch: messages per advance segment (one fsync each).\n\
              # session_queue: deliveries a slow session may lag before it is closed.\n\
              # mqtt_session_checkpoint_ms: how often a live persistent MQTT session is saved.\n\
+             # router_snapshot_every: messages between router snapshots (start-up replays only the\n\
+             # log after the newest); also written on a clean stop. 0: none.\n\
              # allow_anonymous, [[users]]: WAMP ticket / WAMP-CRA users and permissions (docs/wamp.md);\n\
              # a user's optional salt, iterations (1000), keylen (32) make its WAMP-CRA salted.\n\
              # MQTT username = authid, password = ticket, topics checked in mqtt_realm (docs/mqtt.md).\n\n{body}"

@@ -15,6 +15,10 @@
 //! the handshake in the connection's task, then run the same per-connection
 //! code as their plain twins over the TLS stream.
 //!
+//! At start-up the router is restored from the newest snapshot in the store
+//! and only the log after it is dispatched; snapshots are written every
+//! `router_snapshot_every` ids and on a clean stop (`router_snapshot.rs`).
+//!
 //! In `--standalone` mode the ndb and sync roles run inside this process
 //! through the same cores ([`ordo_ndb::NdbCore`], [`ordo_sync::Elector`]) the
 //! separate binaries use.
@@ -25,6 +29,7 @@ mod cluster_shell;
 pub mod config;
 pub mod mqtt;
 pub use ordo_router as router;
+mod router_snapshot;
 pub mod sequencer;
 pub mod tls;
 pub mod wamp;
@@ -32,6 +37,8 @@ pub mod wamp;
 use anyhow::Context;
 pub use config::Config;
 use router::Router;
+pub use router_snapshot::Restored;
+use router_snapshot::Snapshotter;
 use sequencer::Sequencer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +81,12 @@ pub struct Running {
     pub wamp_tls: Option<SocketAddr>,
     /// Bound MQTT-over-wss address, when `mqtt_ws_tls` is set.
     pub mqtt_ws_tls: Option<SocketAddr>,
+    /// How the router was brought back at start-up (snapshot, messages replayed).
+    pub restored: Restored,
+    snapshots: Arc<Snapshotter>,
+    /// Ends on the shutdown signal, after the write it may be in.
+    snapshot_task: tokio::task::JoinHandle<()>,
+    snapshot_on_stop: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     owner: SegmentOwner,
@@ -92,11 +105,13 @@ impl Running {
         for t in &self.tasks {
             t.abort();
         }
+        self.snapshot_task.abort();
         let _ = self.shutdown.send(true);
     }
 
     /// Stop: close listeners and connections, let the sequencer finish its
-    /// segment, and close the store. Returns once the store is closed (or after
+    /// segment, write a router snapshot (unless `router_snapshot_every` is 0),
+    /// and close the store. Returns once the store is closed (or after
     /// `timeout`, with a warning).
     ///
     /// Acknowledged messages are durable whether or not this runs; it exists so
@@ -118,61 +133,38 @@ impl Running {
                     let _ = task.await;
                 }),
             };
-        match tokio::time::timeout(timeout, joined).await {
-            Ok(_) => tracing::info!("stopped; store closed"),
-            Err(_) => tracing::warn!(
-                "connections did not close in time; exiting without closing the store"
-            ),
+        let deadline = tokio::time::Instant::now() + timeout;
+        if tokio::time::timeout_at(deadline, joined).await.is_err() {
+            tracing::warn!("connections did not close in time; exiting without closing the store");
+            return;
         }
+        if tokio::time::timeout_at(deadline, self.snapshot_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a router snapshot took too long; exiting while it is written");
+            return;
+        }
+        if self.snapshot_on_stop {
+            // Nothing is dispatched any more: the next start replays nothing.
+            let snapshots = self.snapshots.clone();
+            let write = tokio::task::spawn_blocking(move || snapshots.write_now());
+            match tokio::time::timeout_at(deadline, write).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "router snapshot not written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "router snapshot write panicked"),
+                Err(_) => {
+                    tracing::warn!("router snapshot took too long; exiting while it is written");
+                    return;
+                }
+            }
+        }
+        drop(self.snapshots);
+        tracing::info!("stopped; store closed");
     }
 }
 
 const META_INCARNATION: &str = "entry/incarnation";
-
-/// Messages read from the store per step of [`rebuild_router`].
-const REBUILD_CHUNK: usize = 4096;
-
-/// Bring a new router to the state it had before the node stopped by
-/// dispatching the whole stored log to it, with no session listening.
-///
-/// Retained values (WAMP objects merge), parked `watch` publishes, wills and
-/// which ids were delivered are all functions of the log in id order, the same
-/// on every node; replaying it is what keeps a restarted node in agreement
-/// with the others. The cost is one read of the log at start-up
-/// (docs/operations.md).
-fn rebuild_router(
-    store: &ordo_ndb::Store,
-    router: &Router,
-    last: ordo_common::PermanentId,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let mut at = ordo_common::PermanentId::ZERO;
-    let mut next_log = 1_000_000u64;
-    while at < last {
-        let chunk = store.read_range(at, last, REBUILD_CHUNK)?;
-        let Some(&(top, _)) = chunk.last() else {
-            break;
-        };
-        let batch: Vec<_> = chunk.into_iter().map(|(id, m)| (id, Arc::new(m))).collect();
-        router.dispatch(&batch);
-        at = top;
-        if at.0 >= next_log {
-            tracing::info!(
-                at = at.0,
-                last = last.0,
-                "rebuilding the router from the log"
-            );
-            next_log += 1_000_000;
-        }
-    }
-    tracing::info!(
-        messages = last.0,
-        retained = router.retained_count(),
-        ms = started.elapsed().as_millis() as u64,
-        "router rebuilt from the log"
-    );
-    Ok(())
-}
 
 async fn bind_optional(
     addr: Option<SocketAddr>,
@@ -226,13 +218,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         meta: vec![(META_INCARNATION.into(), incarnation.to_be_bytes().to_vec())],
         ..Default::default()
     })?;
-    let router = Router::new(
-        ordo_common::PermanentId::ZERO,
-        Vec::new(),
+    let (router, restored) = router_snapshot::restore_router(
+        &store,
+        last,
         config.session_queue,
         (incarnation % (1 << 20)) << 32,
+    )?;
+    let snapshots = Snapshotter::new(
+        store.clone(),
+        router.clone(),
+        config.router_snapshot_every,
+        restored.snapshot_at,
     );
-    rebuild_router(&store, &router, last)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let metrics = ordo_common::quic::metrics::Metrics::new("entry");
     if let Some(addr) = config.metrics {
@@ -331,6 +328,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         });
     }
+    let snapshot_on_stop = shared.config.router_snapshot_every > 0;
+    let snapshot_task = tokio::spawn(snapshots.clone().run(shared.shutdown.clone()));
     let mut tasks = vec![
         tokio::spawn(mqtt::serve(mqtt_listener, shared.clone())),
         tokio::spawn(wamp::serve(wamp_listener, shared.clone())),
@@ -384,6 +383,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mqtt_tls: tls_addrs.0,
         wamp_tls: tls_addrs.1,
         mqtt_ws_tls: tls_addrs.2,
+        restored,
+        snapshots,
+        snapshot_task,
+        snapshot_on_stop,
         tasks,
         shutdown: shutdown_tx,
         owner,

@@ -52,6 +52,9 @@ struct Cli {
     /// Data folder [default: ./ordo-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Messages between router snapshots; 0 writes none [default: 1000000].
+    #[arg(long, value_name = "N")]
+    router_snapshot_every: Option<u64>,
     /// TOML configuration file; flags override it (see `generate-config`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -148,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
     config.tls_cert = cli.tls_cert.or(config.tls_cert);
     config.tls_key = cli.tls_key.or(config.tls_key);
     config.data_dir = cli.data_dir.unwrap_or(config.data_dir);
+    config.router_snapshot_every = cli
+        .router_snapshot_every
+        .unwrap_or(config.router_snapshot_every);
     config.owner = cli.id.unwrap_or(config.owner);
     config.metrics = cli.metrics.or(config.metrics);
     config.cluster = cli.cluster.or(config.cluster);

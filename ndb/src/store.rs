@@ -3,6 +3,9 @@
 //! Every commit is one `WriteBatch` written with `sync = true`, so a batch is
 //! either wholly on disk or absent after a crash, and whoever waits on
 //! [`Store::commit`] may acknowledge what it contains once it returns `Ok`.
+//!
+//! An entry also keeps snapshots of its router here ([`Store::commit_snapshot`]),
+//! in a family of their own, keyed by the id they were taken at.
 
 use ordo_common::{PermanentId, StoredMessage};
 use rocksdb::{
@@ -13,10 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const CF_PERM: &str = "perm";
-/// No longer written (the entry rebuilds retained values from the log at start-up);
+/// No longer written (the entry rebuilds retained values from its router snapshot and the log);
 /// still opened, because RocksDB refuses to open a store without all its families.
 const CF_RETAINED: &str = "retained";
 const CF_META: &str = "meta";
+/// The entry's router snapshots, by the big-endian id they were taken at.
+const CF_SNAPSHOT: &str = "router_snapshot";
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +73,7 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
-        let cfs = [CF_PERM, CF_RETAINED, CF_META]
+        let cfs = [CF_PERM, CF_RETAINED, CF_META, CF_SNAPSHOT]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -79,7 +84,7 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // The three families are created in `open`, so the handle always exists.
+        // The families are created in `open`, so the handle always exists.
         #[allow(clippy::expect_used)]
         self.db
             .cf_handle(name)
@@ -172,6 +177,59 @@ impl Store {
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
     }
+
+    /// Write a router snapshot taken at `at` durably, in one batch that also
+    /// drops all but the `keep` newest snapshots (at least this one).
+    ///
+    /// Correctness: the write is synced, and syncing RocksDB's WAL makes every
+    /// earlier write durable too, the unsynced ones of [`Store::commit_unsynced`]
+    /// included. So once this returns, every message written before it, which
+    /// covers every id up to `at` for a caller that dispatches only what it
+    /// wrote, survives a crash, and the snapshot never names lost messages.
+    /// Like every write, a failure poisons the store.
+    pub fn commit_snapshot(
+        &self,
+        at: PermanentId,
+        snapshot: &[u8],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        let cf = self.cf(CF_SNAPSHOT);
+        let mut wb = WriteBatch::default();
+        wb.put_cf(cf, at.0.to_be_bytes(), snapshot);
+        let older = self.snapshot_ids()?.into_iter().filter(|id| *id != at);
+        for id in older.skip(keep.saturating_sub(1)) {
+            wb.delete_cf(cf, id.0.to_be_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        if let Err(e) = self.db.write_opt(wb, &wo) {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Return the ids of the stored router snapshots, newest first.
+    pub fn snapshot_ids(&self) -> Result<Vec<PermanentId>, StoreError> {
+        // A raw iterator reads keys only; snapshots can be large.
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_SNAPSHOT));
+        iter.seek_to_last();
+        let mut out = Vec::new();
+        while let Some(key) = iter.key() {
+            out.push(PermanentId(decode_key(key)?));
+            iter.prev();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// Read the router snapshot taken at `at`, as written.
+    pub fn get_snapshot(&self, at: PermanentId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_SNAPSHOT), at.0.to_be_bytes())?)
+    }
 }
 
 fn decode_key(key: &[u8]) -> Result<u64, StoreError> {
@@ -245,5 +303,42 @@ mod tests {
             tail.iter().map(|(id, _)| id.0).collect::<Vec<_>>(),
             vec![46, 47, 48]
         );
+    }
+
+    #[test]
+    fn snapshots_keep_the_newest_across_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for at in [10u64, 20, 30, 40] {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .commit_snapshot(PermanentId(at), &at.to_be_bytes(), 2)
+                .expect("snapshot");
+        }
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(
+            store.snapshot_ids().expect("ids"),
+            vec![PermanentId(40), PermanentId(30)]
+        );
+        assert_eq!(
+            store.get_snapshot(PermanentId(30)).expect("get"),
+            Some(30u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(store.get_snapshot(PermanentId(20)).expect("get"), None);
+        // Rewriting the newest keeps the one before it.
+        store
+            .commit_snapshot(PermanentId(40), b"again", 2)
+            .expect("snapshot");
+        assert_eq!(
+            store.snapshot_ids().expect("ids"),
+            vec![PermanentId(40), PermanentId(30)]
+        );
+        assert_eq!(
+            store.get_snapshot(PermanentId(40)).expect("get"),
+            Some(b"again".to_vec())
+        );
+        store
+            .commit_snapshot(PermanentId(50), b"one", 1)
+            .expect("snapshot");
+        assert_eq!(store.snapshot_ids().expect("ids"), vec![PermanentId(50)]);
     }
 }

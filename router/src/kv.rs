@@ -25,6 +25,7 @@ use crate::SessionId;
 use ordo_common::wamp::value::{from_json, to_json};
 use ordo_common::wamp::{Control, FoxOptions, Value, When};
 use ordo_common::{Payload, PermanentId, StoredMessage};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -114,6 +115,23 @@ pub(crate) struct Applied {
     pub(crate) deliver: bool,
     /// Outcomes for publishers' sessions, in order.
     pub(crate) outcomes: Vec<(SessionId, Outcome)>,
+}
+
+/// The conditional state as plain data, for a router snapshot ([`crate::snapshot`]).
+///
+/// Keys are not stored: a parked publish's and a retained value's key is its
+/// message's (realm, topic), as [`KvState::apply`] builds it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct KvSnapshot {
+    parked: Vec<(PermanentId, Arc<StoredMessage>)>,
+    wills: Vec<(Key, u64, u64, Json)>,
+    suppressed: Vec<PermanentId>,
+}
+
+impl KvSnapshot {
+    pub(crate) fn parked_count(&self) -> usize {
+        self.parked.len()
+    }
 }
 
 fn fox(message: &StoredMessage) -> Option<&FoxOptions> {
@@ -258,6 +276,53 @@ impl KvState {
     /// Return how many publishes are parked.
     pub(crate) fn parked_count(&self) -> usize {
         self.parked.len()
+    }
+
+    /// Copy the state out; cheap enough to run under the router's lock
+    /// (messages are shared, not cloned).
+    pub(crate) fn to_snapshot(&self) -> KvSnapshot {
+        KvSnapshot {
+            parked: self
+                .parked
+                .iter()
+                .map(|(id, p)| (*id, p.message.clone()))
+                .collect(),
+            wills: self
+                .wills
+                .iter()
+                .map(|(key, w)| (key.clone(), w.origin, w.session, w.value.clone()))
+                .collect(),
+            suppressed: self.suppressed.iter().copied().collect(),
+        }
+    }
+
+    /// Rebuild the state [`KvState::to_snapshot`] copied.
+    pub(crate) fn from_snapshot(snapshot: KvSnapshot) -> KvState {
+        KvState {
+            parked: snapshot
+                .parked
+                .into_iter()
+                .map(|(id, message)| {
+                    let key = (message.realm.clone(), message.topic.clone());
+                    (id, Parked { key, message })
+                })
+                .collect(),
+            wills: snapshot
+                .wills
+                .into_iter()
+                .map(|(key, origin, session, value)| {
+                    (
+                        key,
+                        WillEntry {
+                            origin,
+                            session,
+                            value,
+                        },
+                    )
+                })
+                .collect(),
+            suppressed: snapshot.suppressed.into_iter().collect(),
+        }
     }
 
     fn suppress(&mut self, id: PermanentId) {

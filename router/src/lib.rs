@@ -16,12 +16,16 @@
 //! conditional state ([`kv`]): a refused or parked conditional publish is not
 //! delivered, and its publisher's session learns the outcome.
 //!
+//! Everything the log decides can be copied out as a [`RouterSnapshot`] and
+//! restored, so a restart dispatches only the log after it ([`snapshot`]).
+//!
 //! It is its own crate so that a loom test (`tests/loom.rs`, built with
 //! `RUSTFLAGS="--cfg ordo_loom"`) can explore that seam without building the
 //! rest of the entry (RocksDB).
 #![warn(missing_docs)]
 
 pub mod kv;
+pub mod snapshot;
 
 #[cfg(ordo_loom)]
 use loom::sync::{Mutex, MutexGuard};
@@ -34,6 +38,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 pub use kv::Outcome;
+pub use snapshot::{RouterSnapshot, SnapshotDecodeError};
 
 /// Identifies a client session on this entry (also its WAMP session id).
 pub type SessionId = u64;
@@ -135,6 +140,10 @@ impl Router {
                 (id, Arc::new(message)),
             );
         }
+        Router::with_state(state, queue_capacity)
+    }
+
+    fn with_state(state: State, queue_capacity: usize) -> Arc<Router> {
         Arc::new(Router {
             state: Mutex::new(state),
             queue_capacity,

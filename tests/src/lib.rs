@@ -57,6 +57,9 @@ pub struct TestNode {
     pub wamp_tls: Option<SocketAddr>,
     /// Bound MQTT-over-wss address, when the test set `mqtt_ws_tls`.
     pub mqtt_ws_tls: Option<SocketAddr>,
+    /// How the node's router was brought back at start-up.
+    pub restored: ordo_entry::Restored,
+    config: Config,
     running: Option<ordo_entry::Running>,
     /// The data folder (deleted on drop).
     pub dir: tempfile::TempDir,
@@ -80,7 +83,11 @@ impl TestNode {
             ..Config::default()
         };
         tweak(&mut config);
-        let running = ordo_entry::start(config).await?;
+        Self::start_in(dir, config).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, config: Config) -> anyhow::Result<TestNode> {
+        let running = ordo_entry::start(config.clone()).await?;
         Ok(TestNode {
             mqtt: running.mqtt,
             wamp: running.wamp,
@@ -89,9 +96,44 @@ impl TestNode {
             mqtt_tls: running.mqtt_tls,
             wamp_tls: running.wamp_tls,
             mqtt_ws_tls: running.mqtt_ws_tls,
+            restored: running.restored,
+            config,
             running: Some(running),
             dir,
         })
+    }
+
+    /// Stop the node as [`TestNode::shutdown`] does and hand back its folder
+    /// (the store is in `data/db`), to read what it left on disk.
+    pub async fn shutdown_keeping_data(mut self) -> anyhow::Result<tempfile::TempDir> {
+        if let Some(running) = self.running.take() {
+            running.shutdown(TIMEOUT).await;
+        }
+        Ok(std::mem::replace(&mut self.dir, tempfile::tempdir()?))
+    }
+
+    /// Stop the node as [`TestNode::shutdown`] does and start it again on the
+    /// same data folder after `tweak` adjusts its configuration (the
+    /// listeners get new ports).
+    pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<TestNode> {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let dir = self.shutdown_keeping_data().await?;
+        if let Some(file) = &config.cluster {
+            // A cluster entry's QUIC endpoint drains after the stop; wait for its UDP port.
+            let spec = ordo_common::cluster::ClusterSpec::load(file)?;
+            let addr = spec
+                .addr_of(ordo_common::proto::NodeId::Entry(config.owner))
+                .context("the entry is not in its cluster file")?;
+            let deadline = Instant::now() + TIMEOUT;
+            while std::net::UdpSocket::bind(addr).is_err() {
+                if Instant::now() >= deadline {
+                    bail!("{addr} still bound {TIMEOUT:?} after the stop");
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        Self::start_in(dir, config).await
     }
 }
 
