@@ -116,7 +116,7 @@ impl Default for Config {
             mqtt_session_checkpoint_ms: 1000,
             router_snapshot_every: 1_000_000,
             cluster_segments_in_flight: 4,
-            cluster_segment_linger_us: 0,
+            cluster_segment_linger_us: 3000,
             cluster: None,
             metrics: None,
             allow_anonymous: true,

@@ -226,6 +226,8 @@ impl World {
                 c.max_segment = 16;
                 c.window = 3;
                 c.reserve = 4;
+                // A third of the runs hold new segments back while one is in flight.
+                c.linger = [0, 0, 2_000][(cfg.seed / 9 % 3) as usize];
                 if cfg.mutation == Mutation::FirstTrim {
                     c.trim_quorum_override = Some(1);
                 }
