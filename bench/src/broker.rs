@@ -103,7 +103,7 @@ pub struct Programs {
 
 /// Workspace root: from `CARGO_MANIFEST_DIR` when cargo runs the bench, else the path it was
 /// compiled at when that still exists (a compiler cache may hand out a build made in another
-/// checkout), else the working directory.
+/// checkout), else `bench` in the working directory.
 pub fn workspace_root() -> PathBuf {
     bench_dir()
         .parent()
@@ -118,7 +118,8 @@ fn bench_dir() -> PathBuf {
     if compiled.exists() {
         return compiled.to_path_buf();
     }
-    PathBuf::from("bench")
+    // Absolute: peers are started from their scratch directories.
+    std::env::current_dir().unwrap_or_default().join("bench")
 }
 
 /// `$CARGO_TARGET_DIR/release/ordo-entry`, else `<workspace>/target/release/ordo-entry`.
