@@ -111,7 +111,7 @@ pub(crate) fn start(
         "joined the cluster");
     let (tx, rx) = mpsc::channel(max_batch * 4);
     let (deliveries, delivery_rx) = mpsc::channel(DELIVERY_QUEUE);
-    tokio::spawn(deliver(store, router, delivery_rx));
+    let delivery = tokio::spawn(deliver(store, router, delivery_rx));
     let shell = ShellTask {
         core,
         clock,
@@ -149,7 +149,12 @@ pub(crate) fn start(
         acks_since: (0, 0),
         stages_since: (0, 0, 0),
     };
-    let task = tokio::spawn(shell.run(rx, inbox, shutdown));
+    // The shell's task ends once the delivery task has routed what it was handed, so a
+    // clean stop's router snapshot covers everything this entry cached.
+    let task = tokio::spawn(async move {
+        shell.run(rx, inbox, shutdown).await;
+        let _ = delivery.await;
+    });
     Ok(Shell {
         sequencer: Sequencer::from_sender(tx),
         task,
@@ -256,6 +261,7 @@ impl ShellTask {
             let _ = reply.send(Err(PublishError::Stopped));
         }
         self.mesh.close();
+        // Dropping `self` closes the delivery queue: the delivery task drains it and ends.
     }
 
     fn publish(&mut self, req: PublishRequest) {

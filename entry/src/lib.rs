@@ -94,7 +94,8 @@ pub struct Running {
 
 /// Whoever turns publishes into permanent ids: the embedded sequencer thread or the cluster shell.
 enum SegmentOwner {
-    Embedded(std::thread::JoinHandle<()>),
+    /// The sequencer thread and the task that dispatches its commits.
+    Embedded(std::thread::JoinHandle<()>, tokio::task::JoinHandle<()>),
     Cluster(tokio::task::JoinHandle<()>),
 }
 
@@ -126,8 +127,11 @@ impl Running {
         // The cluster shell ends on the shutdown signal.
         let joined: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
             match self.owner {
-                SegmentOwner::Embedded(thread) => Box::pin(async move {
+                SegmentOwner::Embedded(thread, dispatcher) => Box::pin(async move {
                     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                    // The thread's end closes the dispatcher's channel; once it has routed
+                    // the last commit, the stop's snapshot covers the whole store.
+                    let _ = dispatcher.await;
                 }),
                 SegmentOwner::Cluster(task) => Box::pin(async move {
                     let _ = task.await;
@@ -240,14 +244,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let (sequencer, owner) = match &config.cluster {
         None => {
-            let (sequencer, thread) = sequencer::start(
+            let (sequencer, thread, dispatcher) = sequencer::start(
                 store.clone(),
                 router.clone(),
                 config.owner,
                 config.max_batch,
                 metrics,
             )?;
-            (sequencer, SegmentOwner::Embedded(thread))
+            (sequencer, SegmentOwner::Embedded(thread, dispatcher))
         }
         Some(path) => {
             let spec = ordo_common::cluster::ClusterSpec::load(path)?;

@@ -86,9 +86,10 @@ struct Committed {
 
 pub(crate) const META_NEXT_SEGMENT: &str = "entry/next_segment";
 
-/// Start the sequencer thread and the dispatcher task; return the publish handle
-/// and the thread, which ends (closing its store handle) once every
-/// [`Sequencer`] handle is dropped.
+/// Start the sequencer thread and the dispatcher task; return the publish handle,
+/// the thread, which ends (closing its store handle) once every [`Sequencer`]
+/// handle is dropped, and the dispatcher, which ends after routing the thread's
+/// last commit.
 ///
 /// `max_batch` bounds messages per segment.
 pub fn start(
@@ -97,7 +98,14 @@ pub fn start(
     owner: u64,
     max_batch: usize,
     metrics: Metrics,
-) -> Result<(Sequencer, std::thread::JoinHandle<()>), ordo_ndb::StoreError> {
+) -> Result<
+    (
+        Sequencer,
+        std::thread::JoinHandle<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    ordo_ndb::StoreError,
+> {
     let last = store.last_id()?;
     let next_segment = store
         .get_meta(META_NEXT_SEGMENT)?
@@ -119,8 +127,8 @@ pub fn start(
             key: "thread".into(),
             reason: e.to_string(),
         })?;
-    tokio::spawn(run_dispatcher(done_rx, router));
-    Ok((Sequencer { tx }, thread))
+    let dispatcher = tokio::spawn(run_dispatcher(done_rx, router));
+    Ok((Sequencer { tx }, thread, dispatcher))
 }
 
 struct Cores {
