@@ -117,9 +117,6 @@ impl Store {
     }
 
     fn write(&self, batch: &CommitBatch, sync: bool) -> Result<(), StoreError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(StoreError::Poisoned);
-        }
         let mut wb = WriteBatch::default();
         for (id, message) in &batch.messages {
             wb.put_cf(self.cf(CF_PERM), id.0.to_be_bytes(), encode_record(message));
@@ -127,13 +124,7 @@ impl Store {
         for (key, value) in &batch.meta {
             wb.put_cf(self.cf(CF_META), key.as_bytes(), value);
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        if let Err(e) = self.db.write_opt(wb, &wo) {
-            self.poisoned.store(true, Ordering::Release);
-            return Err(e.into());
-        }
-        Ok(())
+        self.write_batch(wb, sync)
     }
 
     /// Tell whether an earlier write failed.
@@ -193,9 +184,6 @@ impl Store {
         snapshot: &[u8],
         keep: usize,
     ) -> Result<(), StoreError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(StoreError::Poisoned);
-        }
         let cf = self.cf(CF_SNAPSHOT);
         let mut wb = WriteBatch::default();
         wb.put_cf(cf, at.0.to_be_bytes(), snapshot);
@@ -203,8 +191,17 @@ impl Store {
         for id in older.skip(keep.saturating_sub(1)) {
             wb.delete_cf(cf, id.0.to_be_bytes());
         }
+        self.write_batch(wb, true)
+    }
+
+    /// Write one batch, unless an earlier write failed: after a failure the store refuses
+    /// every later write (poisoned).
+    fn write_batch(&self, wb: WriteBatch, sync: bool) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         if let Err(e) = self.db.write_opt(wb, &wo) {
             self.poisoned.store(true, Ordering::Release);
             return Err(e.into());
