@@ -371,6 +371,19 @@ impl SyncNode {
         self.send(NodeId::Sync(peer), msg);
     }
 
+    /// A message from `peer` as leader of `term`: refuse it (false) if the term is stale,
+    /// else follow `peer` and restart the election timer.
+    pub(super) fn heed_leader(&mut self, now: Micros, peer: u32, term: u64) -> bool {
+        if term < self.disk.term {
+            return false;
+        }
+        if !matches!(self.role, Role::Follower { leader: Some(l) } if l == peer) {
+            self.step_down(now, term, Some(peer));
+        }
+        self.reset_election(now);
+        true
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_draft(
         &mut self,
@@ -382,20 +395,15 @@ impl SyncNode {
         mut entries: Vec<LogEntry>,
         commit: u64,
     ) {
-        let me = self.disk.term;
-        if term < me {
+        if !self.heed_leader(now, peer, term) {
             let ack = Msg::DraftAck {
-                term: me,
+                term: self.disk.term,
                 ok: false,
                 match_index: 0,
             };
             self.send(NodeId::Sync(peer), ack);
             return;
         }
-        if !matches!(self.role, Role::Follower { leader: Some(l) } if l == peer) {
-            self.step_down(now, term, Some(peer));
-        }
-        self.reset_election(now);
         if prev_index < self.snap_index {
             // Entries up to the snapshot are committed, so they match the leader's: skip them.
             let covered = usize::try_from(self.snap_index - prev_index).unwrap_or(usize::MAX);

@@ -69,19 +69,14 @@ impl SyncNode {
         term: u64,
         snapshot: SyncSnapshot,
     ) {
-        let me = self.disk.term;
-        if term < me {
+        if !self.heed_leader(now, peer, term) {
             let ack = Msg::SnapshotAck {
-                term: me,
+                term: self.disk.term,
                 last_index: 0,
             };
             self.send(NodeId::Sync(peer), ack);
             return;
         }
-        if !matches!(self.role, Role::Follower { leader: Some(l) } if l == peer) {
-            self.step_down(now, term, Some(peer));
-        }
-        self.reset_election(now);
         let last_index = snapshot.last_index;
         if last_index > self.applied {
             self.install(snapshot);
