@@ -247,11 +247,7 @@ impl ShellTask {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             self.core.handle_tick(self.clock.now());
-            let paused = !self.overflow.is_empty();
-            if paused != self.delivery_paused {
-                self.delivery_paused = paused;
-                self.core.pause_delivery(self.clock.now(), paused);
-            }
+            self.pause_follow_while_overflowing();
             if let Err(e) = self.run_actions().await {
                 tracing::error!(error = %e, "entry storage failed; no further acks from this entry");
                 break;
@@ -280,6 +276,16 @@ impl ShellTask {
             .handle_publish(self.clock.now(), 0, self.seq, body);
     }
 
+    /// Tell the core to pause its follow path while batches wait in `overflow`, and to
+    /// resume once they are handed over.
+    fn pause_follow_while_overflowing(&mut self) {
+        let paused = !self.overflow.is_empty();
+        if paused != self.delivery_paused {
+            self.delivery_paused = paused;
+            self.core.pause_delivery(self.clock.now(), paused);
+        }
+    }
+
     /// Hand a batch to the delivery task without waiting: if its queue is full, keep the batch
     /// and pause the follow path, so TRIMs, RESOLVEDs and acks never wait on delivery.
     fn queue_delivery(&mut self, batch: Delivered) -> anyhow::Result<()> {
@@ -291,10 +297,7 @@ impl ShellTask {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(batch)) => {
                 self.overflow.push_back(batch);
-                if !self.delivery_paused {
-                    self.delivery_paused = true;
-                    self.core.pause_delivery(self.clock.now(), true);
-                }
+                self.pause_follow_while_overflowing();
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => anyhow::bail!("the delivery task stopped"),
