@@ -226,6 +226,8 @@ pub struct NdbNode {
     /// (a long poll: the entry learns of new ids one apply later, not one retry later).
     parked: BTreeMap<NodeId, (PermanentId, u32)>,
     out: VecDeque<Action<NdbWrite>>,
+    /// Answers to readers that leave ahead of this step's writes (see [`NdbNode::reply_now`]).
+    replies: Vec<Action<NdbWrite>>,
 }
 
 impl NdbNode {
@@ -241,6 +243,7 @@ impl NdbNode {
             asked_bodies: None,
             parked: BTreeMap::new(),
             out: VecDeque::new(),
+            replies: Vec::new(),
         };
         node.evict();
         node
@@ -273,7 +276,9 @@ impl NdbNode {
 
     /// Return every queued action, in order.
     pub fn take_actions(&mut self) -> Vec<Action<NdbWrite>> {
-        self.out.drain(..).collect()
+        let mut actions = std::mem::take(&mut self.replies);
+        actions.extend(self.out.drain(..));
+        actions
     }
 
     /// Return when [`NdbNode::handle_tick`] should next be called.
@@ -565,7 +570,7 @@ impl NdbNode {
             .map(|(_, (_, b))| b.clone())
             .collect();
         let tip = self.disk.next;
-        self.send(
+        self.reply_now(
             to,
             Msg::Permanent {
                 from: first,
@@ -573,6 +578,16 @@ impl NdbNode {
                 records,
             },
         );
+    }
+
+    /// Send `msg` ahead of every write this step queued, instead of behind them.
+    ///
+    /// Only for answers that carry nothing this node decided: permanent records have ids
+    /// committed in the sync log and bodies on `f+1` disks (an `Over` needs `f+1` trims), so a
+    /// reader may see them before this node's own `Apply` is durable. If the write is lost,
+    /// the node applies the same resolution to the same bodies again (docs/protocol.md §4).
+    fn reply_now(&mut self, to: NodeId, msg: Msg) {
+        self.replies.push(Action::Send { to, msg });
     }
 
     fn write(&mut self, w: NdbWrite) {
