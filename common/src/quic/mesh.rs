@@ -17,7 +17,9 @@
 //! (`sync1`, `ndb2`, `entry3`), or the connection is closed. Outgoing, a node
 //! checks that the peer's certificate carries the name it dialled.
 
-use super::{client_config, read_frame, server_config, write_frame, NodeIdentity, QuicError};
+use super::{
+    client_config, encode_frame, read_frame, server_config, write_frame, NodeIdentity, QuicError,
+};
 use crate::proto::{Msg, NodeId};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +32,8 @@ use tokio::sync::mpsc;
 pub const MAX_FRAME: usize = 512 << 20;
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 16_384;
+/// Bytes of queued frames gathered into one stream write.
+const MAX_BATCH: usize = 256 << 10;
 
 /// The first frame of every stream: who is speaking.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -202,13 +206,31 @@ async fn peer_sender(
         tracing::info!(%peer, %addr, "connected to peer");
         logged_down = false;
         backoff = Duration::from_millis(20);
+        let mut batch = Vec::new();
         loop {
             let Some(msg) = rx.recv().await else {
                 let _ = send.finish();
                 return;
             };
-            if let Err(e) = write_frame(&mut send, &msg).await {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            // Whatever queued meanwhile goes in the same write: one wake of the connection,
+            // and small messages share packets.
+            batch.clear();
+            let mut count = 0;
+            let mut next = Some(msg);
+            while let Some(msg) = next.take() {
+                match encode_frame(&mut batch, &msg) {
+                    Ok(()) => count += 1,
+                    Err(e) => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, error = %e, "a message could not be encoded; dropped");
+                    }
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if let Err(e) = send.write_all(&batch).await {
+                stats.dropped.fetch_add(count, Ordering::Relaxed);
                 tracing::info!(%peer, error = %e, "lost the connection to a peer; reconnecting");
                 break;
             }

@@ -166,11 +166,22 @@ pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     message: &T,
 ) -> Result<(), QuicError> {
-    let body = rmp_serde::to_vec(message)?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, message)?;
     send.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Append one frame (length prefix, then the msgpack body) to `buf`; on error `buf` is unchanged.
+pub fn encode_frame<T: Serialize>(buf: &mut Vec<u8>, message: &T) -> Result<(), QuicError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    if let Err(e) = rmp_serde::encode::write(buf, message) {
+        buf.truncate(start);
+        return Err(e.into());
+    }
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
 

@@ -204,3 +204,97 @@ async fn a_peer_is_only_heard_under_its_certificates_name() {
     mesh.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Between two meshes, a burst far larger than one batch arrives whole and in order,
+/// and a batch of frames decodes back to the same messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_arrives_whole_and_in_order() {
+    use crate::proto::{Msg, NodeId};
+    let dir = std::env::temp_dir().join(format!("ordo-quic-burst-{}", std::process::id()));
+    generate_dev_certs(&dir, &["sync1", "sync2"]).expect("certs");
+    let bind = |id| {
+        let (tx, rx) = tokio::sync::mpsc::channel(1 << 16);
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+        let addr = probe.local_addr().expect("addr");
+        drop(probe);
+        (id, addr, tx, rx)
+    };
+    let (a, a_addr, a_tx, _a_rx) = bind(NodeId::Sync(1));
+    let (b, b_addr, b_tx, mut b_rx) = bind(NodeId::Sync(2));
+    let peers: std::collections::BTreeMap<_, _> = [(a, a_addr), (b, b_addr)].into();
+    let ma = mesh::Mesh::start(
+        a,
+        a_addr,
+        &peers,
+        &load_identity(&dir, "sync1").expect("id"),
+        a_tx,
+    )
+    .expect("mesh a");
+    let mb = mesh::Mesh::start(
+        b,
+        b_addr,
+        &peers,
+        &load_identity(&dir, "sync2").expect("id"),
+        b_tx,
+    )
+    .expect("mesh b");
+    let n = 5_000u64;
+    for segment in 0..n {
+        ma.send(
+            b,
+            Msg::Trim {
+                owner: 1,
+                segment,
+                count: 1,
+            },
+        );
+    }
+    for expect in 0..n {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), b_rx.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert!(
+            matches!(got, (from, Msg::Trim { segment, .. }) if from == a && segment == expect),
+            "message {expect}: got {got:?}"
+        );
+    }
+    assert_eq!(
+        ma.stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    ma.close();
+    mb.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn frames_of_one_batch_decode_in_order() {
+    let mut batch = Vec::new();
+    for n in 0..3 {
+        encode_frame(
+            &mut batch,
+            &Ping {
+                n,
+                body: vec![n as u8; 10],
+            },
+        )
+        .expect("encode");
+    }
+    let mut rest = &batch[..];
+    for n in 0..3 {
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("len")) as usize;
+        let ping: Ping = rmp_serde::from_slice(&rest[4..4 + len]).expect("decode");
+        assert_eq!(
+            ping,
+            Ping {
+                n,
+                body: vec![n as u8; 10]
+            }
+        );
+        rest = &rest[4 + len..];
+    }
+    assert!(rest.is_empty());
+}

@@ -298,7 +298,10 @@ fn a_fetch_with_nothing_new_is_answered_right_after_the_apply() {
         .expect("parked fetch answered");
     // The ids are committed and the bodies on f+1 disks: the answer does not wait for this
     // node's own write (docs/protocol.md §4, the one exception).
-    assert!(answer < apply, "the answer leaves ahead of the apply's write");
+    assert!(
+        answer < apply,
+        "the answer leaves ahead of the apply's write"
+    );
 }
 
 #[test]
