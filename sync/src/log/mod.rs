@@ -247,7 +247,8 @@ pub struct Leading {
 /// One sync node: the consensus log plus the segment machine it feeds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SyncNode {
-    cfg: SyncConfig,
+    /// Boxed: the node is moved and cloned whole by the simulator and the model.
+    cfg: Box<SyncConfig>,
     /// Term, vote and the log after the snapshot; `disk.snapshot` stays `None` (its state
     /// is in `machine` or applied past it, its position in `snap_index`/`snap_term`).
     disk: SyncDisk,
@@ -306,7 +307,7 @@ impl SyncNode {
             .map(|r| (r.base, r))
             .collect();
         let mut node = SyncNode {
-            cfg,
+            cfg: Box::new(cfg),
             disk,
             snap_index,
             snap_term,

@@ -367,7 +367,7 @@ impl World {
                 if self.cut(from, to) {
                     return;
                 }
-                if let Some(reply) = self.from_archive(to, &msg) {
+                if let Some(reply) = self.answer_from_sync_archive(to, &msg) {
                     self.stats.archive_answers += 1;
                     self.send(to, from, reply);
                     return;
@@ -664,7 +664,7 @@ impl World {
     /// A sync shell's answer from its archive, as `ordo_sync::node` gives it: the store's
     /// reads see every write emitted so far, synced or not (the real shell runs a step's
     /// writes before its next input).
-    fn from_archive(&self, to: NodeId, msg: &Msg) -> Option<Msg> {
+    fn answer_from_sync_archive(&self, to: NodeId, msg: &Msg) -> Option<Msg> {
         let NodeId::Sync(i) = to else {
             return None;
         };
