@@ -22,6 +22,10 @@ struct Cli {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Resolutions kept in memory; older ones are read from the store. Use one value on
+    /// every sync node of a cluster.
+    #[arg(long, value_name = "N", default_value_t = ordo_sync::log::DEFAULT_RESOLUTION_WINDOW)]
+    resolution_window: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -83,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             id,
             data_dir,
             metrics: cli.metrics,
+            resolution_window: cli.resolution_window,
         },
         rx,
     )

@@ -1,13 +1,14 @@
 //! The sync process: [`SyncNode`] served over QUIC with its RocksDB store.
 //!
 //! ```text
-//!  mesh inbox ──► SyncNode ──Persist──► SyncStore (term, vote, snapshot, log; one fsync per step)
+//!  mesh inbox ──► old Over / FetchResolved? ──► SyncStore archive ──► Resolved (shortcut)
+//!            └───► SyncNode ──Persist──► SyncStore (term, vote, snapshot, log, archive; one fsync per step)
 //!                          ──Send────► sync peers (Draft, PickChallenger, Vote),
 //!                                      ndbs and entries (Resolved, Abandoned)
 //!  operator (`ordo-sync abandon`) ──Abandon──► mesh inbox
 //! ```
 
-use crate::log::{SyncConfig, SyncNode, SyncWrite};
+use crate::log::{answer_from_archive, SyncConfig, SyncNode, SyncWrite};
 use crate::store::{SyncStore, SyncStoreError};
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::NodeId;
@@ -30,6 +31,8 @@ pub struct SyncOptions {
     pub data_dir: PathBuf,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Resolutions the segment machine keeps in memory ([`SyncConfig::resolution_window`]).
+    pub resolution_window: usize,
 }
 
 impl Durable<SyncWrite> for SyncStore {
@@ -53,13 +56,14 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         "store opened; recovering from the snapshot and the log after it");
     // Election jitter differs per node and per start.
     let seed = u64::from(opts.id) ^ std::process::id() as u64 ^ disk.term.rotate_left(17);
-    let cfg = SyncConfig::new(
+    let mut cfg = SyncConfig::new(
         opts.id,
         opts.spec.sync_ids(),
         opts.spec.ndb_ids(),
         opts.spec.entry_ids(),
         seed,
     );
+    cfg.resolution_window = opts.resolution_window.max(1);
     let metrics = Metrics::new("sync");
     if let Some(addr) = opts.metrics {
         metrics
@@ -76,6 +80,14 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         "snapshot_index",
         "Last log index the newest snapshot covers",
     );
+    let in_memory = metrics.gauge(
+        "resolutions_in_memory",
+        "Resolutions the segment machine holds in memory (window and not yet archived)",
+    );
+    let gap_ids = metrics.gauge(
+        "archive_gap_ids",
+        "Ids whose resolutions an installed snapshot skipped and peers have not yet sent",
+    );
     let mut snapshot_seen = snapshot_at;
     let abandons = metrics.gauge("abandons", "Operator abandons applied (floors raised)");
     let mut notices = 0;
@@ -87,17 +99,19 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         &opts.spec,
         me,
         |now| SyncNode::recover(cfg, disk, now),
-        Arc::new(store),
+        Arc::new(store.clone()),
         shutdown,
         &metrics,
         Hooks {
-            shortcut: |_: &SyncNode, _, _: &_| None,
+            shortcut: |node: &SyncNode, _, msg: &_| answer_from_archive(node, msg, || store.clone()),
             observe: |node: &SyncNode| {
             term.set(node.term() as i64);
             is_leader.set(i64::from(node.is_leader()));
             commit.set(node.commit_index() as i64);
             next_id.set(node.machine().next_id().0 as i64);
             log_len.set(node.log().len() as i64);
+            in_memory.set(node.resolutions_in_memory() as i64);
+            gap_ids.set(node.archive_gap().map_or(0, |(f, t)| t.0.saturating_sub(f.0)) as i64);
             if node.snapshot_index() != snapshot_seen {
                 snapshot_seen = node.snapshot_index();
                 tracing::info!(%me, index = snapshot_seen, applied = node.applied_index(),

@@ -8,6 +8,9 @@
 //! | `hard` | `b"hard"` | version byte + rmp `{term, voted_for}` |
 //! | `snapshot` | `b"snapshot"` | version byte + rmp [`SyncSnapshot`] |
 //! | `log` | `index u64` (from 1) | version byte + rmp [`LogEntry`] |
+//! | `archive` | `base u64` | version byte + rmp [`Resolution`] |
+//! | `archive_segment` | `owner u64, segment u64` | `base u64` |
+//! | `hard` | `b"archive_gap"` | version byte + rmp `Option<(from, to)>` |
 //!
 //! A `SyncWrite::Log {from, entries}` lands where [`SyncDisk::apply`] puts it
 //! ([`log_write_position`]): at `min(max(from, 1, snap + 1), last + 1)`, after a
@@ -24,12 +27,15 @@
 //! writes, each whole or absent. Any failure poisons the store.
 //!
 //! [`SyncStore::open`] loads the snapshot and the log after it (at most about
-//! `snapshot_threshold` entries plus what was not yet committed). The snapshot
-//! holds every resolution ever made, so its size grows with the segments ordered
-//! (docs/protocol.md §10).
+//! `snapshot_threshold` entries plus what was not yet committed) and the archive's
+//! gap, not the archive: the snapshot holds the machine's window of recent
+//! resolutions (`resolution_window`), and the shell reads older ones from the
+//! archive ([`ArchiveRead`]) when asked. A `SyncWrite::Archive` puts each
+//! resolution under both keys and the gap in one batch.
 
-use crate::log::{log_write_position, SyncDisk, SyncWrite};
-use ordo_common::proto::{LogEntry, SyncSnapshot};
+use crate::log::{log_write_position, ArchiveRead, SyncDisk, SyncWrite};
+use ordo_common::proto::{LogEntry, Resolution, SyncSnapshot};
+use ordo_common::PermanentId;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
@@ -42,7 +48,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 const CF_HARD: &str = "hard";
 const CF_LOG: &str = "log";
 const CF_SNAPSHOT: &str = "snapshot";
+const CF_ARCHIVE: &str = "archive";
+const CF_ARCHIVE_SEGMENT: &str = "archive_segment";
 const HARD_KEY: &[u8] = b"hard";
+const GAP_KEY: &[u8] = b"archive_gap";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 /// A snapshot larger than this is logged as a warning: it must cross the mesh in one
 /// frame (512 MiB limit) when a follower needs it.
@@ -105,7 +114,7 @@ impl SyncStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
-        let cfs = [CF_HARD, CF_LOG, CF_SNAPSHOT]
+        let cfs = [CF_HARD, CF_LOG, CF_SNAPSHOT, CF_ARCHIVE, CF_ARCHIVE_SEGMENT]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -179,6 +188,18 @@ impl SyncStore {
                         last: at - 1 + kept.len() as u64,
                     }
                 }
+                SyncWrite::Archive { resolutions, gap } => {
+                    for r in resolutions {
+                        batch.put_cf(self.cf(CF_ARCHIVE), r.base.0.to_be_bytes(), encode_value(r));
+                        batch.put_cf(
+                            self.cf(CF_ARCHIVE_SEGMENT),
+                            segment_key(r.owner, r.segment),
+                            r.base.0.to_be_bytes(),
+                        );
+                    }
+                    batch.put_cf(self.cf(CF_HARD), GAP_KEY, encode_value(gap));
+                    *b
+                }
                 SyncWrite::Snapshot(s) if s.last_index <= b.snap => *b,
                 SyncWrite::Snapshot(s) => {
                     let value = encode_value(s);
@@ -229,6 +250,9 @@ impl SyncStore {
             disk.term = hard.term;
             disk.voted_for = hard.voted_for;
         }
+        if let Some(v) = self.db.get_cf(self.cf(CF_HARD), GAP_KEY)? {
+            disk.archive_gap = decode_value(&v, GAP_KEY)?;
+        }
         if let Some(v) = self.db.get_cf(self.cf(CF_SNAPSHOT), SNAPSHOT_KEY)? {
             disk.snapshot = Some(Box::new(decode_value::<SyncSnapshot>(&v, SNAPSHOT_KEY)?));
         }
@@ -250,6 +274,62 @@ impl SyncStore {
         }
         Ok(disk)
     }
+}
+
+impl ArchiveRead for SyncStore {
+    type Error = SyncStoreError;
+
+    fn archived(&self, owner: u64, segment: u64) -> Result<Option<Resolution>, SyncStoreError> {
+        let key = segment_key(owner, segment);
+        let Some(base) = self.db.get_cf(self.cf(CF_ARCHIVE_SEGMENT), key)? else {
+            return Ok(None);
+        };
+        let base: [u8; 8] = base
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt(&key, "base is not 8 bytes"))?;
+        let Some(v) = self.db.get_cf(self.cf(CF_ARCHIVE), base)? else {
+            return Err(corrupt(&key, "segment names a base the archive lacks"));
+        };
+        let r: Resolution = decode_value(&v, &base)?;
+        Ok(Some(r).filter(|r| (r.owner, r.segment) == (owner, segment)))
+    }
+
+    fn archived_from(
+        &self,
+        from: PermanentId,
+        max: usize,
+    ) -> Result<Vec<Resolution>, SyncStoreError> {
+        let cf = self.cf(CF_ARCHIVE);
+        // The resolution holding `from` starts at or below it: the last key <= from.
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek_for_prev(from.0.to_be_bytes());
+        let mut out: Vec<Resolution> = Vec::new();
+        while it.valid() && out.len() < max.max(1) {
+            let (Some(key), Some(value)) = (it.key(), it.value()) else {
+                break;
+            };
+            let r: Resolution = decode_value(value, key)?;
+            let continues = match out.last() {
+                None => r.end() > from,
+                Some(l) => l.end() == r.base,
+            };
+            if !continues {
+                break;
+            }
+            out.push(r);
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+}
+
+fn segment_key(owner: u64, segment: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&owner.to_be_bytes());
+    key[8..].copy_from_slice(&segment.to_be_bytes());
+    key
 }
 
 /// A key after every log index.
@@ -497,5 +577,62 @@ mod tests {
             matches!(err, Err(SyncStoreError::Corrupt { .. })),
             "{err:?}"
         );
+    }
+
+    fn res(owner: u64, segment: u64, base: u64) -> Resolution {
+        Resolution {
+            owner,
+            segment,
+            count: 2,
+            base: PermanentId(base),
+        }
+    }
+
+    #[test]
+    fn the_archive_and_its_gap_survive_reopen_and_are_read_not_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = SyncStore::open(dir.path()).expect("open");
+        // Ids 1..7 archived, 7..11 in a gap an install left, 11..13 archived after it.
+        let (a, b, c, d) = (res(1, 1, 1), res(2, 4, 3), res(1, 2, 5), res(1, 9, 11));
+        let gap = Some((PermanentId(7), PermanentId(11)));
+        store
+            .persist(&[
+                SyncWrite::Archive {
+                    resolutions: vec![a, b],
+                    gap: None,
+                },
+                SyncWrite::Archive {
+                    resolutions: vec![c, d],
+                    gap,
+                },
+            ])
+            .expect("persist");
+        drop(store);
+        let (store, disk) = SyncStore::open(dir.path()).expect("reopen");
+        assert_eq!(disk.archive_gap, gap);
+        assert!(disk.archive.is_empty(), "the archive stays on disk");
+        assert_eq!(store.archived(2, 4).expect("read"), Some(b));
+        assert_eq!(store.archived(1, 9).expect("read"), Some(d));
+        assert_eq!(store.archived(1, 3).expect("read"), None);
+        let from = |id, max| store.archived_from(PermanentId(id), max).expect("read");
+        assert_eq!(from(1, 10), vec![a, b, c], "stops at the gap");
+        assert_eq!(from(4, 10), vec![b, c], "from inside a range");
+        assert_eq!(from(1, 2), vec![a, b]);
+        assert!(from(7, 10).is_empty(), "inside the gap");
+        assert_eq!(from(12, 10), vec![d]);
+        assert!(from(13, 10).is_empty(), "past the end");
+        // Filling the gap (a peer's answer) closes it; the reads run through.
+        store
+            .persist(&[SyncWrite::Archive {
+                resolutions: vec![res(2, 5, 7), res(2, 6, 9)],
+                gap: None,
+            }])
+            .expect("persist");
+        drop(store);
+        let (store, disk) = SyncStore::open(dir.path()).expect("reopen");
+        assert_eq!(disk.archive_gap, None);
+        let all = store.archived_from(PermanentId(1), 100).expect("read");
+        assert_eq!(all.len(), 6);
+        assert_eq!(all.last(), Some(&d));
     }
 }

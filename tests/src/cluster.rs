@@ -71,6 +71,7 @@ pub fn spawn_sync(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
         id,
         data_dir: root.join(format!("sync{id}")),
         metrics: None,
+        resolution_window: ordo_sync::log::DEFAULT_RESOLUTION_WINDOW,
     };
     let task = tokio::spawn(async move {
         if let Err(e) = ordo_sync::node::run(opts, rx).await {

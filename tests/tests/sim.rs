@@ -28,6 +28,7 @@ fn invariants_hold_over_the_seed_range() {
     let (mut abandons, mut returns, mut acked_after_return, mut renumbered) = (0, 0, 0, 0);
     let (mut snapshots, mut installs_sent, mut installs) = (0, 0, 0);
     let (mut snapshot_restarts, mut seeds_installing) = (0, 0);
+    let (mut archive_answers, mut archive_gaps) = (0, 0);
     let range = seeds();
     for seed in range.clone() {
         match run(SimConfig::new(seed)) {
@@ -44,6 +45,8 @@ fn invariants_hold_over_the_seed_range() {
                 installs += stats.installs;
                 snapshot_restarts += stats.snapshot_restarts;
                 seeds_installing += usize::from(stats.installs > 0);
+                archive_answers += stats.archive_answers;
+                archive_gaps += stats.archive_gaps;
             }
             Err(e) => {
                 eprintln!(
@@ -59,7 +62,8 @@ fn invariants_hold_over_the_seed_range() {
          {abandons} abandons ({returns} returned, {acked_after_return} acked after, \
          {renumbered} renumbered above the floor), {snapshots} sync snapshots durable, \
          {installs_sent} InstallSnapshot sent, {installs} installed (on {seeds_installing} seeds), \
-         {snapshot_restarts} sync restarts from a snapshot, {} failed",
+         {snapshot_restarts} sync restarts from a snapshot, {archive_answers} answers from \
+         a sync archive, {archive_gaps} installs leaving an archive gap, {} failed",
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
@@ -75,6 +79,10 @@ fn invariants_hold_over_the_seed_range() {
         assert!(
             snapshots > 0 && installs > 0 && snapshot_restarts > 0,
             "snapshots, InstallSnapshot or restarts from a snapshot never happened"
+        );
+        assert!(
+            archive_answers > 0 && archive_gaps > 0,
+            "no sync shell answered from its archive, or no install left a gap"
         );
     }
 }
@@ -117,4 +125,14 @@ fn checker_catches_over_on_first_trim() {
     let found = caught(Mutation::FirstTrim, 0..200);
     eprintln!("FirstTrim: {found:?}");
     assert!(found.is_some(), "closing on the first TRIM went unnoticed");
+}
+
+#[test]
+fn checker_catches_evicting_resolutions_without_archiving_them() {
+    let found = caught(Mutation::EvictUnarchived, 0..200);
+    eprintln!("EvictUnarchived: {found:?}");
+    assert!(
+        found.is_some(),
+        "resolutions dropped from memory unarchived went unnoticed"
+    );
 }

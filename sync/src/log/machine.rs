@@ -1,6 +1,11 @@
 //! The segment machine: a deterministic function from the committed log to
 //! permanent-id ranges. Every sync node that applied the same prefix holds the
 //! same state, so every resolution it reports is the same everywhere.
+//!
+//! It keeps only the newest `window` resolutions: applying an election past that evicts the
+//! oldest into a spill its node drains at once (and archives, see `archive.rs`). The window is
+//! a count of resolutions, so eviction is itself a function of the applied log: two machines
+//! with the same window that applied the same prefix hold the same resolutions.
 
 use ordo_common::proto::{Abandon, AbandonNotice, Elect, Resolution, SyncSnapshot};
 use ordo_common::PermanentId;
@@ -55,8 +60,13 @@ pub fn rule(last: Option<u64>, floor: u64, already: bool, e: &Elect) -> Outcome 
 pub struct Machine {
     next: PermanentId,
     last: BTreeMap<u64, u64>,
+    /// The newest `window` resolutions, by `(owner, segment)` and by `base`.
     elected: BTreeMap<(u64, u64), Resolution>,
     by_base: BTreeMap<PermanentId, Resolution>,
+    /// Most resolutions kept (at least 1).
+    window: usize,
+    /// Resolutions evicted from the window and not yet taken by [`Machine::take_spilled`].
+    spilled: Vec<Resolution>,
     /// Operator floors per owner.
     floor: BTreeMap<u64, u64>,
     /// Every abandon that raised a floor, in log order (`seq` is the index).
@@ -72,6 +82,8 @@ impl Default for Machine {
             last: BTreeMap::new(),
             elected: BTreeMap::new(),
             by_base: BTreeMap::new(),
+            window: usize::MAX,
+            spilled: Vec::new(),
             floor: BTreeMap::new(),
             notices: Vec::new(),
             abandon_moves_last: false,
@@ -91,10 +103,52 @@ impl Machine {
                 self.last.insert(e.owner, e.segment);
                 self.elected.insert((e.owner, e.segment), r);
                 self.by_base.insert(r.base, r);
+                self.evict_past_window();
                 Outcome::Elected(r)
             }
             other => other,
         }
+    }
+
+    /// Keep at most `window` resolutions in memory (the machine's default keeps all).
+    ///
+    /// Call before applying anything; a smaller window evicts at once into the spill.
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.window = window.max(1);
+        self.evict_past_window();
+        self
+    }
+
+    fn evict_past_window(&mut self) {
+        while self.by_base.len() > self.window {
+            let Some((_, r)) = self.by_base.pop_first() else {
+                break;
+            };
+            self.elected.remove(&(r.owner, r.segment));
+            self.spilled.push(r);
+        }
+    }
+
+    /// Take the resolutions evicted since the last call, ascending `base`.
+    ///
+    /// Its node calls this after every apply, so the spill is empty between inputs.
+    pub fn take_spilled(&mut self) -> Vec<Resolution> {
+        std::mem::take(&mut self.spilled)
+    }
+
+    /// Return the base of the oldest resolution in memory (`next` if none is).
+    pub fn window_start(&self) -> PermanentId {
+        self.by_base.keys().next().copied().unwrap_or(self.next)
+    }
+
+    /// Return how many resolutions the window holds.
+    pub fn window_len(&self) -> usize {
+        self.by_base.len()
+    }
+
+    /// Return the window's resolutions with `base` below `below`, ascending.
+    pub fn window_below(&self, below: PermanentId) -> Vec<Resolution> {
+        self.by_base.range(..below).map(|(_, r)| *r).collect()
     }
 
     /// Testing only: make an abandon also set `last[owner] = below - 1`, the one-line plan
@@ -166,12 +220,12 @@ impl Machine {
         self.next
     }
 
-    /// Return the resolution of a segment, if it was elected.
+    /// Return the resolution of a segment, if it was elected and is still in the window.
     pub fn resolution(&self, owner: u64, segment: u64) -> Option<Resolution> {
         self.elected.get(&(owner, segment)).copied()
     }
 
-    /// Return up to `max` resolutions whose ranges end after `from`, ascending.
+    /// Return up to `max` resolutions of the window whose ranges end after `from`, ascending.
     pub fn resolutions_from(&self, from: PermanentId, max: usize) -> Vec<Resolution> {
         let start = self
             .by_base
@@ -202,7 +256,8 @@ impl Machine {
         }
     }
 
-    /// Rebuild the state a snapshot holds; the testing flag is not part of it.
+    /// Rebuild the state a snapshot holds; the testing flag and the window are not part of it
+    /// (chain [`Machine::with_window`]).
     pub fn from_snapshot(s: &SyncSnapshot, abandon_moves_last: bool) -> Machine {
         Machine {
             next: s.next,
@@ -213,6 +268,8 @@ impl Machine {
                 .map(|r| ((r.owner, r.segment), *r))
                 .collect(),
             by_base: s.resolutions.iter().map(|r| (r.base, *r)).collect(),
+            window: usize::MAX,
+            spilled: Vec::new(),
             floor: s.floor.clone(),
             notices: s.notices.clone(),
             abandon_moves_last,
@@ -228,7 +285,7 @@ impl Machine {
         }
     }
 
-    /// Tell whether `(owner, segment)` is elected.
+    /// Tell whether `(owner, segment)` is elected and still in the window.
     pub fn is_elected(&self, owner: u64, segment: u64) -> bool {
         self.elected.contains_key(&(owner, segment))
     }
@@ -358,6 +415,32 @@ mod tests {
         let back = Machine::from_snapshot(&s, false);
         assert_eq!(back, m);
         assert_eq!(back.snapshot(7, 2), s);
+    }
+
+    #[test]
+    fn the_window_evicts_the_oldest_resolutions_in_order() {
+        let mut m = Machine::default().with_window(2);
+        let rs: Vec<Resolution> = (1..=4)
+            .map(|s| match m.apply(&el(1, s, 2, (s > 1).then(|| s - 1))) {
+                Outcome::Elected(r) => r,
+                other => panic!("elected: {other:?}"),
+            })
+            .collect();
+        assert_eq!(m.take_spilled(), rs[..2].to_vec());
+        assert!(m.take_spilled().is_empty(), "taken once");
+        assert_eq!((m.window_len(), m.window_start()), (2, rs[2].base));
+        assert_eq!(m.resolution(1, 1), None, "evicted");
+        assert_eq!(m.resolution(1, 3), Some(rs[2]));
+        // An evicted segment is at or below `last`: the rule alone calls it abandoned, which
+        // is why its node must look in the archive first (archive.rs).
+        assert!(m.is_abandoned(&el(1, 1, 2, None)));
+        // The snapshot holds the window only, and a smaller window evicts at once.
+        let s = m.snapshot(9, 1);
+        assert_eq!(s.resolutions, rs[2..].to_vec());
+        let mut back = Machine::from_snapshot(&s, false).with_window(1);
+        assert_eq!(back.take_spilled(), vec![rs[2]]);
+        assert_eq!(back.window_start(), rs[3].base);
+        assert_eq!(back.next_id(), m.next_id());
     }
 
     #[test]

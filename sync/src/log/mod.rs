@@ -10,6 +10,9 @@
 //!  election: PickChallenger / Vote, term and vote persisted before answering
 //!  applied - snapshot >= threshold ──► SyncWrite::Snapshot (machine at applied; covered prefix dropped)
 //!  follower's next below the leader's log ──► InstallSnapshot ──Persist──► SnapshotAck
+//!  machine window full ──► oldest resolution evicted ──► unarchived ──SyncWrite::Archive──►
+//!      store (with the next snapshot); old Over / FetchResolved ──► shell answers from the store
+//!  installed past its own next ──► archive gap ──FetchResolved──► peers ──Resolved──► Archive
 //! ```
 //!
 //! [`SyncNode`] is a plain struct: feed it with [`SyncNode::handle_message`] and
@@ -17,16 +20,22 @@
 //! [`SyncNode::poll_timeout`]. It reads no clock; randomness for election
 //! timeouts comes from a seed in its config. See `docs/protocol.md`.
 
+mod archive;
 pub mod machine;
 mod raft;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use archive::{answer_from_archive, ArchiveRead};
 use machine::Machine;
-use ordo_common::proto::{Action, Elect, LogEntry, Micros, NodeId, SyncSnapshot};
+use ordo_common::proto::{Action, Elect, LogEntry, Micros, NodeId, Resolution, SyncSnapshot};
+use ordo_common::PermanentId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Default of [`SyncConfig::resolution_window`]: about 3.5 MB of resolutions in memory.
+pub const DEFAULT_RESOLUTION_WINDOW: usize = 100_000;
 
 /// Static configuration of one sync node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,11 +62,17 @@ pub struct SyncConfig {
     pub seed: u64,
     /// Take a snapshot once this many applied entries follow the last one (at least 1).
     pub snapshot_threshold: u64,
+    /// Most resolutions the segment machine keeps in memory (at least 1); older ones are
+    /// archived in the store with the next snapshot and answered from there. Every sync node
+    /// of a cluster must use the same value (machines are compared by applied index).
+    pub resolution_window: usize,
     /// Testing only: commit with this many nodes instead of a majority (breaks safety).
     pub commit_quorum_override: Option<usize>,
     /// Testing only: an abandon also moves the owner's last segment to `below - 1` (the
     /// one-line plan), so a segment chained to an abandoned one can be elected (breaks FIFO).
     pub abandon_moves_last: bool,
+    /// Testing only: drop evicted resolutions without archiving them (loses old answers).
+    pub skip_archive: bool,
 }
 
 impl SyncConfig {
@@ -75,8 +90,10 @@ impl SyncConfig {
             max_resolutions: 256,
             seed,
             snapshot_threshold: 10_000,
+            resolution_window: DEFAULT_RESOLUTION_WINDOW,
             commit_quorum_override: None,
             abandon_moves_last: false,
+            skip_archive: false,
         }
     }
 
@@ -97,6 +114,13 @@ pub struct SyncDisk {
     pub snapshot: Option<Box<SyncSnapshot>>,
     /// The log after the snapshot; index `i` (from 1) is `log[i - snapshot_index() - 1]`.
     pub log: Vec<LogEntry>,
+    /// Resolutions evicted from the machine's window, by `base`. [`crate::SyncStore`] keeps
+    /// them on disk and does not load them (its shell reads them on demand); a recovering
+    /// core drops this map: it never reads the archive itself.
+    pub archive: BTreeMap<PermanentId, Resolution>,
+    /// Ids `[from, to)` whose resolutions the archive may lack (left by an InstallSnapshot
+    /// past this node's own `next`); filled from peers.
+    pub archive_gap: Option<(PermanentId, PermanentId)>,
 }
 
 /// One durable write of a sync node.
@@ -121,6 +145,14 @@ pub enum SyncWrite {
     /// Keep this snapshot and drop every log entry it covers, in one atomic write; entries
     /// after its `last_index` stay. A snapshot not newer than the one held changes nothing.
     Snapshot(SyncSnapshot),
+    /// Add resolutions to the archive and set its gap. Emitted before the `Snapshot` whose
+    /// machine no longer holds them, so a recovered prefix of writes never loses one.
+    Archive {
+        /// Resolutions to keep (a re-archived one is the same record again).
+        resolutions: Vec<Resolution>,
+        /// The archive's gap after this write.
+        gap: Option<(PermanentId, PermanentId)>,
+    },
 }
 
 impl SyncDisk {
@@ -146,6 +178,11 @@ impl SyncDisk {
                 let covered = usize::try_from(snapshot.last_index - snap).unwrap_or(usize::MAX);
                 self.log.drain(..covered.min(self.log.len()));
                 self.snapshot = Some(Box::new(snapshot.clone()));
+            }
+            SyncWrite::Archive { resolutions, gap } => {
+                self.archive
+                    .extend(resolutions.iter().map(|r| (r.base, *r)));
+                self.archive_gap = *gap;
             }
         }
     }
@@ -210,7 +247,8 @@ pub struct Leading {
 /// One sync node: the consensus log plus the segment machine it feeds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SyncNode {
-    cfg: SyncConfig,
+    /// Boxed: the node is moved and cloned whole by the simulator and the model.
+    cfg: Box<SyncConfig>,
     /// Term, vote and the log after the snapshot; `disk.snapshot` stays `None` (its state
     /// is in `machine` or applied past it, its position in `snap_index`/`snap_term`).
     disk: SyncDisk,
@@ -220,6 +258,13 @@ pub struct SyncNode {
     commit: u64,
     applied: u64,
     machine: Machine,
+    /// Resolutions evicted from the window since the last snapshot: the log entries after
+    /// the snapshot derive them, and the next snapshot's write archives them first.
+    unarchived: BTreeMap<PermanentId, Resolution>,
+    /// The archive's gap, as durable (or about to be).
+    archive_gap: Option<(PermanentId, PermanentId)>,
+    /// When to ask peers for the gap again.
+    gap_fetch_due: Micros,
     /// The latest time an input brought (for resend intervals outside `handle_tick`).
     now: Micros,
     election_deadline: Micros,
@@ -239,6 +284,9 @@ impl SyncNode {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(u64::from(cfg.id) + 1)
             | 1;
+        // The archive stays on disk; the shell answers from it.
+        disk.archive = BTreeMap::new();
+        let archive_gap = disk.archive_gap;
         let (machine, snap_index, snap_term) = match disk.snapshot.take() {
             Some(s) => (
                 Machine::from_snapshot(&s, cfg.abandon_moves_last),
@@ -251,8 +299,15 @@ impl SyncNode {
                 0,
             ),
         };
+        let mut machine = machine.with_window(cfg.resolution_window);
+        // A window smaller than the snapshot's (a changed setting): its next write archives them.
+        let unarchived = machine
+            .take_spilled()
+            .into_iter()
+            .map(|r| (r.base, r))
+            .collect();
         let mut node = SyncNode {
-            cfg,
+            cfg: Box::new(cfg),
             disk,
             snap_index,
             snap_term,
@@ -260,6 +315,9 @@ impl SyncNode {
             commit: snap_index,
             applied: snap_index,
             machine,
+            unarchived,
+            archive_gap,
+            gap_fetch_due: now,
             now,
             election_deadline: 0,
             heartbeat_due: 0,

@@ -15,7 +15,7 @@ impl SyncNode {
             (_, Msg::Over(e)) => self.on_over(now, from, e),
             (_, Msg::FetchResolved { from: id, abandons }) => {
                 let max = self.cfg.max_resolutions;
-                let resolutions = self.machine.resolutions_from(id, max);
+                let resolutions = self.memory_resolutions_from(id, max);
                 let abandons = self.machine.notices_from(abandons, max);
                 if !resolutions.is_empty() || !abandons.is_empty() {
                     self.send(
@@ -29,6 +29,10 @@ impl SyncNode {
             }
             // Only the operator's certificate may ask (the mesh checks who speaks).
             (NodeId::Operator, Msg::Abandon(a)) => self.on_abandon(a),
+            // A peer's answer to this node's FetchResolved for its archive gap.
+            (NodeId::Sync(_), Msg::Resolved { resolutions, .. }) => {
+                self.on_gap_resolutions(resolutions)
+            }
             (NodeId::Sync(peer), msg) => self.on_peer(now, peer, msg),
             _ => {}
         }
@@ -37,6 +41,7 @@ impl SyncNode {
     /// Advance timers: start an election, or send heartbeats and batch pending OVERs.
     pub fn handle_tick(&mut self, now: Micros) {
         self.now = self.now.max(now);
+        self.fetch_gap(now);
         if self.is_leader() {
             if now >= self.heartbeat_due {
                 self.heartbeat_due = now + self.cfg.heartbeat;
@@ -50,7 +55,7 @@ impl SyncNode {
 
     fn on_over(&mut self, now: Micros, from: NodeId, e: Elect) {
         let _ = now;
-        if let Some(r) = self.machine.resolution(e.owner, e.segment) {
+        if let Some(r) = self.memory_resolution(e.owner, e.segment) {
             self.send(
                 from,
                 Msg::Resolved {
@@ -60,8 +65,13 @@ impl SyncNode {
             );
             return;
         }
+        if self.archive_gap.is_some() && self.archive_may_hold(&e) {
+            // It may be elected in ids this node never applied: stay silent rather than
+            // answer Abandoned for an ordered segment; the entry asks every sync node.
+            return;
+        }
         if self.machine.is_abandoned(&e) {
-            // Final in the committed log: the entry renumbers above the floor (§6).
+            // Its shell looked in the archive first (answer_from_archive). Final in the committed log: the entry renumbers above the floor (§6).
             let below = self.machine.floor_of(e.owner);
             let (owner, segment) = (e.owner, e.segment);
             self.send(
@@ -533,6 +543,7 @@ impl SyncNode {
                 if let Outcome::Elected(r) = self.machine.apply(e) {
                     resolved.push(r);
                 }
+                self.collect_spilled();
             }
             for a in &entry.abandons {
                 notices.extend(self.machine.abandon(a));
@@ -568,7 +579,7 @@ impl SyncNode {
         }
     }
 
-    fn others(&self) -> Vec<u32> {
+    pub(super) fn others(&self) -> Vec<u32> {
         let me = self.cfg.id;
         self.cfg
             .peers

@@ -4,6 +4,8 @@
 //! Safety (docs/protocol.md §4, §7): a snapshot covers only applied, so committed, entries;
 //! its write drops the covered prefix atomically, and a follower acks an installed snapshot
 //! only after the write (the Persist rule), so no committed entry is lost from a quorum.
+//! A snapshot holds the machine's window only; what left it is archived in a write before the
+//! snapshot's (archive.rs), so both stay bounded by `resolution_window`.
 
 use super::machine::Machine;
 use super::{Role, SyncNode, SyncWrite};
@@ -24,6 +26,8 @@ impl SyncNode {
         };
         let snapshot = self.machine.snapshot(self.applied, last_term);
         self.compact_to(self.applied, last_term);
+        // What left the window goes to the archive before the entries deriving it go.
+        self.archive_unarchived();
         self.persist(SyncWrite::Snapshot(snapshot));
     }
 
@@ -98,7 +102,14 @@ impl SyncNode {
                 entries: Vec::new(),
             });
         }
-        self.machine = Machine::from_snapshot(&snapshot, self.cfg.abandon_moves_last);
+        let start = snapshot
+            .resolutions
+            .first()
+            .map_or(snapshot.next, |r| r.base);
+        self.archive_before_install(start);
+        self.machine = Machine::from_snapshot(&snapshot, self.cfg.abandon_moves_last)
+            .with_window(self.cfg.resolution_window);
+        self.collect_spilled();
         self.applied = index;
         self.commit = self.commit.max(index);
         self.compact_to(index, term);

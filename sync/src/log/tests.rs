@@ -66,6 +66,12 @@ impl Cluster {
                 continue;
             }
             self.installs += usize::from(matches!(msg, Msg::InstallSnapshot { .. }));
+            // As the shell does: the archive first (peers filling an archive gap ask here).
+            let (node, disk) = (&self.nodes[to as usize], &self.disks[to as usize]);
+            if let Some(reply) = answer_from_archive(node, &msg, || disk.clone()) {
+                queue.push_back((to, from, reply));
+                continue;
+            }
             self.nodes[to as usize].handle_message(self.now, NodeId::Sync(from), msg);
         }
     }
@@ -731,3 +737,6 @@ fn an_installed_snapshot_drops_a_conflicting_suffix_and_is_persisted_before_the_
     );
     assert_eq!(n.snapshot_index(), 3);
 }
+
+#[path = "archive_tests.rs"]
+mod archive;

@@ -2,9 +2,10 @@
 //! ack and after every crash) and at the end (everything else).
 
 use super::{body, decode, World};
-use ordo_common::proto::{Body, LogEntry, NodeId};
+use ordo_common::proto::{Body, LogEntry, NodeId, Resolution};
 use ordo_common::PermanentId;
 use ordo_ndb::cluster::NdbDisk;
+use ordo_sync::log::SyncWrite;
 use std::collections::{BTreeMap, BTreeSet};
 
 fn holds(disk: &NdbDisk, id: PermanentId, b: &Body) -> bool {
@@ -65,6 +66,14 @@ pub fn settled(w: &World) -> Result<(), String> {
         .ok_or("liveness: no sync leader")?;
     let tip = leader.machine().next_id();
     let notices = leader.machine().notice_count();
+    for n in &w.syncs {
+        if let Some((from, to)) = n.core.as_ref().and_then(|c| c.archive_gap()) {
+            return Err(format!(
+                "liveness: {}'s archive misses ids {from}..{to}",
+                n.id
+            ));
+        }
+    }
     for (i, n) in w.ndbs.iter().enumerate() {
         let core = n.core.as_ref().ok_or(format!("liveness: ndb{i} down"))?;
         if core.disk().next != tip {
@@ -190,9 +199,57 @@ pub fn all(w: &World) -> Result<(), String> {
             ));
         }
     }
+    archives_complete(w)?;
     // 6: liveness after heal.
     settled(w)?;
     no_abandoned_leftovers(w)
+}
+
+/// Every running sync node can still answer for every id it applied: its archive (as
+/// written, synced or not) and its memory hold the resolutions `1..next` without a gap, the
+/// same ones on every node.
+fn archives_complete(w: &World) -> Result<(), String> {
+    let mut global: BTreeMap<PermanentId, Resolution> = BTreeMap::new();
+    for n in &w.syncs {
+        let Some(core) = n.core.as_ref() else {
+            continue;
+        };
+        if let Some((from, to)) = core.archive_gap() {
+            return Err(format!("archive: {} still misses ids {from}..{to}", n.id));
+        }
+        let mut all = n.synced.archive.clone();
+        for write in n.pending_writes() {
+            if let SyncWrite::Archive { resolutions, .. } = write {
+                all.extend(resolutions.iter().map(|r| (r.base, *r)));
+            }
+        }
+        let memory = core.memory_resolutions_from(core.memory_floor(), usize::MAX);
+        all.extend(memory.iter().map(|r| (r.base, *r)));
+        let mut cursor = PermanentId(1);
+        for r in all.values().filter(|r| r.base < core.machine().next_id()) {
+            if r.base != cursor {
+                return Err(format!(
+                    "archive: {} holds no resolution at {cursor} (next {} at {})",
+                    n.id, r.base, r.owner
+                ));
+            }
+            cursor = r.end();
+            if global.insert(r.base, *r).is_some_and(|x| x != *r) {
+                return Err(format!(
+                    "archive: two resolutions at {} across syncs",
+                    r.base
+                ));
+            }
+        }
+        if cursor != core.machine().next_id() {
+            return Err(format!(
+                "archive: {} holds resolutions up to {cursor} of {}",
+                n.id,
+                core.machine().next_id()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// After heal no ndb keeps temporary bodies of a segment an operator abandoned.

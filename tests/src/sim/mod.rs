@@ -23,7 +23,7 @@ use ordo_common::proto::{Action, Body, Micros, Msg, NodeId};
 use ordo_common::PermanentId;
 use ordo_entry::cluster::{EntryConfig, EntryCore};
 use ordo_ndb::cluster::{NdbConfig, NdbNode};
-use ordo_sync::log::{SyncConfig, SyncNode};
+use ordo_sync::log::{answer_from_archive, SyncConfig, SyncDisk, SyncNode, SyncWrite};
 use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +43,8 @@ pub enum Mutation {
     /// Ndbs apply an abandon notice on arrival, not once every segment elected before the
     /// Abandon is applied (the one-line `last[owner] = below - 1` plan).
     AbandonEarly,
+    /// Sync nodes evict resolutions from their window without archiving them.
+    EvictUnarchived,
 }
 
 /// Knobs of one run.
@@ -99,6 +101,10 @@ pub struct Stats {
     pub installs: usize,
     /// Sync restarts that started from a snapshot.
     pub snapshot_restarts: usize,
+    /// Messages a sync shell answered from its archive (old Over, FetchResolved below memory).
+    pub archive_answers: usize,
+    /// Installed snapshots that left the follower's archive a gap to fetch from peers.
+    pub archive_gaps: usize,
 }
 
 const TICK: Micros = 5_000;
@@ -106,6 +112,9 @@ const SYNCS: u32 = 3;
 const NDBS: u32 = 3;
 const OWNERS: [u64; 2] = [1, 2];
 const SNAPSHOT_THRESHOLDS: [u64; 3] = [4, 8, 16];
+/// Resolutions a sync machine keeps in memory: a run orders a few hundred segments, so every
+/// window evicts, and old Overs and FetchResolved go to the archive.
+const RESOLUTION_WINDOWS: [usize; 3] = [1, 4, 32];
 
 #[derive(Clone, Debug)]
 enum Ev {
@@ -206,6 +215,8 @@ impl World {
                 // Small, so that snapshots, restarts from them and InstallSnapshot happen under
                 // crashes and loss (a run orders a few hundred entries).
                 c.snapshot_threshold = SNAPSHOT_THRESHOLDS[(cfg.seed / 3 % 3) as usize];
+                c.resolution_window = RESOLUTION_WINDOWS[(cfg.seed / 27 % 3) as usize];
+                c.skip_archive = cfg.mutation == Mutation::EvictUnarchived;
                 let mut n = SimNode::new(NodeId::Sync(*i), c);
                 n.memory_only = cfg.mutation == Mutation::SyncInMemory;
                 n
@@ -356,12 +367,21 @@ impl World {
                 if self.cut(from, to) {
                     return;
                 }
+                if let Some(reply) = self.answer_from_sync_archive(to, &msg) {
+                    self.stats.archive_answers += 1;
+                    self.send(to, from, reply);
+                    return;
+                }
                 let now = self.now;
                 let install = matches!(msg, Msg::InstallSnapshot { .. });
                 let before = self.snapshot_index(to);
+                let gap_before = self.archive_gap(to);
                 self.drive(to, |r| r.message(now, from, msg));
                 if install && self.snapshot_index(to) > before {
                     self.stats.installs += 1;
+                    if self.archive_gap(to) != gap_before {
+                        self.stats.archive_gaps += 1;
+                    }
                 }
             }
             Ev::Tick => {
@@ -638,6 +658,39 @@ impl World {
     fn fail(&mut self, what: String) {
         if self.violation.is_none() {
             self.violation = Some(format!("t={}us: {what}", self.now));
+        }
+    }
+
+    /// A sync shell's answer from its archive, as `ordo_sync::node` gives it: the store's
+    /// reads see every write emitted so far, synced or not (the real shell runs a step's
+    /// writes before its next input).
+    fn answer_from_sync_archive(&self, to: NodeId, msg: &Msg) -> Option<Msg> {
+        let NodeId::Sync(i) = to else {
+            return None;
+        };
+        let n = &self.syncs[i as usize];
+        let core = n.core.as_ref()?;
+        answer_from_archive(core, msg, || {
+            let mut written = SyncDisk {
+                archive: n.synced.archive.clone(),
+                ..SyncDisk::default()
+            };
+            for w in n.pending_writes() {
+                if matches!(w, SyncWrite::Archive { .. }) {
+                    written.apply(w);
+                }
+            }
+            written
+        })
+    }
+
+    fn archive_gap(&self, id: NodeId) -> Option<(PermanentId, PermanentId)> {
+        match id {
+            NodeId::Sync(i) => self.syncs[i as usize]
+                .core
+                .as_ref()
+                .and_then(|c| c.archive_gap()),
+            _ => None,
         }
     }
 

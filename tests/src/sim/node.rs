@@ -171,6 +171,11 @@ impl<R: Role> SimNode<R> {
         out
     }
 
+    /// Return the writes emitted and not yet synced, oldest first (a store's reads see them).
+    pub fn pending_writes(&self) -> impl Iterator<Item = &R::Write> {
+        self.pending.iter().map(|(_, w)| w)
+    }
+
     /// Start an fsync if writes are pending and none is running; return what it will cover.
     pub fn start_fsync(&mut self) -> Option<u64> {
         if self.fsync_busy || self.pending.is_empty() || self.core.is_none() || self.memory_only {
