@@ -428,6 +428,27 @@ mod tests {
         assert_eq!(load(&router, "b", 1), None);
     }
 
+    #[tokio::test]
+    async fn a_client_back_in_this_run_cancels_its_recovered_will() {
+        let registry = SessionRegistry::default();
+        registry.begin_recovery();
+        // Connected and gone again before the scan reached it: its connection owned the record.
+        let (claim, _kick) = registry.claim("early").await;
+        registry.release(claim);
+        assert!(arm_recovered(&registry, "early").is_none());
+        let mut cancel = arm_recovered(&registry, "late").expect("not back yet");
+        registry.end_recovery();
+        assert!(matches!(
+            cancel.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        let (_claim, _kick) = registry.claim("late").await;
+        assert!(
+            cancel.try_recv().is_ok(),
+            "a new connection must cancel the will"
+        );
+    }
+
     #[test]
     fn message_expiry_counts_from_publication() {
         let mut r = record(1);
