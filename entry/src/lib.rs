@@ -90,6 +90,29 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     owner: SegmentOwner,
+    clean_stop: CleanStopMark,
+}
+
+/// Notes in the local store that this run stopped cleanly, so the next start
+/// does not publish the wills of the MQTT connections the stop ended.
+struct CleanStopMark {
+    store: ordo_ndb::Store,
+    incarnation: u64,
+}
+
+impl CleanStopMark {
+    fn write(self) {
+        let batch = ordo_ndb::CommitBatch {
+            meta: vec![(
+                mqtt::live_wills::META_CLEAN_STOP.into(),
+                self.incarnation.to_be_bytes().to_vec(),
+            )],
+            ..Default::default()
+        };
+        if let Err(e) = self.store.commit(&batch) {
+            tracing::warn!(error = %e, "clean stop not noted: the next start publishes the wills");
+        }
+    }
 }
 
 /// Whoever turns publishes into permanent ids: the embedded sequencer thread or the cluster shell.
@@ -103,6 +126,7 @@ impl Running {
     /// Begin stopping without waiting: listeners close, connections end, and
     /// the sequencer thread finishes on its own once they have.
     pub fn stop(self) {
+        self.clean_stop.write();
         for t in &self.tasks {
             t.abort();
         }
@@ -118,6 +142,7 @@ impl Running {
     /// Acknowledged messages are durable whether or not this runs; it exists so
     /// RocksDB is closed by its owner rather than torn down under a live thread.
     pub async fn shutdown(self, timeout: std::time::Duration) {
+        self.clean_stop.write();
         for t in &self.tasks {
             t.abort();
         }
@@ -212,6 +237,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(data_dir = %config.data_dir.display(), last_id = last.0, "store opened");
     // Session ids are (incarnation << 32) + n: unique across restarts, so a
     // stored message's publisher id never matches a later session (WAMP ids stay below 2^53).
+    let clean_stop = store
+        .get_meta(mqtt::live_wills::META_CLEAN_STOP)?
+        .and_then(|v| v.try_into().ok())
+        .map(u64::from_be_bytes);
     let incarnation = store
         .get_meta(META_INCARNATION)?
         .and_then(|v| v.try_into().ok())
@@ -301,8 +330,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mqtt_sessions = Arc::new(mqtt::SessionRegistry::new(
         Some(mqtt::SessionWriter::start(sequencer.clone())),
         config.owner,
+        incarnation,
     ));
     mqtt_sessions.rearm(&router, &sequencer, &shutdown_rx);
+    mqtt::live_wills::recover(
+        mqtt_sessions.clone(),
+        router.clone(),
+        sequencer.clone(),
+        shutdown_rx.clone(),
+        clean_stop,
+        // A cluster entry's local copy of the log may lag behind the ndbs.
+        config.cluster.is_some(),
+    );
+    let stop_mark = CleanStopMark {
+        store: store.clone(),
+        incarnation,
+    };
     let shared = Shared {
         router,
         sequencer,
@@ -394,5 +437,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         shutdown: shutdown_tx,
         owner,
+        clean_stop: stop_mark,
     })
 }

@@ -14,7 +14,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use ordo_common::mqtt::v5::{self, compat, ConnAck, Connect, Disconnect, Packet, Properties};
 use ordo_common::mqtt::{self, DecodeError, ReasonCode};
 use ordo_common::topic::Filter;
-use ordo_common::{MqttProperties, Payload, PermanentId, StoredMessage};
+use ordo_common::{MqttProperties, PermanentId, StoredMessage};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -249,6 +249,22 @@ pub async fn run(
         (false, false) => NEVER_EXPIRES,
     };
     let (claim, kick) = shared.mqtt_sessions.claim(&client_id).await;
+    // [MQTT-3.1.3-9] the will waits for its delay, or the end of the session.
+    let will_delay = |w: &v5::Will| w.properties.will_delay_interval.unwrap_or(0);
+    let armed_will = connect
+        .will
+        .as_ref()
+        .map(|w| (w, will_delay(w).min(session_expiry)));
+    // The will survives a crash of this node only once its record is durable: before CONNACK.
+    let will_recorded = match super::live_wills::arm(&shared, &client_id, armed_will).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            tracing::warn!(client_id, error = %e, "mqtt connect refused");
+            let _ = send_connack(&mut writer, v5, refusal(ReasonCode::SERVER_UNAVAILABLE)).await;
+            shared.mqtt_sessions.release(claim);
+            return Ok(());
+        }
+    };
     let stored = session_store::load(&shared.router, &client_id);
     let persisted = if connect.clean_start {
         shared.mqtt_sessions.discard(&client_id, stored.is_some());
@@ -351,24 +367,8 @@ pub async fn run(
         .as_ref()
         .filter(|_| (!conn.graceful || conn.will_on_disconnect) && !stopping)
         .map(|will| {
-            let message = StoredMessage {
-                realm: conn.realm.clone(),
-                topic: will.topic.clone(),
-                payload: Payload::Raw(will.payload.clone()),
-                qos: will.qos as u8,
-                retain: will.retain,
-                publisher: session_id,
-                exclude_publisher: false,
-                mqtt: stored_properties(&will.properties),
-                wamp: None,
-            };
-            // [MQTT-3.1.3-9] the will waits for its delay, or the end of the session.
-            let delay = will
-                .properties
-                .will_delay_interval
-                .unwrap_or(0)
-                .min(conn.session_expiry);
-            (message, delay)
+            let message = super::live_wills::will_message(&conn.realm, will, session_id);
+            (message, will_delay(will).min(conn.session_expiry))
         });
     let delayed = will.as_ref().and_then(|(message, delay)| {
         (*delay > 0).then(|| PendingWill {
@@ -376,6 +376,7 @@ pub async fn run(
             publish_at_ms: unix_ms().saturating_add(u64::from(*delay) * 1000),
         })
     });
+    let mut session_durable = false;
     let saved_at = if conn.session_expiry > 0 {
         let expiry = (conn.session_expiry != NEVER_EXPIRES)
             .then(|| Duration::from_secs(u64::from(conn.session_expiry)));
@@ -386,7 +387,10 @@ pub async fn run(
         // Hold the client id until the session is in the log: a reconnect, here
         // or on another entry, then finds it (unless the node is stopping).
         if let (Some(durable), false) = (durable, stopping) {
-            let _ = tokio::time::timeout(SESSION_SAVE_WAIT, durable).await;
+            session_durable = matches!(
+                tokio::time::timeout(SESSION_SAVE_WAIT, durable).await,
+                Ok(Ok(()))
+            );
         }
         Some(saved_at)
     } else {
@@ -395,10 +399,16 @@ pub async fn run(
         shared.mqtt_sessions.discard(&client_id, stored);
         None
     };
+    // The live-will record goes once the will is published or in the session record;
+    // a will left to a failed write stays armed for the next start.
+    let mut will_settled = true;
     if let Some((message, delay)) = will {
         if delay == 0 {
-            let _ = shared.sequencer.publish(message, false).await;
-        } else if let Some(cancel) = shared.mqtt_sessions.delay_will(&claim) {
+            will_settled = publish_acked(&shared, message, will_recorded).await;
+        } else if let Some(mut cancel) = shared.mqtt_sessions.delay_will(&claim) {
+            // Not in a durable session record: the live record keeps it until published.
+            will_settled = session_durable;
+            let disarm_after = will_recorded && !session_durable;
             let sequencer = shared.sequencer.clone();
             let registry = shared.mqtt_sessions.clone();
             let client_id = client_id.clone();
@@ -412,14 +422,32 @@ pub async fn run(
                         if let Some(saved_at) = saved_at {
                             registry.will_published(&client_id, saved_at);
                         }
+                        if disarm_after {
+                            super::live_wills::clear_unless_back(&registry, &client_id, Some(&mut cancel));
+                        }
                     }
-                    _ = cancel => {}
+                    _ = &mut cancel => {}
                 }
             });
         }
     }
+    if will_recorded && will_settled {
+        super::live_wills::disarm(&shared.mqtt_sessions, &client_id);
+    }
     shared.mqtt_sessions.release(claim);
     result
+}
+
+/// Publish a will; with `acked`, wait until it is durable and say whether it is.
+async fn publish_acked(shared: &Shared, message: StoredMessage, acked: bool) -> bool {
+    match shared.sequencer.publish(message, acked).await {
+        Ok(Some(ack)) => matches!(
+            tokio::time::timeout(SESSION_SAVE_WAIT, ack).await,
+            Ok(Ok(Ok(_)))
+        ),
+        Ok(None) => true,
+        Err(_) => false,
+    }
 }
 
 /// A refusing CONNACK with `reason` (mapped to a 3.1.1 return code for 3.1.1 clients).

@@ -16,6 +16,7 @@
 pub mod auth;
 mod connection;
 mod inbound;
+pub mod live_wills;
 mod outbound;
 pub mod session_store;
 pub mod ws;
@@ -27,7 +28,7 @@ use connection::unix_ms;
 use ordo_common::PermanentId;
 use serde::{Deserialize, Serialize};
 pub use session_store::{PendingWill, SessionRecord, SessionWriter};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -69,6 +70,8 @@ struct RegistryState {
     discarded: HashMap<String, u64>,
     /// Delayed wills waiting to be published; a new connection cancels them.
     delayed_wills: HashMap<String, oneshot::Sender<()>>,
+    /// While the wills of the last run are recovered: client ids claimed since the start.
+    recovering: Option<HashSet<String>>,
 }
 
 /// Client ids in use and persistent sessions, shared by all MQTT connections.
@@ -78,11 +81,13 @@ pub struct SessionRegistry {
     writer: Option<SessionWriter>,
     /// This entry's owner id, written into its session records.
     owner: u64,
+    /// This run of the entry (the store's incarnation), written into live-will records.
+    incarnation: u64,
 }
 
 impl Default for SessionRegistry {
     fn default() -> Self {
-        Self::new(None, 0)
+        Self::new(None, 0, 0)
     }
 }
 
@@ -94,13 +99,30 @@ pub struct Claim {
 }
 
 impl SessionRegistry {
-    /// A registry that saves sessions through `writer` as entry `owner`.
-    pub fn new(writer: Option<SessionWriter>, owner: u64) -> Self {
+    /// A registry that saves sessions through `writer` as entry `owner`, in
+    /// the run `incarnation` of that entry.
+    pub fn new(writer: Option<SessionWriter>, owner: u64, incarnation: u64) -> Self {
         Self {
             state: Mutex::new(RegistryState::default()),
             writer,
             owner,
+            incarnation,
         }
+    }
+
+    /// Start noting the client ids that connect while the last run's wills are recovered.
+    fn begin_recovery(&self) {
+        self.lock().recovering = Some(HashSet::new());
+    }
+
+    /// Every will of the last run is armed: stop noting client ids.
+    fn end_recovery(&self) {
+        self.lock().recovering = None;
+    }
+
+    /// Whether the last run's wills are still being recovered.
+    fn recovering(&self) -> bool {
+        self.lock().recovering.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
@@ -124,6 +146,9 @@ impl SessionRegistry {
             if let Some(cancel) = state.delayed_wills.remove(client_id) {
                 // [MQTT-3.1.3-9] a new connection before the will delay elapses: no will.
                 let _ = cancel.send(());
+            }
+            if let Some(seen) = state.recovering.as_mut() {
+                seen.insert(client_id.to_owned());
             }
             let generation = state.next_generation;
             let lock = match state.live.get_mut(client_id) {

@@ -112,9 +112,10 @@ pub fn to_message(client_id: &str, record: Option<&SessionRecord>) -> StoredMess
     }
 }
 
-type Write = (String, Option<SessionRecord>, Option<oneshot::Sender<()>>);
+/// One retained record to publish, keyed by its topic, with whoever waits for it.
+type Write = (StoredMessage, Option<oneshot::Sender<()>>);
 
-/// Publishes session records in the order they are written.
+/// Publishes the node's records (sessions, live wills) in the order they are written.
 #[derive(Clone)]
 pub struct SessionWriter {
     tx: mpsc::UnboundedSender<Write>,
@@ -130,7 +131,7 @@ impl SessionWriter {
 
     /// Save `record` for `client_id`, or delete the client's session when `None`.
     pub fn write(&self, client_id: &str, record: Option<SessionRecord>) {
-        let _ = self.tx.send((client_id.to_owned(), record, None));
+        let _ = self.tx.send((to_message(client_id, record.as_ref()), None));
     }
 
     /// Like [`write`](Self::write); the receiver fires once the record (or a
@@ -140,47 +141,57 @@ impl SessionWriter {
         client_id: &str,
         record: Option<SessionRecord>,
     ) -> oneshot::Receiver<()> {
+        self.write_message_durable(to_message(client_id, record.as_ref()))
+    }
+
+    /// Publish a retained record of the node's own realm; the receiver fires
+    /// once it (or a newer one on its topic) is durable, or is dropped if it failed.
+    pub fn write_message_durable(&self, message: StoredMessage) -> oneshot::Receiver<()> {
         let (done, rx) = oneshot::channel();
-        let _ = self.tx.send((client_id.to_owned(), record, Some(done)));
+        let _ = self.tx.send((message, Some(done)));
         rx
+    }
+
+    /// Publish a retained record of the node's own realm without waiting for it.
+    pub fn write_message(&self, message: StoredMessage) {
+        let _ = self.tx.send((message, None));
     }
 }
 
-/// One round: take every write waiting (the newest per client id wins),
+/// One round: take every write waiting (the newest per topic wins),
 /// publish them, and wait for all their acks before the next round, so two
-/// records of one client are never in flight at once.
+/// records of one topic are never in flight at once.
 async fn run(mut rx: mpsc::UnboundedReceiver<Write>, sequencer: Sequencer) {
     while let Some(first) = rx.recv().await {
-        let mut round: HashMap<String, (Option<SessionRecord>, Vec<oneshot::Sender<()>>)> =
-            HashMap::new();
+        let mut round: HashMap<String, (StoredMessage, Vec<oneshot::Sender<()>>)> = HashMap::new();
         let mut next = Some(first);
-        while let Some((client_id, record, done)) = next {
-            let entry = round.entry(client_id).or_default();
-            entry.0 = record;
-            entry.1.extend(done);
+        while let Some((message, done)) = next {
+            let mut waiting = round
+                .remove(&message.topic)
+                .map(|(_, d)| d)
+                .unwrap_or_default();
+            waiting.extend(done);
+            round.insert(message.topic.clone(), (message, waiting));
             next = rx.try_recv().ok();
         }
         let mut acks = Vec::with_capacity(round.len());
-        for (client_id, (record, done)) in round {
-            match sequencer
-                .publish(to_message(&client_id, record.as_ref()), true)
-                .await
-            {
-                Ok(Some(ack)) => acks.push((client_id, ack, done)),
+        for (topic, (message, done)) in round {
+            match sequencer.publish(message, true).await {
+                Ok(Some(ack)) => acks.push((topic, ack, done)),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(client_id, error = %e, "mqtt session not saved"),
+                Err(e) => tracing::warn!(topic, error = %e, "node record not saved"),
             }
         }
-        for (client_id, ack, done) in acks {
+        for (topic, ack, done) in acks {
             match ack.await {
                 Ok(Ok(id)) => {
-                    tracing::trace!(client_id, id = id.0, "mqtt session saved");
+                    tracing::trace!(topic, id = id.0, "node record saved");
                     for d in done {
                         let _ = d.send(());
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(client_id, error = %e, "mqtt session not saved"),
-                Err(_) => tracing::warn!(client_id, "mqtt session not saved: node stopping"),
+                Ok(Err(e)) => tracing::warn!(topic, error = %e, "node record not saved"),
+                Err(_) => tracing::warn!(topic, "node record not saved: node stopping"),
             }
         }
     }
