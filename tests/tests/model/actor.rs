@@ -156,6 +156,8 @@ pub struct State {
     pub cut: Option<u8>,
     /// A sync node that crashed while it led its term (ghost state).
     pub crashed_leading: bool,
+    /// Crashed after some segment was resolved (ghost state, set by the model).
+    pub crashed_after_resolution: bool,
     /// Retry timers this actor fired so far.
     pub retries: u8,
     /// Messages to this actor that the network lost when they were first sent.
@@ -313,6 +315,7 @@ impl Actor for Node {
             core,
             cut: None,
             crashed_leading: false,
+            crashed_after_resolution: false,
             retries: 0,
             lost: Vec::new(),
         }

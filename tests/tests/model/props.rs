@@ -313,21 +313,3 @@ pub fn applied_after_a_lost_resolved(s: &S) -> bool {
 pub fn leader_crashed(s: &S) -> bool {
     s.actor_states.iter().any(|a| a.crashed_leading)
 }
-
-/// A publish is acked whose owner has a segment elected in a committed entry of term 2 or
-/// later (a leader after sync 0's first term ordered it).
-pub fn acked_in_a_later_term(s: &S) -> bool {
-    let mut later: BTreeSet<u64> = BTreeSet::new();
-    for a in &s.actor_states {
-        if let Core::Sync { node, .. } = &a.core {
-            let k = usize::try_from(node.commit_index()).unwrap_or(usize::MAX);
-            for e in node.log().iter().take(k).filter(|e| e.term >= 2) {
-                later.extend(e.elects.iter().map(|x| x.owner));
-            }
-        }
-    }
-    entries(s)
-        .iter()
-        .flat_map(|e| e.acked.keys())
-        .any(|b| later.contains(&owner_of(u64::from(b[0]))))
-}
