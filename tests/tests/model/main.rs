@@ -13,9 +13,9 @@
 //! leads, as the shells do: time jumps to the core's `poll_timeout` and it ticks. A
 //! timer fires only while its core has work to retry (`props::wants_retry`), at most
 //! the budget's times on a path. With a loss budget (`ORDO_MODEL_LOSSES`) the network
-//! may lose a message when it is first sent (`Step::Lose`), so that only a retry can
-//! make it good; a loss adds no actor state (below), only the `sometimes` goals that
-//! need a retry.
+//! may lose a message to or from a sync node when it is first sent (`Step::Lose`), so
+//! that only a retry can make it good; a loss adds no actor state (below), only the
+//! `sometimes` goals that need a retry.
 //!
 //! Network: unordered and duplicating. A message, once sent, may be delivered
 //! any number of times, in any order, or never; that also stands for a retry that
