@@ -87,6 +87,15 @@ pub struct Opts {
     /// The shell runs a step's sends, acks and deliveries before its writes (it
     /// breaks the Persist rule; only a crash inside the step can tell).
     pub sends_first: bool,
+    /// Entries and ndbs get a retry timer (and a sync node without an election timer a
+    /// heartbeat timer while it leads); the model fires it only when it has work.
+    pub retries: bool,
+    /// An entry's retried OVERs go out with `prev: None` (a resend path that rebuilds the
+    /// OVER without its chain); first sends are untouched.
+    pub retry_unchain: bool,
+    /// Record whether a sync node crashed while leading (ghost state that splits states,
+    /// so only where a property reads it).
+    pub note_leader_crash: bool,
 }
 
 #[derive(Clone)]
@@ -111,6 +120,8 @@ pub struct EntryState {
     pub disk: EntryDisk,
     /// Every body its publisher sessions published.
     pub published: Vec<Body>,
+    /// The entry's clock: it moves only when a retry timer fires.
+    pub now: Micros,
     /// Acks given to publishers, across incarnations.
     pub acked: BTreeMap<Body, PermanentId>,
     /// Deliveries to its subscribers, one list per incarnation.
@@ -126,6 +137,8 @@ pub enum Core {
     },
     Ndb {
         node: NdbNode,
+        /// The ndb's clock: it moves only when a retry timer fires.
+        now: Micros,
         disk: Box<NdbDisk>,
     },
     Entry(Box<EntryState>),
@@ -141,6 +154,14 @@ pub struct State {
     /// step has fewer writes: the model then drops the step. Always `None` in a
     /// stored state.
     pub cut: Option<u8>,
+    /// A sync node that crashed while it led its term (ghost state).
+    pub crashed_leading: bool,
+    /// Crashed after some segment was resolved (ghost state, set by the model).
+    pub crashed_after_resolution: bool,
+    /// Retry timers this actor fired so far.
+    pub retries: u8,
+    /// Messages to this actor that the network lost when they were first sent.
+    pub lost: Vec<Msg>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,6 +170,9 @@ pub enum Timer {
     Tick,
     /// Lose power and restart from the durable disk.
     Crash,
+    /// An entry's or ndb's retry deadline (resend what is unanswered, poll), or a
+    /// leading sync node's heartbeat; time jumps to it.
+    Retry,
 }
 
 fn route<W>(
@@ -229,16 +253,18 @@ impl Node {
             core: EntryCore::recover(cfg.clone(), disk.clone(), 0),
             disk: disk.clone(),
             published: Vec::new(),
+            now: 0,
             acked: BTreeMap::new(),
             delivered: Vec::new(),
         });
-        st.core = EntryCore::recover(cfg.clone(), disk.clone(), 0);
+        let now = st.now;
+        st.core = EntryCore::recover(cfg.clone(), disk.clone(), now);
         st.disk = disk;
         st.delivered.push(Vec::new());
         let p = publisher(cfg.owner, incarnation);
         for k in 1..=msgs {
             st.published.push(body(p, k));
-            st.core.handle_publish(0, p, k, body(p, k));
+            st.core.handle_publish(now, p, k, body(p, k));
         }
         let mut actions = st.core.take_actions();
         schedule(&mut actions, self.opts.sends_first, None);
@@ -259,6 +285,10 @@ impl Actor for Node {
         if self.opts.crash {
             o.set_timer(Timer::Crash, model_timeout());
         }
+        let challenger = matches!(self.role, Role::Sync(_, true, _));
+        if self.opts.retries && !challenger {
+            o.set_timer(Timer::Retry, model_timeout());
+        }
         let core = match &self.role {
             Role::Sync(_, timer, initial) => {
                 if *timer {
@@ -272,6 +302,7 @@ impl Actor for Node {
             }
             Role::Ndb(cfg) => Core::Ndb {
                 node: NdbNode::recover(cfg.clone(), NdbDisk::default(), 0),
+                now: 0,
                 disk: Box::default(),
             },
             Role::Entry(cfg, msgs) => {
@@ -283,15 +314,19 @@ impl Actor for Node {
             crashes: 0,
             core,
             cut: None,
+            crashed_leading: false,
+            crashed_after_resolution: false,
+            retries: 0,
+            lost: Vec::new(),
         }
     }
 
     fn on_msg(&self, _id: Id, state: &mut Cow<State>, src: Id, msg: Msg, o: &mut Out<Self>) {
         let from = to_node(src);
-        self.step(state.to_mut(), o, |core| match core {
+        self.step(state.to_mut(), o, false, |core| match core {
             Core::Sync { node, now, .. } => node.handle_message(*now, from, msg),
-            Core::Ndb { node, .. } => node.handle_message(0, from, msg),
-            Core::Entry(st) => st.core.handle_message(0, from, msg),
+            Core::Ndb { node, now, .. } => node.handle_message(*now, from, msg),
+            Core::Entry(st) => st.core.handle_message(st.now, from, msg),
         });
     }
 
@@ -299,7 +334,7 @@ impl Actor for Node {
         match t {
             Timer::Tick => {
                 if matches!(state.core, Core::Sync { .. }) {
-                    self.step(state.to_mut(), o, |core| {
+                    self.step(state.to_mut(), o, false, |core| {
                         if let Core::Sync { node, now, .. } = core {
                             // Time jumps to the node's next deadline.
                             *now = node.poll_timeout();
@@ -312,6 +347,29 @@ impl Actor for Node {
             Timer::Crash => {
                 self.restart(state.to_mut(), o);
                 o.set_timer(Timer::Crash, model_timeout());
+            }
+            Timer::Retry => {
+                let st = state.to_mut();
+                st.retries += 1;
+                // As the shells do: sleep until the core's deadline, then tick.
+                self.step(st, o, true, |core| match core {
+                    // A sync node without an election timer must never stand: it ticks
+                    // only while it leads (heartbeats, Draft resends).
+                    Core::Sync { node, now, .. } if node.is_leader() => {
+                        *now = (*now).max(node.poll_timeout());
+                        node.handle_tick(*now);
+                    }
+                    Core::Sync { .. } => {}
+                    Core::Ndb { node, now, .. } => {
+                        *now = (*now).max(node.poll_timeout());
+                        node.handle_tick(*now);
+                    }
+                    Core::Entry(g) => {
+                        g.now = g.now.max(g.core.poll_timeout());
+                        g.core.handle_tick(g.now);
+                    }
+                });
+                o.set_timer(Timer::Retry, model_timeout());
             }
         }
     }
@@ -348,10 +406,12 @@ impl Node {
     /// Feed the core one input and run its actions: writes to the disk, sends to the
     /// network, acks and deliveries to the ghost state; or, with `st.cut`, only those
     /// before the cut write, then crash.
-    fn step(&self, st: &mut State, o: &mut Out<Node>, input: impl FnOnce(&mut Core)) {
+    /// A `retry` step is a retry timer's tick (the retry mutation applies to its sends).
+    fn step(&self, st: &mut State, o: &mut Out<Node>, retry: bool, input: impl FnOnce(&mut Core)) {
         let cut = st.cut.take();
         input(&mut st.core);
-        let (skip, first, unchain) = (self.opts.skip, self.opts.sends_first, self.opts.unchain);
+        let (skip, first) = (self.opts.skip, self.opts.sends_first);
+        let unchain = self.opts.unchain || (retry && self.opts.retry_unchain);
         let crash = match &mut st.core {
             Core::Sync { node, disk, .. } => {
                 let mut actions = node.take_actions();
@@ -360,7 +420,7 @@ impl Node {
                 route(actions, o, None, unchain);
                 crash
             }
-            Core::Ndb { node, disk } => {
+            Core::Ndb { node, disk, .. } => {
                 let mut actions = node.take_actions();
                 let crash = schedule(&mut actions, first, cut);
                 ndb_writes(disk, &actions, skip);
@@ -386,6 +446,9 @@ impl Node {
     /// Lose power and restart: rebuild the core from its durable disk alone.
     fn restart(&self, st: &mut State, o: &mut Out<Node>) {
         st.crashes += 1;
+        if self.opts.note_leader_crash {
+            st.crashed_leading |= matches!(&st.core, Core::Sync { node, .. } if node.is_leader());
+        }
         let incarnation = st.crashes;
         let core = match (&st.core, &self.role) {
             (Core::Sync { now, disk, .. }, Role::Sync(cfg, ..)) => Core::Sync {
@@ -393,8 +456,9 @@ impl Node {
                 now: *now,
                 disk: disk.clone(),
             },
-            (Core::Ndb { disk, .. }, Role::Ndb(cfg)) => Core::Ndb {
-                node: NdbNode::recover(cfg.clone(), (**disk).clone(), 0),
+            (Core::Ndb { disk, now, .. }, Role::Ndb(cfg)) => Core::Ndb {
+                node: NdbNode::recover(cfg.clone(), (**disk).clone(), *now),
+                now: *now,
                 disk: disk.clone(),
             },
             (Core::Entry(g), Role::Entry(cfg, _)) => {

@@ -8,10 +8,18 @@
 //! with no leader (every sync node at term 0, syncs 1 and 2 challengers), and with
 //! two challengers that may each win a term after sync 0's.
 //!
+//! Retries: with a retry budget (`ORDO_MODEL_RETRIES`), entries and ndbs run their
+//! retry timers and a sync node without an election timer its heartbeat while it
+//! leads, as the shells do: time jumps to the core's `poll_timeout` and it ticks. A
+//! timer fires only while its core has work to retry (`props::wants_retry`), at most
+//! the budget's times on a path. With a loss budget (`ORDO_MODEL_LOSSES`) the network
+//! may lose a message to or from a sync node when it is first sent (`Step::Lose`), so
+//! that only a retry can make it good; a loss adds no actor state (below), only the
+//! `sometimes` goals that need a retry.
+//!
 //! Network: unordered and duplicating. A message, once sent, may be delivered
-//! any number of times, in any order, or never; that also stands for the
-//! retransmissions of the entries' and ndbs' retry timers (which the model does
-//! not run) whenever the retry re-sends the same message. For the `always`
+//! any number of times, in any order, or never; that also stands for a retry that
+//! re-sends the same message. For the `always`
 //! properties this subsumes loss: the properties read actor states only, and a
 //! run with a lost message reaches exactly the actor states of the run in which
 //! that message is never delivered, at the same depth or less (a Drop costs a
@@ -44,13 +52,15 @@
 
 mod actor;
 mod props;
+mod steps;
 
 use actor::{Node, Opts, Role, Skip, Timer};
-use ordo_common::proto::{Abandon, Msg};
+use ordo_common::proto::Abandon;
 use stateright::actor::{ActorModel, ActorModelAction, Envelope, LossyNetwork, Network};
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use steps::{forget_last_delivery, lose, new_sends, target, with_cut, State, Step, CUTS};
 
 /// One configuration of the model.
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +90,10 @@ struct Config {
     /// No election beyond this term (`None`: unbounded; a candidate may stand again
     /// and again, each time in a new term).
     max_term: Option<u64>,
+    /// Retry timers that may fire on one path, all actors together (0: none run).
+    retries: u8,
+    /// Messages the network may lose on one path, each when first sent.
+    losses: u8,
 }
 
 /// What a configuration must reach at least once.
@@ -94,6 +108,10 @@ enum Goal {
     /// Two crashes on one path, a restarted ndb or sync holding protocol state (a segment
     /// takes 8 steps to resolve, past the two-crash bound).
     TwoCrashes,
+    /// With losses: an OVER and a RESOLVED lost, and still acked and applied (by retries).
+    Retries,
+    /// A leader crashed and a leader of term 2 committed.
+    CrashThenElection,
 }
 
 /// A deliberate bug, to show that the properties can fail.
@@ -112,6 +130,8 @@ enum Mutation {
     AbandonMovesLast,
     /// The shell runs a step's sends before its writes (breaks the Persist rule).
     SendsFirst,
+    /// An entry's retried OVERs go out with `prev: None` (first sends are chained).
+    RetryUnchained,
 }
 
 const AGREEMENT: &str = "agreement, order, integrity";
@@ -120,6 +140,8 @@ const DURABLE: &str = "acked only when durable on a quorum of ndbs";
 const ELECTED: &str = "acked only when elected on a quorum of sync logs";
 const FIFO: &str = "fifo per publisher";
 const RAFT: &str = "committed sync logs agree";
+const LOST_OVER: &str = "acked though the first OVER to the leader was lost";
+const LOST_RESOLVED: &str = "applied on an ndb whose RESOLVED was lost";
 
 /// The actor model with a global crash budget, and without the network's memory of
 /// the last delivered message (which only tells apart states with equal actors).
@@ -129,46 +151,6 @@ struct Ordo {
     /// Past this instant no state gets successors (stateright's own timeout is not
     /// checked by a single checker thread).
     deadline: Option<Instant>,
-}
-
-type State = stateright::actor::ActorModelState<Node>;
-type Inner = ActorModelAction<Msg, Timer, ()>;
-
-/// A crash may cut a step short before its first, second or third write.
-const CUTS: u8 = 3;
-
-/// One step of the model.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Step {
-    /// A step of the actor model: a delivery, a timeout (a crash between steps), a drop.
-    Run(Inner),
-    /// A delivery or tick during which the node crashes just before its write number
-    /// `.1` (from 0) is durable: that write and every action behind it are lost.
-    CrashBefore(Inner, u8),
-}
-
-/// The actor a delivery or timeout runs on.
-fn target(a: &Inner) -> Option<usize> {
-    match a {
-        ActorModelAction::Deliver { dst, .. } => Some(usize::from(*dst)),
-        ActorModelAction::Timeout(id, _) => Some(usize::from(*id)),
-        _ => None,
-    }
-}
-
-/// `s` with actor `i` told to crash before its write number `k` in its next step.
-fn with_cut(s: &State, i: usize, k: u8) -> State {
-    let mut s = s.clone();
-    let mut a = (*s.actor_states[i]).clone();
-    a.cut = Some(k);
-    s.actor_states[i] = std::sync::Arc::new(a);
-    s
-}
-
-fn forget_last_delivery(s: &mut State) {
-    if let Network::UnorderedDuplicating(_, last) = &mut s.network {
-        *last = None;
-    }
 }
 
 impl Model for Ordo {
@@ -185,6 +167,7 @@ impl Model for Ordo {
         let mut inner = Vec::new();
         self.inner.actions(s, &mut inner);
         let budget = props::crashes(s) < self.cfg.crashes;
+        let may_lose = props::losses(s) < usize::from(self.cfg.losses);
         for a in inner {
             if let (ActorModelAction::Timeout(id, Timer::Tick), Some(max)) = (&a, self.cfg.max_term)
             {
@@ -192,9 +175,25 @@ impl Model for Ordo {
                     continue;
                 }
             }
+            if let ActorModelAction::Timeout(id, Timer::Retry) = &a {
+                // Finite: a bounded number of retries, each by a core with work to retry.
+                if props::retries(s) >= self.cfg.retries || !props::wants_retry(s, usize::from(*id))
+                {
+                    continue;
+                }
+            }
             let crash_timer = matches!(a, ActorModelAction::Timeout(_, Timer::Crash));
             if budget && self.cfg.cuts && !crash_timer && target(&a).is_some() {
                 actions.extend((0..CUTS).map(|k| Step::CrashBefore(a.clone(), k)));
+            }
+            if may_lose && !crash_timer && target(&a).is_some() {
+                // One variant per message the step puts in flight (trying a fixed number
+                // of variants instead costs twice the time).
+                let sent = self
+                    .inner
+                    .next_state(s, a.clone())
+                    .map_or(0, |next| new_sends(s, &next).len());
+                actions.extend((0..sent as u8).map(|k| Step::Lose(a.clone(), k)));
             }
             if budget || !crash_timer {
                 actions.push(Step::Run(a));
@@ -220,12 +219,24 @@ impl Model for Ordo {
                 }
                 (Some(i), next)
             }
+            Step::Lose(a, k) => {
+                let mut next = self.inner.next_state(s, a)?;
+                let e = new_sends(s, &next).into_iter().nth(usize::from(k))?;
+                lose(&mut next, &e);
+                (None, next)
+            }
         };
         forget_last_delivery(&mut next);
         if let Some(i) = crashed {
             if next.actor_states[i].core == s.actor_states[i].core && next.network == s.network {
                 // Nothing in memory that the disk does not hold, nothing sent: no crash.
                 return None;
+            }
+            if self.cfg.goal == Goal::TwoCrashes && props::some_segment_resolved(s) {
+                // Ghost state for the goal "two crashes, then resolved" (it splits states).
+                let mut a = (*next.actor_states[i]).clone();
+                a.crashed_after_resolution = true;
+                next.actor_states[i] = std::sync::Arc::new(a);
             }
         }
         Some(next)
@@ -242,12 +253,13 @@ impl Model for Ordo {
             Step::CrashBefore(a, k) => {
                 format!("{} CRASHING BEFORE WRITE {k}", self.inner.format_action(a))
             }
+            Step::Lose(a, k) => format!("{} LOSING NEW MESSAGE {k}", self.inner.format_action(a)),
         }
     }
 
     fn format_step(&self, s: &State, step: Step) -> Option<String> {
         match step {
-            Step::Run(a) => self.inner.format_step(s, a),
+            Step::Run(a) | Step::Lose(a, _) => self.inner.format_step(s, a),
             Step::CrashBefore(a, k) => self.inner.format_step(&with_cut(s, target(&a)?, k), a),
         }
     }
@@ -292,12 +304,30 @@ impl Model for Ordo {
                 v.push(Property::sometimes("an entry is committed", |_, s| {
                     !props::committed_terms(s).is_empty()
                 }));
+                if self.cfg.depth >= 15 {
+                    // An election (3 steps), the no-op and the segment (10 more).
+                    v.push(Property::sometimes(
+                        "a publish acked after the first election",
+                        |_, s| props::some_publish_acked(s),
+                    ));
+                }
             }
             if self.cfg.goal == Goal::TwoCrashes {
                 v.push(Property::sometimes(
                     "two crashes, a restarted ndb or sync holds protocol state",
                     |_, s| props::crashes(s) == 2 && props::restarted_node_holds_state(s),
                 ));
+                if self.cfg.depth >= 12 {
+                    v.push(Property::sometimes(
+                        "two crashes, one of a node holding state, then a segment resolved",
+                        |_, s| {
+                            props::crashes(s) == 2
+                                && props::restarted_node_holds_state(s)
+                                && props::some_segment_resolved(s)
+                                && s.actor_states.iter().all(|a| !a.crashed_after_resolution)
+                        },
+                    ));
+                }
             }
             if self.cfg.goal == Goal::TwoElections {
                 v.push(Property::sometimes(
@@ -306,6 +336,20 @@ impl Model for Ordo {
                         let t = props::committed_terms(s);
                         t.contains(&2) && t.contains(&3)
                     },
+                ));
+            }
+            if self.cfg.goal == Goal::Retries {
+                v.push(Property::sometimes(LOST_OVER, |_, s| {
+                    props::acked_after_a_lost_over(s)
+                }));
+                v.push(Property::sometimes(LOST_RESOLVED, |_, s| {
+                    props::applied_after_a_lost_resolved(s)
+                }));
+            }
+            if self.cfg.goal == Goal::CrashThenElection {
+                v.push(Property::sometimes(
+                    "a leader crashed, a leader of term 2 committed",
+                    |_, s| props::leader_crashed(s) && props::committed_terms(s).contains(&2),
                 ));
             }
             if self.cfg.crashes > 0 && self.cfg.depth >= 11 {
@@ -329,6 +373,9 @@ fn build(cfg: Config) -> Ordo {
         },
         unchain: cfg.mutation == Mutation::Unchained,
         sends_first: cfg.mutation == Mutation::SendsFirst,
+        retries: cfg.retries > 0,
+        retry_unchain: cfg.mutation == Mutation::RetryUnchained,
+        note_leader_crash: cfg.goal == Goal::CrashThenElection,
     };
     let mutate = |r: &mut Role| match (cfg.mutation, r) {
         (Mutation::FirstTrim, Role::Entry(c, _)) => c.trim_quorum_override = Some(1),
@@ -389,6 +436,8 @@ fn config(depth: usize, crashes: u8) -> Config {
         leaderless: false,
         goal: Goal::Usual,
         max_term: None,
+        retries: env("ORDO_MODEL_RETRIES", 0),
+        losses: env("ORDO_MODEL_LOSSES", 0),
     }
 }
 
@@ -465,6 +514,7 @@ fn model_holds_with_an_abandoned_owner_coming_back() {
 #[test]
 fn model_holds_with_two_crashes() {
     let mut cfg = config(8, 2);
+    cfg.msgs[1] = env("ORDO_MODEL_MSGS2", 1);
     cfg.goal = Goal::TwoCrashes;
     check(cfg).assert_properties();
 }
@@ -495,8 +545,69 @@ fn model_holds_across_two_elections() {
     check(cfg).assert_properties();
 }
 
+/// Retries: the entries' and ndbs' retry timers and sync 0's heartbeats fire (at most
+/// `ORDO_MODEL_RETRIES` on a path, each by a core with work to retry), and the network
+/// may lose one message when it is first sent. Entry 1 publishes one message, entry 2
+/// none, no challenger: a lost OVER or RESOLVED can only be made good by a retry.
+#[test]
+fn model_holds_with_retries_and_a_lost_message() {
+    let mut cfg = config(0, 0);
+    cfg.depth = env("ORDO_MODEL_RETRY_DEPTH", 12);
+    cfg.msgs = [env("ORDO_MODEL_MSGS", 1), env("ORDO_MODEL_MSGS2", 0)];
+    cfg.challengers = env("ORDO_MODEL_CHALLENGERS", 0);
+    cfg.retries = env("ORDO_MODEL_RETRIES", 1);
+    cfg.losses = env("ORDO_MODEL_LOSSES", 1);
+    cfg.goal = Goal::Retries;
+    check(cfg).assert_properties();
+    // The same search without retry timers: the lost message is never made good.
+    let checker = check(Config { retries: 0, ..cfg });
+    for goal in [LOST_OVER, LOST_RESOLVED] {
+        assert!(
+            checker.discovery(goal).is_none(),
+            "{goal:?} without retries"
+        );
+    }
+}
+
+/// A crash (with cuts) and an election on one path, with retries: sync 0 may crash while
+/// leading (or any other node), sync 1 may stand in term 2, entries and ndbs retry.
+#[test]
+fn model_holds_with_a_crash_and_an_election() {
+    let mut cfg = config(0, 1);
+    cfg.depth = env("ORDO_MODEL_CRASH_ELECTION_DEPTH", 9);
+    cfg.msgs = [env("ORDO_MODEL_MSGS", 1), env("ORDO_MODEL_MSGS2", 0)];
+    cfg.retries = env("ORDO_MODEL_RETRIES", 1);
+    cfg.max_term = Some(env("ORDO_MODEL_MAX_TERM", 2));
+    cfg.goal = Goal::CrashThenElection;
+    check(cfg).assert_properties();
+}
+
 /// Run a mutation depth-first until `target` fails; tell whether it did.
 fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -> bool {
+    caught_in(mutation_config(mutation, target, depth, crashes, 0))
+}
+
+/// Run a mutation's configuration until its target fails; tell whether it did.
+fn caught_in(cfg: Config) -> bool {
+    let checker = check(cfg);
+    let steps = checker
+        .discovery(cfg.target)
+        .map(|p| p.into_actions().len());
+    eprintln!(
+        "{:?} breaks {:?} after {steps:?} steps",
+        cfg.mutation, cfg.target
+    );
+    steps.is_some()
+}
+
+/// The configuration a mutation is hunted in (depth-first), with a budget of retry timers.
+fn mutation_config(
+    mutation: Mutation,
+    target: &'static str,
+    depth: usize,
+    crashes: u8,
+    retries: u8,
+) -> Config {
     let mut cfg = Config {
         depth,
         crashes,
@@ -512,9 +623,24 @@ fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -
         leaderless: false,
         goal: Goal::Usual,
         max_term: None,
+        retries,
+        losses: 0,
     };
+    if matches!(
+        mutation,
+        Mutation::FirstTrim | Mutation::Skip(Skip::NdbTemp | Skip::SyncLog)
+    ) {
+        // These need no election: without a challenger the search reaches an ack at once.
+        cfg.challengers = 0;
+    }
     if mutation == Mutation::Unchained {
         cfg.msgs = [2, 0];
+        cfg.challengers = 0;
+    }
+    if mutation == Mutation::RetryUnchained {
+        // Segments 1 and 2 of entry 1, chained; the retry of 2's OVER drops the chain.
+        cfg.msgs = [2, 0];
+        cfg.challengers = 0;
     }
     if mutation == Mutation::AbandonMovesLast {
         // Entry 2's segments 1 and 2 (chained); the floor 2 abandons 1.
@@ -527,10 +653,7 @@ fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -
         cfg.msgs = [1, 0];
         cfg.challengers = 0;
     }
-    let checker = check(cfg);
-    let steps = checker.discovery(target).map(|p| p.into_actions().len());
-    eprintln!("{mutation:?} breaks {target:?} after {steps:?} steps");
-    steps.is_some()
+    cfg
 }
 
 #[test]
@@ -611,4 +734,19 @@ fn initial_sync_cluster_has_a_leader_with_a_committed_noop() {
 fn checker_catches_sends_before_their_write_is_durable() {
     assert!(caught(Mutation::SendsFirst, ELECTED, 10, 1));
     assert!(caught(Mutation::SendsFirst, DURABLE, 12, 1));
+}
+
+/// A retried OVER without its chain breaks FIFO (the leader elects segment 2 before 1), and
+/// only a retry sends one: with no retry timers the same search finds nothing.
+#[test]
+fn checker_catches_an_unchained_retry_only_with_retries() {
+    let with = mutation_config(Mutation::RetryUnchained, FIFO, 12, 0, 1);
+    assert!(caught_in(with));
+    // Breadth-first, so that every state within the bound is checked.
+    let without = Config {
+        retries: 0,
+        dfs: false,
+        ..with
+    };
+    assert!(!caught_in(without));
 }

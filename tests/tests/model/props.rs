@@ -2,7 +2,7 @@
 //! ghost state of the entries (what publishers and subscribers were told).
 
 use crate::actor::{owner_of, Core, EntryState, Node};
-use ordo_common::proto::Body;
+use ordo_common::proto::{Body, Msg};
 use ordo_common::PermanentId;
 use ordo_ndb::cluster::NdbDisk;
 use ordo_sync::log::machine::{Machine, Outcome};
@@ -252,4 +252,64 @@ pub fn committed_terms(s: &S) -> BTreeSet<u64> {
 /// Actor `i` is a sync node that a tick would make stand in a term above `max`.
 pub fn would_stand_beyond(s: &S, i: usize, max: u64) -> bool {
     matches!(&s.actor_states[i].core, Core::Sync { node, .. } if !node.is_leader() && node.term() >= max)
+}
+
+/// Retry timers fired so far, all actors together.
+pub fn retries(s: &S) -> u8 {
+    s.actor_states.iter().map(|a| a.retries).sum()
+}
+
+/// Messages the network lost so far.
+pub fn losses(s: &S) -> usize {
+    s.actor_states.iter().map(|a| a.lost.len()).sum()
+}
+
+/// Actor `i` has work its retry timer would do: an entry with unacked publishes or
+/// deliveries it knows are missing; an ndb holding bodies not yet applied or resolutions
+/// it cannot apply yet; a leading sync node with uncommitted entries or a peer that has
+/// not heard its commit index. An idle core's tick only polls, which the model skips.
+pub fn wants_retry(s: &S, i: usize) -> bool {
+    match &s.actor_states[i].core {
+        Core::Entry(e) => e.core.unacked() > 0 || e.core.known_tip() > e.core.next_delivery(),
+        Core::Ndb { node, .. } => {
+            !node.disk().temp.is_empty() || node.known_end() > node.disk().next
+        }
+        Core::Sync { node, .. } => {
+            node.is_leader()
+                && (node.commit_index() < node.last_index()
+                    || s.actor_states.iter().any(|a| {
+                        matches!(&a.core, Core::Sync { node: p, .. } if p.commit_index() < node.commit_index())
+                    }))
+        }
+    }
+}
+
+/// Sync node `i` lost a message of the kind `kind` picks.
+fn lost_to(s: &S, i: usize, kind: impl Fn(&Msg) -> bool) -> bool {
+    s.actor_states[i].lost.iter().any(kind)
+}
+
+/// A publish is acked although the first OVER to sync 0, the only leader, was lost: only
+/// the entry's retry can have brought it there.
+pub fn acked_after_a_lost_over(s: &S) -> bool {
+    lost_to(s, 0, |m| matches!(m, Msg::Over(_))) && some_publish_acked(s)
+}
+
+/// An ndb applied a segment although the leader's RESOLVED to it was lost: its poll
+/// (`FetchResolved`, sent on its retry timer) brought the resolution.
+pub fn applied_after_a_lost_resolved(s: &S) -> bool {
+    s.actor_states
+        .iter()
+        .enumerate()
+        .any(|(i, a)| match &a.core {
+            Core::Ndb { disk, .. } => {
+                !disk.perm.is_empty() && lost_to(s, i, |m| matches!(m, Msg::Resolved { .. }))
+            }
+            _ => false,
+        })
+}
+
+/// A sync node crashed while it led its term.
+pub fn leader_crashed(s: &S) -> bool {
+    s.actor_states.iter().any(|a| a.crashed_leading)
 }
