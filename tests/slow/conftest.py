@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from cluster import OrdoCluster
 from harness import AsyncioThread, MqttClient, OrdoServer, WampClient, binary_path
 
 
@@ -47,6 +48,25 @@ def ordo(ordo_binary, tmp_path, request):
     rep = getattr(request.node, "rep_call", None)
     if rep is None or rep.failed:
         print(f"\nordo-entry alive at teardown: {still_alive}\n{server.log_tail()}")
+
+
+@pytest.fixture
+def cluster(ordo_binary, tmp_path, request):
+    """A running 3 sync + 3 ndb + 3 entry cluster (tests/slow/cluster.py) on free ports.
+
+    Torn down with SIGKILL; on failure the end of every node's log is printed.
+    """
+    c = OrdoCluster(tmp_path / "cluster")
+    try:
+        c.start()
+    except BaseException:
+        c.kill_all()
+        raise
+    yield c
+    c.kill_all()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or rep.failed:
+        print("\n" + c.log_tails())
 
 
 @pytest.fixture

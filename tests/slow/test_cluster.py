@@ -7,13 +7,13 @@ reorders nothing; the killed nodes come back and catch up.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 
-import pytest
-
-from cluster import OrdoCluster
 from harness import (
+    HOST,
     MqttClient,
     duplicates,
     ident_bytes,
@@ -28,20 +28,6 @@ TOPIC = "ordo/cluster/t"
 WAMP_TOPIC = "ordo.cluster.t"
 WINDOW = 100
 
-
-@pytest.fixture
-def cluster(ordo_binary, tmp_path, request):
-    c = OrdoCluster(tmp_path / "cluster")
-    try:
-        c.start()
-    except BaseException:
-        c.kill_all()
-        raise
-    yield c
-    c.kill_all()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is None or rep.failed:
-        print("\n" + c.log_tails())
 
 
 class Publisher(threading.Thread):
@@ -205,12 +191,29 @@ def test_kill9_of_each_role_under_load_loses_nothing_acked(cluster, clients):
     assert [key_from_wamp(e.args, e.kwargs) for e in list(late.events)] == seen
 
 
+
+def subscribe_and_disconnect_when_saved(port: int, client_id: str, topic: str) -> None:
+    """A raw MQTT 3.1.1 client with a persistent session: CONNECT, SUBSCRIBE at QoS 1, DISCONNECT,
+    then wait for the server to close the socket (it does once the session is in the log)."""
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        cid = client_id.encode()
+        body = b"\x00\x04MQTT\x04\x00\x00\x3c" + struct.pack(">H", len(cid)) + cid
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        assert sock.recv(4)[:1] == b"\x20", "no CONNACK"
+        t = topic.encode()
+        body = b"\x00\x01" + struct.pack(">H", len(t)) + t + b"\x01"
+        sock.sendall(bytes([0x82, len(body)]) + body)
+        assert sock.recv(5)[:1] == b"\x90", "no SUBACK"
+        sock.sendall(b"\xe0\x00")  # DISCONNECT
+        while sock.recv(64):
+            pass
+
 def test_persistent_session_follows_its_client_to_another_entry(cluster, clients):
     """Sessions live in the ordered log: a client resumes on any entry, also after its entry dies."""
     roam = "ordo/cluster/roam"
-    first = MqttClient(cluster.entry[0].mqtt_port, client_id="roamer", clean_session=False).connect()
-    first.subscribe(roam, qos=1)
-    first.close()  # the session is durable in the log before entry 1 lets the client id go
+    # Entry 1 closes the socket only after the session record is durable in the log, so every
+    # publish below is ordered after it, and the watcher on entry 3 proves entry 3 applied it.
+    subscribe_and_disconnect_when_saved(cluster.entry[0].mqtt_port, "roamer", roam)
     watcher = MqttClient(cluster.entry[2].mqtt_port).connect()  # proves entry 3 applied the log this far
     watcher.subscribe(roam, qos=1)
     pub = MqttClient(cluster.entry[1].mqtt_port).connect()

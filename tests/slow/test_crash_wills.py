@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from cluster import OrdoCluster
 from harness import MqttClient, wait_until
 from test_session_restart import connect_with_delayed_will
 
@@ -121,20 +118,6 @@ def test_delayed_wills_of_live_connections_wait_after_a_kill(ordo):
     returned.sendall(b"\xe0\x00")  # DISCONNECT
     returned.close()
 
-
-@pytest.fixture
-def cluster(ordo_binary, tmp_path, request):
-    c = OrdoCluster(tmp_path / "cluster")
-    try:
-        c.start()
-    except BaseException:
-        c.kill_all()
-        raise
-    yield c
-    c.kill_all()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is None or rep.failed:
-        print("\n" + c.log_tails())
 
 
 def test_killed_entry_publishes_its_wills_when_restarted(cluster):

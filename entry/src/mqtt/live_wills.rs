@@ -85,16 +85,7 @@ fn to_message(client_id: &str, owner: u64, record: Option<&LiveWill>) -> StoredM
 }
 
 fn decode(topic: &str, message: &StoredMessage) -> Option<LiveWill> {
-    let Payload::Raw(bytes) = &message.payload else {
-        return None;
-    };
-    match ordo_common::record::decode(bytes) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            tracing::warn!(topic, error = %e, "unreadable will record ignored");
-            None
-        }
-    }
+    session_store::decode_record("will", topic, message)
 }
 
 /// Every live-will record of `client_id`, by owner.

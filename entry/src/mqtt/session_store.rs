@@ -84,13 +84,23 @@ pub fn load_all(router: &Router) -> Vec<(String, SessionRecord)> {
 }
 
 fn decode(client_id: &str, message: &StoredMessage) -> Option<SessionRecord> {
+    decode_record("session", client_id, message)
+}
+
+/// Read one of the node's records (`kind`: session, will) kept as a retained message; an
+/// unreadable one is logged and skipped, never fatal.
+pub(super) fn decode_record<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    key: &str,
+    message: &StoredMessage,
+) -> Option<T> {
     let Payload::Raw(bytes) = &message.payload else {
         return None;
     };
     match ordo_common::record::decode(bytes) {
         Ok(record) => Some(record),
         Err(e) => {
-            tracing::warn!(client_id, error = %e, "unreadable session record ignored");
+            tracing::warn!(kind, key, error = %e, "unreadable record ignored");
             None
         }
     }

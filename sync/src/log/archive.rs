@@ -143,13 +143,22 @@ impl SyncNode {
     pub(super) fn archive_may_hold(&self, e: &Elect) -> bool {
         e.count > 0
             && self.memory_floor() > PermanentId(1)
-            && self.memory_resolution(e.owner, e.segment).is_none()
             && self.machine.is_abandoned(e)
+            && self.memory_resolution(e.owner, e.segment).is_none()
     }
 
     /// Return the resolution of a segment if memory holds it (window or unarchived).
     pub(super) fn memory_resolution(&self, owner: u64, segment: u64) -> Option<Resolution> {
         self.machine.resolution(owner, segment).or_else(|| {
+            // Only a segment at or below the owner's last can be elected: a new OVER (the
+            // common case) skips the scan of everything evicted since the last snapshot.
+            if self
+                .machine
+                .last_of(owner)
+                .is_none_or(|last| segment > last)
+            {
+                return None;
+            }
             self.unarchived
                 .values()
                 .find(|r| (r.owner, r.segment) == (owner, segment))

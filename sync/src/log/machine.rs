@@ -285,6 +285,11 @@ impl Machine {
         }
     }
 
+    /// Return the owner's last elected segment, if any.
+    pub fn last_of(&self, owner: u64) -> Option<u64> {
+        self.last.get(&owner).copied()
+    }
+
     /// Tell whether `(owner, segment)` is elected and still in the window.
     pub fn is_elected(&self, owner: u64, segment: u64) -> bool {
         self.elected.contains_key(&(owner, segment))
