@@ -70,18 +70,7 @@ fn topic_of(client_id: &str, owner: u64) -> String {
 
 /// The retained message that saves `record`, or deletes the record when `None`.
 fn to_message(client_id: &str, owner: u64, record: Option<&LiveWill>) -> StoredMessage {
-    let payload = record.map_or_else(Bytes::new, |r| Bytes::from(ordo_common::record::encode(r)));
-    StoredMessage {
-        realm: session_store::SESSION_REALM.to_owned(),
-        topic: topic_of(client_id, owner),
-        payload: Payload::Raw(payload),
-        qos: 1,
-        retain: true,
-        publisher: 0,
-        exclude_publisher: false,
-        mqtt: None,
-        wamp: None,
-    }
+    session_store::record_message(topic_of(client_id, owner), record)
 }
 
 fn decode(topic: &str, message: &StoredMessage) -> Option<LiveWill> {

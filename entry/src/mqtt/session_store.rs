@@ -108,10 +108,16 @@ pub(super) fn decode_record<T: serde::de::DeserializeOwned>(
 
 /// The retained message that saves `record`, or deletes the session when `None`.
 pub fn to_message(client_id: &str, record: Option<&SessionRecord>) -> StoredMessage {
+    record_message(topic_of(client_id), record)
+}
+
+/// The retained message at `topic` of the node's realm that saves one of its records (session,
+/// will), or deletes it when `None`.
+pub(super) fn record_message<T: Serialize>(topic: String, record: Option<&T>) -> StoredMessage {
     let payload = record.map_or_else(Bytes::new, |r| Bytes::from(ordo_common::record::encode(r)));
     StoredMessage {
         realm: SESSION_REALM.to_owned(),
-        topic: topic_of(client_id),
+        topic,
         payload: Payload::Raw(payload),
         qos: 1,
         retain: true,
