@@ -140,6 +140,14 @@ fn node_command(bin: &Path, cluster_file: &Path, id: usize) -> Command {
         .arg(id.to_string())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
+    // Nine processes share this machine's cores: one runtime thread each (docs/performance.md,
+    // sixth day), unless the caller chose otherwise. An environment variable, so that older
+    // binaries without `--threads` still start.
+    for var in ["ORDO_ENTRY_THREADS", "ORDO_NODE_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            cmd.env(var, "1");
+        }
+    }
     cmd
 }
 

@@ -58,6 +58,14 @@ struct Cli {
     /// TOML configuration file; flags override it (see `generate-config`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Tokio worker threads: 1 runs the entry on one thread (best when nodes share a machine), 0 one per core.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "ORDO_ENTRY_THREADS",
+        default_value_t = 0
+    )]
+    threads: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -98,9 +106,12 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    ordo_common::quic::node::runtime(cli.threads)?.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::GenerateConfig) => {
             print!("{}", Config::default_toml());

@@ -24,11 +24,17 @@ struct Cli {
     /// Newest permanent records kept in memory; older ones are read from RocksDB on demand.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     cache_records: usize,
+    /// Tokio worker threads: 1 (the default) runs the node on one thread, 0 uses one per core.
+    #[arg(long, value_name = "N", env = "ORDO_NODE_THREADS", default_value_t = 1)]
+    threads: usize,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    ordo_common::quic::node::runtime(cli.threads)?.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     ordo_common::quic::node::init_logging();
     let spec = ClusterSpec::load(&cli.cluster)?;
     let data_dir = cli

@@ -26,6 +26,9 @@ struct Cli {
     /// every sync node of a cluster.
     #[arg(long, value_name = "N", default_value_t = ordo_sync::log::DEFAULT_RESOLUTION_WINDOW)]
     resolution_window: usize,
+    /// Tokio worker threads: 1 (the default) runs the node on one thread, 0 uses one per core.
+    #[arg(long, value_name = "N", env = "ORDO_NODE_THREADS", default_value_t = 1)]
+    threads: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -52,9 +55,12 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    ordo_common::quic::node::runtime(cli.threads)?.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     ordo_common::quic::node::init_logging();
     let Some(cluster) = cli.cluster else {
         anyhow::bail!("--cluster FILE is required");

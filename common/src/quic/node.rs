@@ -302,6 +302,25 @@ pub fn init_logging() {
         .init();
 }
 
+/// Build the tokio runtime a node runs on: `threads == 1` runs every task on the calling
+/// thread, more gives that many worker threads, 0 one per core.
+///
+/// Blocking work (fsyncs, RocksDB reads) goes to tokio's blocking pool either way. On a
+/// machine shared by several nodes, one thread each saves the cross-thread wake-ups that a
+/// work-stealing scheduler pays per message (docs/performance.md).
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    builder.enable_all().build()
+}
+
 /// Return a switch that turns `true` on Ctrl-C or SIGTERM (for a node's `run`).
 pub fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
