@@ -453,3 +453,66 @@ fn with_a_linger_a_second_segment_waits_to_fill_unless_nothing_is_in_flight() {
     e.handle_publish(3_001, 1, 5, b("e"));
     assert_eq!(e.open_segments_count(), 3);
 }
+
+#[test]
+fn a_first_over_goes_to_the_sync_that_resolved_the_last_segment_a_retry_to_all() {
+    let mut e = core();
+    let over = |segment, prev| {
+        Msg::Over(Elect {
+            owner: 7,
+            segment,
+            count: 1,
+            prev,
+        })
+    };
+    let resolved = |segment, base| Msg::Resolved {
+        resolutions: vec![Resolution {
+            owner: 7,
+            segment,
+            count: 1,
+            base: PermanentId(base),
+        }],
+        abandons: vec![],
+    };
+    e.handle_publish(0, 1, 1, b("a"));
+    e.take_actions();
+    for n in 0..2 {
+        e.handle_message(0, NodeId::Ndb(n), trim(5, 1));
+    }
+    // No leader known yet: every sync node.
+    let all = |m: Msg| {
+        (0..3)
+            .map(|s| (NodeId::Sync(s), m.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sends(&e.take_actions()), all(over(5, None)));
+    e.handle_message(0, NodeId::Sync(2), resolved(5, 1));
+    // A follower answering the same segment later (a retried Over) does not move the hint.
+    e.handle_message(0, NodeId::Sync(0), resolved(5, 1));
+    e.take_actions();
+
+    e.handle_publish(10, 1, 2, b("b"));
+    e.take_actions();
+    for n in 0..2 {
+        e.handle_message(10, NodeId::Ndb(n), trim(6, 1));
+    }
+    assert_eq!(
+        sends(&e.take_actions()),
+        vec![(NodeId::Sync(2), over(6, Some(5)))]
+    );
+    // Unanswered for a retry interval: every sync node, and the hint is forgotten.
+    e.handle_tick(10 + e.cfg.retry);
+    let to_syncs = |actions: Vec<Action<EntryWrite>>| {
+        sends(&actions)
+            .into_iter()
+            .filter(|(to, _)| matches!(to, NodeId::Sync(_)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(to_syncs(e.take_actions()), all(over(6, Some(5))));
+    e.handle_publish(20 + e.cfg.retry, 1, 3, b("c"));
+    e.take_actions();
+    for n in 0..2 {
+        e.handle_message(20 + e.cfg.retry, NodeId::Ndb(n), trim(7, 1));
+    }
+    assert_eq!(to_syncs(e.take_actions()), all(over(7, Some(6))));
+}
