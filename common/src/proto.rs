@@ -307,7 +307,8 @@ pub enum Msg {
 /// Correctness (the Persist rule): an action may run only after every
 /// [`Action::Persist`] the same core emitted before it, in this call or an
 /// earlier one, is durable. A shell keeps one FIFO per node and releases the
-/// actions behind a write once an fsync covers it.
+/// actions behind a write once an fsync covers it. An [`Action::WriteBehind`]
+/// holds nothing back, but keeps its place in the order of writes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action<W> {
     /// Send a message.
@@ -319,6 +320,11 @@ pub enum Action<W> {
     },
     /// Make this write durable before anything emitted after it runs.
     Persist(W),
+    /// Write this in order with the other writes, without waiting for it to be durable:
+    /// nothing emitted after it depends on it being on disk. The next `Persist`'s fsync
+    /// covers it too (the store keeps its writes in order); a crash before then may lose
+    /// it, with every write after it, and the core must recover from that.
+    WriteBehind(W),
     /// Acknowledge one publish: it is durable on a quorum of ndbs and its id is final.
     Ack {
         /// Publisher session.

@@ -310,7 +310,9 @@ impl ShellTask {
         // follows a Persist runs after it is durable (the Persist rule).
         for action in self.core.take_actions() {
             match action {
-                Action::Persist(EntryWrite::Reserve(mark)) => {
+                // The entry core writes nothing behind; a reservation is always awaited.
+                Action::Persist(EntryWrite::Reserve(mark))
+                | Action::WriteBehind(EntryWrite::Reserve(mark)) => {
                     // Rare (one per `reserve` segments): write it before anything behind it.
                     let path = self.reserve_file.clone();
                     let started = Instant::now();

@@ -128,11 +128,18 @@ impl NdbClusterStore {
     ///
     /// After any failure the store is poisoned and refuses every later call.
     pub fn persist(&self, writes: &[NdbWrite]) -> Result<(), StoreError> {
+        self.commit(writes, true)
+    }
+
+    /// Write `writes` in order; with `sync`, return after one WAL fsync covering them and
+    /// every earlier write. Without it they reach the WAL (and survive a process kill) but
+    /// a power cut may lose them, with every later write: a prefix is what survives.
+    pub fn commit(&self, writes: &[NdbWrite], sync: bool) -> Result<(), StoreError> {
         let mut floors = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_poisoned() {
             return Err(StoreError::Poisoned);
         }
-        let result = self.persist_all(writes, &mut floors);
+        let result = self.persist_all(writes, &mut floors, sync);
         if let Err(e) = &result {
             tracing::error!(error = %e, "ndb store write failed; store poisoned");
             self.poisoned.store(true, Ordering::Release);
@@ -145,7 +152,12 @@ impl NdbClusterStore {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn persist_all(&self, writes: &[NdbWrite], floors: &mut Floors) -> Result<(), StoreError> {
+    fn persist_all(
+        &self,
+        writes: &[NdbWrite],
+        floors: &mut Floors,
+        sync: bool,
+    ) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -188,7 +200,9 @@ impl NdbClusterStore {
                 }
             }
         }
-        self.db.flush_wal(true)?;
+        if sync {
+            self.db.flush_wal(true)?;
+        }
         Ok(())
     }
 

@@ -37,8 +37,8 @@ pub struct NdbOptions {
 impl Durable<NdbWrite> for NdbClusterStore {
     type Error = StoreError;
 
-    fn persist(&self, writes: &[NdbWrite]) -> Result<(), StoreError> {
-        NdbClusterStore::persist(self, writes)
+    fn persist(&self, writes: &[NdbWrite], sync: bool) -> Result<(), StoreError> {
+        NdbClusterStore::commit(self, writes, sync)
     }
 }
 

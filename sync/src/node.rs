@@ -38,8 +38,8 @@ pub struct SyncOptions {
 impl Durable<SyncWrite> for SyncStore {
     type Error = SyncStoreError;
 
-    fn persist(&self, writes: &[SyncWrite]) -> Result<(), SyncStoreError> {
-        SyncStore::persist(self, writes)
+    fn persist(&self, writes: &[SyncWrite], sync: bool) -> Result<(), SyncStoreError> {
+        SyncStore::commit(self, writes, sync)
     }
 }
 

@@ -135,11 +135,18 @@ impl SyncStore {
     ///
     /// After any failure the store is poisoned and refuses every later call.
     pub fn persist(&self, writes: &[SyncWrite]) -> Result<(), SyncStoreError> {
+        self.commit(writes, true)
+    }
+
+    /// Write `writes` in order; with `sync`, return after one WAL fsync covering them and
+    /// every earlier write. Without it they reach the WAL (and survive a process kill) but
+    /// a power cut may lose them, with every later write: a prefix is what survives.
+    pub fn commit(&self, writes: &[SyncWrite], sync: bool) -> Result<(), SyncStoreError> {
         let mut bounds = self.bounds.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_poisoned() {
             return Err(SyncStoreError::Poisoned);
         }
-        let result = self.persist_all(writes, &mut bounds);
+        let result = self.persist_all(writes, &mut bounds, sync);
         if let Err(e) = &result {
             tracing::error!(error = %e, "sync store write failed; store poisoned");
             self.poisoned.store(true, Ordering::Release);
@@ -152,7 +159,12 @@ impl SyncStore {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn persist_all(&self, writes: &[SyncWrite], b: &mut Bounds) -> Result<(), SyncStoreError> {
+    fn persist_all(
+        &self,
+        writes: &[SyncWrite],
+        b: &mut Bounds,
+        sync: bool,
+    ) -> Result<(), SyncStoreError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -230,7 +242,9 @@ impl SyncStore {
             self.db.write_opt(batch, &wo)?;
             *b = new;
         }
-        self.db.flush_wal(true)?;
+        if sync {
+            self.db.flush_wal(true)?;
+        }
         Ok(())
     }
 

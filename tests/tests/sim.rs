@@ -28,7 +28,7 @@ fn invariants_hold_over_the_seed_range() {
     let (mut abandons, mut returns, mut acked_after_return, mut renumbered) = (0, 0, 0, 0);
     let (mut snapshots, mut installs_sent, mut installs) = (0, 0, 0);
     let (mut snapshot_restarts, mut seeds_installing) = (0, 0);
-    let (mut archive_answers, mut archive_gaps) = (0, 0);
+    let (mut archive_answers, mut archive_gaps, mut behind_lost) = (0, 0, 0);
     let range = seeds();
     for seed in range.clone() {
         match run(SimConfig::new(seed)) {
@@ -47,6 +47,7 @@ fn invariants_hold_over_the_seed_range() {
                 seeds_installing += usize::from(stats.installs > 0);
                 archive_answers += stats.archive_answers;
                 archive_gaps += stats.archive_gaps;
+                behind_lost += stats.behind_lost;
             }
             Err(e) => {
                 eprintln!(
@@ -63,7 +64,8 @@ fn invariants_hold_over_the_seed_range() {
          {renumbered} renumbered above the floor), {snapshots} sync snapshots durable, \
          {installs_sent} InstallSnapshot sent, {installs} installed (on {seeds_installing} seeds), \
          {snapshot_restarts} sync restarts from a snapshot, {archive_answers} answers from \
-         a sync archive, {archive_gaps} installs leaving an archive gap, {} failed",
+         a sync archive, {archive_gaps} installs leaving an archive gap, {behind_lost} ndb \
+         applies written behind and lost in a crash, {} failed",
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
@@ -101,6 +103,16 @@ fn checker_catches_sync_state_kept_in_memory() {
     let found = caught(Mutation::SyncInMemory, 0..200);
     eprintln!("SyncInMemory: {found:?}");
     assert!(found.is_some(), "in-memory drafts went unnoticed");
+}
+
+#[test]
+fn checker_catches_ndb_bodies_written_behind() {
+    let found = caught(Mutation::NdbTempBehind, 0..200);
+    eprintln!("NdbTempBehind: {found:?}");
+    assert!(
+        found.is_some(),
+        "trims of bodies not yet durable went unnoticed"
+    );
 }
 
 #[test]

@@ -25,13 +25,14 @@ const MAX_DRAIN: usize = 4096;
 
 /// Durable storage for a core's writes.
 ///
-/// Correctness: `persist` returns `Ok` only once every write in the slice is on
-/// disk (fsynced), applied in order, each one atomically.
+/// Correctness: `persist` applies the writes in order, each one atomically, after every
+/// earlier call's; with `sync` it returns `Ok` only once all of them, and every earlier
+/// one, are on disk (fsynced).
 pub trait Durable<W>: Send + Sync + 'static {
     /// Why a write failed.
     type Error: std::fmt::Display + Send + 'static;
-    /// Make `writes` durable, in order; return after one sync covering them all.
-    fn persist(&self, writes: &[W]) -> Result<(), Self::Error>;
+    /// Apply `writes` in order; with `sync`, return after one sync covering them all.
+    fn persist(&self, writes: &[W], sync: bool) -> Result<(), Self::Error>;
 }
 
 /// Why a node stopped.
@@ -145,8 +146,8 @@ where
     }
 }
 
-/// Run one step's actions: sends before the first write at once, then one
-/// durable commit of every write, then the rest.
+/// Run one step's actions: sends before the first `Persist` at once, then one
+/// commit of every write (synced if any is a `Persist`), then the rest.
 pub async fn run_actions<W, D>(
     actions: Vec<Action<W>>,
     disk: &Arc<D>,
@@ -158,25 +159,32 @@ where
     D: Durable<W>,
 {
     let mut writes = Vec::new();
+    let mut sync = false;
     let mut gated = Vec::new();
     for action in actions {
         match action {
-            Action::Persist(w) => writes.push(w),
-            Action::Send { to, msg } if writes.is_empty() => mesh.send(to, msg),
+            Action::Persist(w) => {
+                writes.push(w);
+                sync = true;
+            }
+            Action::WriteBehind(w) => writes.push(w),
+            Action::Send { to, msg } if !sync => mesh.send(to, msg),
             other => gated.push(other),
         }
     }
     if !writes.is_empty() {
         let disk = disk.clone();
         let started = Instant::now();
-        tokio::task::spawn_blocking(move || disk.persist(&writes))
+        tokio::task::spawn_blocking(move || disk.persist(&writes, sync))
             .await
             .map_err(|e| NodeError::Task(e.to_string()))?
             .map_err(|e| {
                 metrics.storage_errors.inc();
                 NodeError::Storage(e.to_string())
             })?;
-        metrics.observe_persist(started.elapsed());
+        if sync {
+            metrics.observe_persist(started.elapsed());
+        }
     }
     for action in gated {
         if let Action::Send { to, msg } = action {

@@ -590,12 +590,20 @@ impl NdbNode {
         self.replies.push(Action::Send { to, msg });
     }
 
+    /// Queue a write. `Temp` and `Abandon` are persisted before what follows (a `Trim` counts
+    /// the bodies, an `Abandoned` answers from the floor). `Apply` is written behind: it only
+    /// re-derives what is durable elsewhere (ids committed in the sync log, bodies durable
+    /// here as temporary history until the `Apply` is), so nothing waits for its fsync; a
+    /// crash that loses it leaves the temporary bodies, and the node applies the same
+    /// resolution again (docs/protocol.md §4).
     fn write(&mut self, w: NdbWrite) {
         self.disk.apply(&w);
         if matches!(w, NdbWrite::Apply(_)) {
             self.evict();
+            self.out.push_back(Action::WriteBehind(w));
+        } else {
+            self.out.push_back(Action::Persist(w));
         }
-        self.out.push_back(Action::Persist(w));
     }
 
     fn send(&mut self, to: NodeId, msg: Msg) {

@@ -99,8 +99,8 @@ fn resolutions_apply_in_id_order_only() {
     assert_eq!(
         n.take_actions(),
         vec![
-            Action::Persist(NdbWrite::Apply(res(7, 1, 1, 1))),
-            Action::Persist(NdbWrite::Apply(res(7, 2, 1, 2)))
+            Action::WriteBehind(NdbWrite::Apply(res(7, 1, 1, 1))),
+            Action::WriteBehind(NdbWrite::Apply(res(7, 2, 1, 2)))
         ]
     );
     assert_eq!(n.disk().permanent(PermanentId(2)), Some(&b("b")));
@@ -225,7 +225,7 @@ fn recovery_rebuilds_from_the_durable_disk() {
         },
     );
     for a in n.take_actions() {
-        if let Action::Persist(w) = a {
+        if let Action::Persist(w) | Action::WriteBehind(w) = a {
             disk.apply(&w);
         }
     }
@@ -287,8 +287,8 @@ fn a_fetch_with_nothing_new_is_answered_right_after_the_apply() {
     let actions = n.take_actions();
     let apply = actions
         .iter()
-        .position(|a| matches!(a, Action::Persist(NdbWrite::Apply(_))))
-        .expect("apply persisted");
+        .position(|a| matches!(a, Action::WriteBehind(NdbWrite::Apply(_))))
+        .expect("apply written");
     let answer = actions
         .iter()
         .position(|a| {
@@ -332,7 +332,7 @@ fn only_the_newest_records_stay_in_memory() {
         .take_actions()
         .into_iter()
         .filter_map(|a| match a {
-            Action::Persist(w) => Some(w),
+            Action::Persist(w) | Action::WriteBehind(w) => Some(w),
             _ => None,
         })
         .collect();
@@ -399,7 +399,7 @@ fn an_abandon_waits_for_every_segment_elected_before_it() {
     assert_eq!(
         n.take_actions(),
         vec![
-            Action::Persist(NdbWrite::Apply(res(7, 3, 1, 1))),
+            Action::WriteBehind(NdbWrite::Apply(res(7, 3, 1, 1))),
             Action::Persist(NdbWrite::Abandon(notice(0, 7, 5, 2)))
         ]
     );

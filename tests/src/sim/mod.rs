@@ -45,6 +45,9 @@ pub enum Mutation {
     AbandonEarly,
     /// Sync nodes evict resolutions from their window without archiving them.
     EvictUnarchived,
+    /// Ndbs write temporary bodies behind (`WriteBehind`), so a `Trim` may count bodies a
+    /// crash then loses: what the ndb's `Apply` may do, its `Temp` may not.
+    NdbTempBehind,
 }
 
 /// Knobs of one run.
@@ -105,6 +108,8 @@ pub struct Stats {
     pub archive_answers: usize,
     /// Installed snapshots that left the follower's archive a gap to fetch from peers.
     pub archive_gaps: usize,
+    /// An ndb's writes behind (`Apply`) that a crash lost before any `Persist` covered them.
+    pub behind_lost: usize,
 }
 
 const TICK: Micros = 5_000;
@@ -227,7 +232,9 @@ impl World {
             .map(|i| {
                 let mut c = NdbConfig::new(*i, ndb_ids.clone(), sync_ids.clone());
                 c.abandon_early = cfg.mutation == Mutation::AbandonEarly;
-                SimNode::new(NodeId::Ndb(*i), c)
+                let mut n = SimNode::new(NodeId::Ndb(*i), c);
+                n.persist_behind = cfg.mutation == Mutation::NdbTempBehind;
+                n
             })
             .collect();
         let entries = OWNERS
@@ -587,7 +594,7 @@ impl World {
                             .push((id, body));
                     }
                 }
-                Action::Persist(()) => {}
+                Action::Persist(()) | Action::WriteBehind(()) => {}
             }
         }
     }
@@ -620,8 +627,10 @@ impl World {
     fn crash(&mut self, id: NodeId) {
         self.stats.crashes += 1;
         match id {
-            NodeId::Sync(i) => self.syncs[i as usize].crash(),
-            NodeId::Ndb(i) => self.ndbs[i as usize].crash(),
+            NodeId::Sync(i) => {
+                self.syncs[i as usize].crash();
+            }
+            NodeId::Ndb(i) => self.stats.behind_lost += self.ndbs[i as usize].crash(),
             NodeId::Entry(o) => {
                 if let Some(i) = OWNERS.iter().position(|x| *x == o) {
                     if self.entries[i].up() {

@@ -106,6 +106,9 @@ pub struct SimNode<R: Role> {
     /// Writes not yet synced, with their sequence numbers.
     pending: VecDeque<(u64, R::Write)>,
     written: u64,
+    /// The newest write emitted as `Persist` (a `WriteBehind` holds nothing back and starts
+    /// no fsync; the next `Persist`'s covers it).
+    persisted: u64,
     synced_seq: u64,
     /// Whether an fsync is in flight.
     pub fsync_busy: bool,
@@ -115,6 +118,9 @@ pub struct SimNode<R: Role> {
     blocked: VecDeque<(u64, Effect)>,
     /// Mutation: keep writes in memory only and act at once (fox-wamp's in-memory drafts).
     pub memory_only: bool,
+    /// Mutation: run every `Persist` as a `WriteBehind` (act at once, sync only with a later
+    /// real `Persist`, of which there is none: a crash loses them).
+    pub persist_behind: bool,
 }
 
 impl<R: Role> SimNode<R> {
@@ -128,11 +134,13 @@ impl<R: Role> SimNode<R> {
             synced: R::Disk::default(),
             pending: VecDeque::new(),
             written: 0,
+            persisted: 0,
             synced_seq: 0,
             fsync_busy: false,
             epoch: 0,
             blocked: VecDeque::new(),
             memory_only: false,
+            persist_behind: false,
         }
     }
 
@@ -152,7 +160,13 @@ impl<R: Role> SimNode<R> {
         let mut out = Vec::new();
         for a in actions {
             let effect = match a {
-                Action::Persist(w) => {
+                Action::Persist(w) if !self.persist_behind => {
+                    self.written += 1;
+                    self.persisted = self.written;
+                    self.pending.push_back((self.written, w));
+                    continue;
+                }
+                Action::Persist(w) | Action::WriteBehind(w) => {
                     self.written += 1;
                     self.pending.push_back((self.written, w));
                     continue;
@@ -161,7 +175,7 @@ impl<R: Role> SimNode<R> {
                 Action::Ack { publisher, seq, id } => Action::Ack { publisher, seq, id },
                 Action::Deliver { id, body } => Action::Deliver { id, body },
             };
-            let needed = if self.memory_only { 0 } else { self.written };
+            let needed = if self.memory_only { 0 } else { self.persisted };
             if self.blocked.is_empty() && needed <= self.synced_seq {
                 out.push(effect);
             } else {
@@ -178,7 +192,11 @@ impl<R: Role> SimNode<R> {
 
     /// Start an fsync if writes are pending and none is running; return what it will cover.
     pub fn start_fsync(&mut self) -> Option<u64> {
-        if self.fsync_busy || self.pending.is_empty() || self.core.is_none() || self.memory_only {
+        if self.fsync_busy
+            || self.persisted <= self.synced_seq
+            || self.core.is_none()
+            || self.memory_only
+        {
             return None;
         }
         self.fsync_busy = true;
@@ -207,14 +225,22 @@ impl<R: Role> SimNode<R> {
         out
     }
 
-    /// Lose power: unsynced writes and queued actions vanish with the core.
-    pub fn crash(&mut self) {
+    /// Lose power: unsynced writes and queued actions vanish with the core. Returns how many
+    /// of the lost writes were written behind after the last `Persist` (nothing covered them).
+    pub fn crash(&mut self) -> usize {
+        let behind = self
+            .pending
+            .iter()
+            .filter(|(seq, _)| *seq > self.persisted)
+            .count();
         self.core = None;
         self.pending.clear();
         self.blocked.clear();
         self.written = self.synced_seq;
+        self.persisted = self.persisted.min(self.synced_seq);
         self.fsync_busy = false;
         self.epoch += 1;
+        behind
     }
 
     /// Start again from the synced disk.

@@ -140,6 +140,8 @@ pub enum Core {
         /// The ndb's clock: it moves only when a retry timer fires.
         now: Micros,
         disk: Box<NdbDisk>,
+        /// Writes behind (`Apply`) not yet covered by a later `Persist`: a crash loses them.
+        behind: Vec<NdbWrite>,
     },
     Entry(Box<EntryState>),
 }
@@ -191,7 +193,7 @@ fn route<W>(
                 o.send(to_id(to), Msg::Over(e));
             }
             Action::Send { to, msg } => o.send(to_id(to), msg),
-            Action::Persist(_) => {}
+            Action::Persist(_) | Action::WriteBehind(_) => {}
             Action::Ack { publisher, seq, id } => {
                 if let Some(g) = ghost.as_deref_mut() {
                     g.acked.insert(body(publisher, seq), id);
@@ -218,11 +220,24 @@ fn sync_writes(disk: &mut SyncDisk, actions: &[Action<SyncWrite>], skip: Skip) {
     }
 }
 
-fn ndb_writes(disk: &mut NdbDisk, actions: &[Action<NdbWrite>], skip: Skip) {
+/// A `Persist` makes the writes behind it durable too (the store keeps its writes in order).
+fn ndb_writes(
+    disk: &mut NdbDisk,
+    behind: &mut Vec<NdbWrite>,
+    actions: &[Action<NdbWrite>],
+    skip: Skip,
+) {
     for a in actions {
         match a {
-            Action::Persist(w @ NdbWrite::Temp { .. }) if skip != Skip::NdbTemp => disk.apply(w),
-            Action::Persist(w @ NdbWrite::Apply(_)) => disk.apply(w),
+            Action::WriteBehind(w) => behind.push(w.clone()),
+            Action::Persist(w) => {
+                for b in behind.drain(..) {
+                    disk.apply(&b);
+                }
+                if !(skip == Skip::NdbTemp && matches!(w, NdbWrite::Temp { .. })) {
+                    disk.apply(w);
+                }
+            }
             _ => {}
         }
     }
@@ -304,6 +319,7 @@ impl Actor for Node {
                 node: NdbNode::recover(cfg.clone(), NdbDisk::default(), 0),
                 now: 0,
                 disk: Box::default(),
+                behind: Vec::new(),
             },
             Role::Entry(cfg, msgs) => {
                 let st = self.start_entry(cfg, EntryDisk::default(), 0, *msgs, None, o);
@@ -380,17 +396,32 @@ impl Actor for Node {
 /// whether the step crashes (false if it has no such write).
 fn schedule<W>(actions: &mut Vec<Action<W>>, sends_first: bool, cut: Option<u8>) -> bool {
     if sends_first {
-        let (writes, others): (Vec<_>, Vec<_>) = actions
-            .drain(..)
-            .partition(|a| matches!(a, Action::Persist(_)));
+        let (writes, others): (Vec<_>, Vec<_>) = actions.drain(..).partition(is_write);
         actions.extend(others);
         actions.extend(writes);
+    } else {
+        // A write behind holds nothing back: what follows it, up to the next Persist, may
+        // run before it reaches the disk, and a crash may then lose it.
+        let mut ordered = Vec::with_capacity(actions.len());
+        let mut behind = Vec::new();
+        for a in actions.drain(..) {
+            match a {
+                Action::WriteBehind(_) => behind.push(a),
+                Action::Persist(_) => {
+                    ordered.append(&mut behind);
+                    ordered.push(a);
+                }
+                other => ordered.push(other),
+            }
+        }
+        ordered.append(&mut behind);
+        *actions = ordered;
     }
     let Some(k) = cut else { return false };
     let at = actions
         .iter()
         .enumerate()
-        .filter(|(_, a)| matches!(a, Action::Persist(_)))
+        .filter(|(_, a)| is_write(a))
         .nth(usize::from(k))
         .map(|(i, _)| i);
     match at {
@@ -400,6 +431,10 @@ fn schedule<W>(actions: &mut Vec<Action<W>>, sends_first: bool, cut: Option<u8>)
         }
         None => false,
     }
+}
+
+fn is_write<W>(a: &Action<W>) -> bool {
+    matches!(a, Action::Persist(_) | Action::WriteBehind(_))
 }
 
 impl Node {
@@ -420,10 +455,12 @@ impl Node {
                 route(actions, o, None, unchain);
                 crash
             }
-            Core::Ndb { node, disk, .. } => {
+            Core::Ndb {
+                node, disk, behind, ..
+            } => {
                 let mut actions = node.take_actions();
                 let crash = schedule(&mut actions, first, cut);
-                ndb_writes(disk, &actions, skip);
+                ndb_writes(disk, behind, &actions, skip);
                 route(actions, o, None, unchain);
                 crash
             }
@@ -460,6 +497,7 @@ impl Node {
                 node: NdbNode::recover(cfg.clone(), (**disk).clone(), *now),
                 now: *now,
                 disk: disk.clone(),
+                behind: Vec::new(),
             },
             (Core::Entry(g), Role::Entry(cfg, _)) => {
                 // A new publisher session publishes one message on the restarted entry.

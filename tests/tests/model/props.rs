@@ -12,12 +12,25 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub type S = ActorModelState<Node>;
 
-/// Each ndb's durable disk.
+/// Each ndb's durable disk: what a power cut leaves.
 pub fn ndb_disks(s: &S) -> Vec<&NdbDisk> {
     s.actor_states
         .iter()
         .filter_map(|a| match &a.core {
             Core::Ndb { disk, .. } => Some(&**disk),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each ndb's written view: its durable disk and the writes behind it (an `Apply` not yet
+/// covered by a `Persist`), which is what it serves. Every durable disk was once a written
+/// view, so the order invariants are checked on these.
+pub fn ndb_views(s: &S) -> Vec<&NdbDisk> {
+    s.actor_states
+        .iter()
+        .filter_map(|a| match &a.core {
+            Core::Ndb { node, .. } => Some(node.disk()),
             _ => None,
         })
         .collect()
@@ -54,7 +67,7 @@ pub fn crashes(s: &S) -> u8 {
 pub fn agreement_order_integrity(s: &S) -> bool {
     let mut global: BTreeMap<PermanentId, &Body> = BTreeMap::new();
     let mut ok = true;
-    for d in ndb_disks(s) {
+    for d in ndb_views(s) {
         ok &= d.next.0 == d.perm.len() as u64 + 1
             && d.perm.keys().enumerate().all(|(i, k)| k.0 == i as u64 + 1);
         for (id, b) in &d.perm {
@@ -79,7 +92,7 @@ pub fn agreement_order_integrity(s: &S) -> bool {
 /// An acked id names the acked body wherever it appears (ndb disks, deliveries), and
 /// the body appears under no other id.
 pub fn acked_ids_final(s: &S) -> bool {
-    let disks = ndb_disks(s);
+    let disks = ndb_views(s);
     let es = entries(s);
     es.iter().all(|e| {
         e.acked.iter().all(|(b, id)| {
@@ -154,7 +167,7 @@ pub fn acked_elected_on_sync_quorum(s: &S) -> bool {
 /// On an ndb, a publisher's messages in id order are its sequence numbers 1, 2, ..., k:
 /// none is out of order, and none is ordered while an earlier one is dropped.
 pub fn fifo(s: &S) -> bool {
-    let on_disks = ndb_disks(s).iter().all(|d| {
+    let on_disks = ndb_views(s).iter().all(|d| {
         let mut last: BTreeMap<u8, u8> = BTreeMap::new();
         d.perm.values().all(|b| {
             let prev = last.insert(b[0], b[1]).unwrap_or(0);
@@ -197,7 +210,7 @@ pub fn committed_logs_agree(s: &S) -> bool {
 }
 
 pub fn some_segment_resolved(s: &S) -> bool {
-    ndb_disks(s).iter().any(|d| !d.perm.is_empty())
+    ndb_views(s).iter().any(|d| !d.perm.is_empty())
 }
 
 /// Entry 2 (abandoned below segment 2 at the start) had a publish acked: under a segment
@@ -302,8 +315,8 @@ pub fn applied_after_a_lost_resolved(s: &S) -> bool {
         .iter()
         .enumerate()
         .any(|(i, a)| match &a.core {
-            Core::Ndb { disk, .. } => {
-                !disk.perm.is_empty() && lost_to(s, i, |m| matches!(m, Msg::Resolved { .. }))
+            Core::Ndb { node, .. } => {
+                !node.disk().perm.is_empty() && lost_to(s, i, |m| matches!(m, Msg::Resolved { .. }))
             }
             _ => false,
         })
