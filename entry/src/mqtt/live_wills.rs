@@ -134,7 +134,8 @@ pub(super) struct ArmError;
 /// Record, before CONNACK, that `client_id` is connected here with `will`
 /// (delay already capped), and delete the records other entries (or earlier
 /// runs) hold for it: the client is back, their wills are stale. Without a
-/// will only stale records are deleted. Returns whether a record was written.
+/// will only stale records are deleted. Returns whether a record was written;
+/// on `ArmError` the record is withdrawn (a delete queued after it).
 pub(super) async fn arm(
     shared: &Shared,
     client_id: &str,
@@ -178,7 +179,15 @@ pub(super) async fn arm(
     let all = futures_util::future::join_all(waits);
     match tokio::time::timeout(ARM_WAIT, all).await {
         Ok(results) if results.iter().all(Result::is_ok) => Ok(will.is_some()),
-        _ => Err(ArmError),
+        _ => {
+            // The refused connection's record stays queued and is written once the log is back:
+            // delete it after it, or a later start would publish a will that was never accepted.
+            // The caller still holds the client id's claim, so no live connection owns the record.
+            if will.is_some() {
+                writer.write_message(to_message(client_id, owner, None));
+            }
+            Err(ArmError)
+        }
     }
 }
 
