@@ -232,7 +232,12 @@ impl NdbClusterStore {
         if known.is_none() || known.is_some_and(|c| c.is_none() && count.is_some()) {
             batch.put_cf(self.cf(CF_TEMP_SEG), seg, encode_value(&count));
         }
-        let held = self.held_offsets(owner, segment, offset, bodies.len())?;
+        // A segment's bodies are written and dropped in the same batch as its row, so a segment
+        // without a row holds none: the common first Begin needs no scan.
+        let held = match known {
+            Some(_) => self.held_offsets(owner, segment, offset, bodies.len())?,
+            None => BTreeSet::new(),
+        };
         let mut put = BTreeSet::new();
         for (k, body) in bodies.iter().enumerate() {
             // Same arithmetic as `NdbDisk::apply`.
@@ -283,25 +288,32 @@ impl NdbClusterStore {
         if self.db.get_cf(self.cf(CF_TEMP_SEG), seg)?.is_none() {
             return Ok(batch);
         }
+        // One scan moves this segment's bodies: each offset below the count to its id, and
+        // every one out of the temporary history.
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(body_key(r.owner, r.segment, 0).to_vec());
         ro.set_iterate_upper_bound(seg_bodies_end(r.owner, r.segment));
-        let bodies = self
+        for item in self
             .db
             .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
-            .take(r.count as usize);
-        for item in bodies {
+        {
             let (key, body) = item?;
             let (_, _, o) = decode_body_key(&key)?;
-            let id = r.base.0.wrapping_add(u64::from(o));
-            batch.put_cf(self.cf(CF_PERM), id.to_be_bytes(), body);
+            if o < r.count {
+                let id = r.base.0.wrapping_add(u64::from(o));
+                batch.put_cf(self.cf(CF_PERM), id.to_be_bytes(), body);
+            }
+            batch.delete_cf(self.cf(CF_TEMP_BODY), &key);
         }
-        // Every segment of this owner up to and including this one.
-        self.drop_temp_segments(
-            &mut batch,
-            seg_key(r.owner, floor).to_vec(),
-            seg_rows_end(r.owner, r.segment),
-        )?;
+        batch.delete_cf(self.cf(CF_TEMP_SEG), seg);
+        // And every earlier segment of this owner that is still held (never to be ordered).
+        if floor < r.segment {
+            self.drop_temp_segments(
+                &mut batch,
+                seg_key(r.owner, floor).to_vec(),
+                seg_key(r.owner, r.segment).to_vec(),
+            )?;
+        }
         batch.put_cf(self.cf(CF_APPLIED), seg, encode_value(r));
         Ok(batch)
     }
@@ -434,13 +446,6 @@ fn seg_key(owner: u64, segment: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&owner.to_be_bytes());
     k[8..].copy_from_slice(&segment.to_be_bytes());
-    k
-}
-
-/// Exclusive end of the `temp_seg` rows `(owner, 0..=segment)`.
-fn seg_rows_end(owner: u64, segment: u64) -> Vec<u8> {
-    let mut k = seg_key(owner, segment).to_vec();
-    k.push(0);
     k
 }
 
