@@ -13,6 +13,8 @@ pub mod proto;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod record;
+#[cfg(feature = "rocks")]
+pub mod rocks;
 pub mod topic;
 pub mod wamp;
 

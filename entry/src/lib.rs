@@ -231,8 +231,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");
-    let store = ordo_ndb::Store::open(&db_dir)
-        .with_context(|| format!("open store {}", db_dir.display()))?;
+    // A cluster entry's store is a cache beside the ndb and sync nodes on the same disk.
+    let store = if config.cluster.is_some() {
+        ordo_ndb::Store::open_paced(&db_dir)
+    } else {
+        ordo_ndb::Store::open(&db_dir)
+    }
+    .with_context(|| format!("open store {}", db_dir.display()))?;
     let last = store.last_id()?;
     tracing::info!(data_dir = %config.data_dir.display(), last_id = last.0, "store opened");
     // Session ids are (incarnation << 32) + n: unique across restarts, so a

@@ -36,8 +36,7 @@ use bytes::Bytes;
 use ordo_common::proto::{AbandonNotice, Body, Resolution};
 use ordo_common::PermanentId;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch,
-    WriteOptions, DB,
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,13 +85,10 @@ impl NdbClusterStore {
     /// Open like [`NdbClusterStore::open`], loading only the newest `keep` permanent records
     /// (the rest stay on disk: [`NdbClusterStore::read_permanent`]).
     pub fn open_with_cache(dir: &Path, keep: usize) -> Result<(Self, NdbDisk), StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.increase_parallelism(2);
+        let opts = ordo_common::rocks::paced_db_options();
         let cfs = [CF_TEMP_SEG, CF_TEMP_BODY, CF_PERM, CF_APPLIED, CF_ABANDONED]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, ordo_common::rocks::cf_options()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let store = NdbClusterStore {
             db: Arc::new(db),

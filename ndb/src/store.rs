@@ -8,9 +8,7 @@
 //! in a family of their own, keyed by the id they were taken at.
 
 use ordo_common::{PermanentId, StoredMessage};
-use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,13 +67,19 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Open (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.increase_parallelism(2);
+        Store::open_with(dir, ordo_common::rocks::db_options())
+    }
+
+    /// Open like [`Store::open`], with flushes and compactions paced: for a cluster entry's
+    /// cache, which shares the disk with the ndb and sync nodes' fsyncs.
+    pub fn open_paced(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, ordo_common::rocks::paced_db_options())
+    }
+
+    fn open_with(dir: &Path, opts: rocksdb::Options) -> Result<Store, StoreError> {
         let cfs = [CF_PERM, CF_RETAINED, CF_META, CF_SNAPSHOT]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, ordo_common::rocks::cf_options()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         Ok(Store {
             db: Arc::new(db),

@@ -36,9 +36,7 @@
 use crate::log::{log_write_position, ArchiveRead, SyncDisk, SyncWrite};
 use ordo_common::proto::{LogEntry, Resolution, SyncSnapshot};
 use ordo_common::PermanentId;
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -110,13 +108,10 @@ impl std::fmt::Debug for SyncStore {
 impl SyncStore {
     /// Open (creating if needed) the database in `dir` and return it with the disk it holds.
     pub fn open(dir: &Path) -> Result<(Self, SyncDisk), SyncStoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.increase_parallelism(2);
+        let opts = ordo_common::rocks::paced_db_options();
         let cfs = [CF_HARD, CF_LOG, CF_SNAPSHOT, CF_ARCHIVE, CF_ARCHIVE_SEGMENT]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, ordo_common::rocks::cf_options()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut store = SyncStore {
             db: Arc::new(db),
