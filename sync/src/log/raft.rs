@@ -3,7 +3,7 @@
 use super::machine::Outcome;
 use super::{Leading, Role, SyncNode, SyncWrite};
 use ordo_common::proto::{
-    Abandon, AbandonNotice, Elect, LogEntry, Micros, Msg, NodeId, Resolution,
+    Abandon, AbandonNotice, Action, Elect, LogEntry, Micros, Msg, NodeId, Resolution,
 };
 use std::collections::BTreeSet;
 
@@ -557,25 +557,46 @@ impl SyncNode {
     }
 
     /// The leader tells every ndb and entry what the applied entries decided.
+    ///
+    /// What it announces is committed, so it waits only for the leader's own copy of the
+    /// entries (counted towards the commit). If every one of them was written in an earlier
+    /// step, the announcement goes ahead of this step's writes: an entry appended in the
+    /// same step (an `Over` handled before the `DraftAck` that commits) would otherwise hold
+    /// it back for one more fsync. Ahead of this step's writes is still behind every earlier
+    /// step's, in the shell as in the simulator.
     fn announce(&mut self, resolved: Vec<Resolution>, notices: Vec<AbandonNotice>) {
         if !self.is_leader() {
             return;
         }
-        let targets: Vec<NodeId> = self
+        let sends: Vec<Action<SyncWrite>> = self
             .cfg
             .ndbs
             .iter()
             .map(|n| NodeId::Ndb(*n))
             .chain(self.cfg.entries.iter().map(|e| NodeId::Entry(*e)))
-            .collect();
-        for to in targets {
-            self.send(
+            .map(|to| Action::Send {
                 to,
-                Msg::Resolved {
+                msg: Msg::Resolved {
                     resolutions: resolved.clone(),
                     abandons: notices.clone(),
                 },
-            );
+            })
+            .collect();
+        let applied = self.applied;
+        let holds_announced = self
+            .out
+            .iter()
+            .any(|a| matches!(a, Action::Persist(SyncWrite::Log { from, .. }) if *from <= applied));
+        let at = if holds_announced {
+            self.out.len()
+        } else {
+            self.out
+                .iter()
+                .position(|a| matches!(a, Action::Persist(_) | Action::WriteBehind(_)))
+                .unwrap_or(self.out.len())
+        };
+        for (k, send) in sends.into_iter().enumerate() {
+            self.out.insert(at + k, send);
         }
     }
 

@@ -740,3 +740,84 @@ fn an_installed_snapshot_drops_a_conflicting_suffix_and_is_persisted_before_the_
 
 #[path = "archive_tests.rs"]
 mod archive;
+
+/// Position of the first `Resolved` to the entry and of the first `Persist` in `actions`.
+fn resolved_and_persist(actions: &[Action<SyncWrite>]) -> (Option<usize>, Option<usize>) {
+    let resolved = actions.iter().position(|a| {
+        matches!(a, Action::Send { to: NodeId::Entry(7), msg: Msg::Resolved { resolutions, .. } }
+            if !resolutions.is_empty())
+    });
+    let persist = actions.iter().position(|a| matches!(a, Action::Persist(_)));
+    (resolved, persist)
+}
+
+#[test]
+fn a_resolution_written_in_an_earlier_step_goes_ahead_of_this_steps_append() {
+    let mut c = Cluster::new();
+    let l = c.tick_until_leader();
+    let f = (0..3).find(|i| *i != l).unwrap_or(0);
+    // Step 1: the leader appends segment 1 and drafts it; its write completes.
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 1, None));
+    let mut drafts = Vec::new();
+    for a in c.nodes[l as usize].take_actions() {
+        match a {
+            Action::Persist(w) => c.disks[l as usize].apply(&w),
+            Action::Send {
+                to: NodeId::Sync(p),
+                msg,
+            } if p == f => drafts.push(msg),
+            _ => {}
+        }
+    }
+    // The follower stores it and acks.
+    for d in drafts {
+        c.nodes[f as usize].handle_message(c.now, NodeId::Sync(l), d);
+    }
+    let acks: Vec<Msg> = c.nodes[f as usize]
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect();
+    // Step 2: a new Over (appended, not yet written) is handled before the ack that commits
+    // segment 1. The Resolved of segment 1 needs no write of this step.
+    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 2, 1, Some(1)));
+    for ack in acks {
+        c.nodes[l as usize].handle_message(c.now, NodeId::Sync(f), ack);
+    }
+    let actions = c.nodes[l as usize].take_actions();
+    let (resolved, persist) = resolved_and_persist(&actions);
+    assert!(persist.is_some(), "segment 2 is appended: {actions:?}");
+    assert!(resolved.is_some(), "segment 1 is resolved: {actions:?}");
+    assert!(
+        resolved < persist,
+        "Resolved waits for nothing of this step: {actions:?}"
+    );
+}
+
+#[test]
+fn a_resolution_of_an_entry_written_in_the_same_step_waits_for_that_write() {
+    // One sync node: its own copy is the quorum, so an Over commits in the step that
+    // appends it, and the Resolved must stay behind that write.
+    let mut n = SyncNode::recover(
+        SyncConfig::new(0, vec![0], vec![0], vec![7], 42),
+        SyncDisk::default(),
+        0,
+    );
+    let mut now = 0;
+    while !n.is_leader() {
+        now += 10_000;
+        n.handle_tick(now);
+        let _ = n.take_actions();
+    }
+    n.handle_message(now, NodeId::Entry(7), over(7, 1, 1, None));
+    let actions = n.take_actions();
+    let (resolved, persist) = resolved_and_persist(&actions);
+    assert!(resolved.is_some() && persist.is_some(), "{actions:?}");
+    assert!(
+        persist < resolved,
+        "Resolved behind its own entry's write: {actions:?}"
+    );
+}
