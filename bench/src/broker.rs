@@ -487,10 +487,14 @@ impl ProcessGuard {
         }
     }
 
-    /// The last lines of the process's log, formatted for an error message.
+    /// The last lines of the process's log, formatted for an error message; an error's
+    /// backtrace is left out, so the tail shows the error and its causes.
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.starts_with("Stack backtrace:"))
+            .collect();
         let tail = lines[lines.len().saturating_sub(6)..].join("\n  ");
         if tail.is_empty() {
             String::new()
