@@ -59,10 +59,20 @@ pub async fn start(
     certs(&programs.ordo_bin, &cluster_file, &dir).await?;
 
     let data = dir.join("data");
+    // Every TCP port of the run in one pick: ports picked apart can coincide, since a picked
+    // port is free again until its node binds it.
+    let nodes_with_metrics = if programs.node_metrics {
+        SYNCS + NDBS + entries
+    } else {
+        0
+    };
+    let mut tcp_ports = free_ports(2 * entries + nodes_with_metrics)?.into_iter();
+    let ports: Vec<u16> = tcp_ports.by_ref().take(2 * entries).collect();
     let mut metrics = Vec::new();
     let mut metrics_arg = |cmd: &mut Command, name: &str| -> Result<()> {
         if programs.node_metrics {
-            let addr = loopback(free_ports(1)?[0]);
+            let port = tcp_ports.next().context("a metrics port for every node")?;
+            let addr = loopback(port);
             cmd.arg("--metrics").arg(addr.to_string());
             metrics.push((name.to_string(), addr));
         }
@@ -80,7 +90,6 @@ pub async fn start(
             processes.spawn(&name, cmd, dir.join(format!("{name}.log")))?;
         }
     }
-    let ports = free_ports(2 * entries)?;
     let mut addrs = Vec::with_capacity(entries);
     for id in 1..=entries {
         let name = format!("entry{id}");
