@@ -135,6 +135,10 @@ pub(crate) fn start(
                 "ack_seconds",
                 "Publish accepted to ack released (durable on a quorum of ndbs, id final)",
             ),
+            wait_seconds: metrics.histogram(
+                "segment_wait_seconds",
+                "Oldest publish of a segment taken in to the segment begun (linger, full window)",
+            ),
             store_seconds: metrics.histogram(
                 "segment_store_seconds",
                 "Segment begun to trimmed by a quorum of ndbs (bodies durable)",
@@ -147,7 +151,7 @@ pub(crate) fn start(
         metrics,
         heartbeat: Every::new(std::time::Duration::from_secs(10)),
         acks_since: (0, 0),
-        stages_since: (0, 0, 0),
+        stages_since: StageTotals::default(),
     };
     // The shell's task ends once the delivery task has routed what it was handed, so a
     // clean stop's router snapshot covers everything this entry cached.
@@ -184,8 +188,17 @@ struct ShellTask {
     heartbeat: Every,
     /// Acks and their total latency since the last heartbeat.
     acks_since: (u64, u64),
-    /// Resolved segments and their total store and order microseconds since the last heartbeat.
-    stages_since: (u64, u64, u64),
+    /// Resolved segments and their stage times since the last heartbeat.
+    stages_since: StageTotals,
+}
+
+/// Segments resolved and the microseconds they spent in each stage, summed.
+#[derive(Debug, Default)]
+struct StageTotals {
+    segments: u64,
+    wait: u64,
+    store: u64,
+    order: u64,
 }
 
 struct Gauges {
@@ -194,6 +207,7 @@ struct Gauges {
     next_id: Gauge,
     lag: Gauge,
     ack_seconds: Histogram,
+    wait_seconds: Histogram,
     store_seconds: Histogram,
     order_seconds: Histogram,
 }
@@ -344,11 +358,14 @@ impl ShellTask {
             self.queue_delivery(delivered)?;
         }
         for t in self.core.take_stage_timings() {
+            self.gauges.wait_seconds.observe(t.wait as f64 / 1e6);
             self.gauges.store_seconds.observe(t.store as f64 / 1e6);
             self.gauges.order_seconds.observe(t.order as f64 / 1e6);
-            self.stages_since.0 += 1;
-            self.stages_since.1 += t.store;
-            self.stages_since.2 += t.order;
+            let s = &mut self.stages_since;
+            s.segments += 1;
+            s.wait += t.wait;
+            s.store += t.store;
+            s.order += t.order;
         }
         let next = self.core.next_delivery();
         let g = &self.gauges;
@@ -360,12 +377,18 @@ impl ShellTask {
         self.metrics.observe_mesh(&self.mesh);
         if self.heartbeat.due() {
             let (acks, micros) = std::mem::take(&mut self.acks_since);
-            let (segments, store, order) = std::mem::take(&mut self.stages_since);
+            let StageTotals {
+                segments,
+                wait,
+                store,
+                order,
+            } = std::mem::take(&mut self.stages_since);
             let mean_ms =
                 |total: u64, n: u64| format!("{:.2}", total as f64 / n.max(1) as f64 / 1e3);
             tracing::info!(me = %self.mesh.me(), revision = next.0.saturating_sub(1),
                 unacked = self.core.unacked(), acks, mean_ack_ms = mean_ms(micros, acks),
-                segments, mean_store_ms = mean_ms(store, segments),
+                segments, mean_wait_ms = mean_ms(wait, segments),
+                mean_store_ms = mean_ms(store, segments),
                 mean_order_ms = mean_ms(order, segments),
                 dropped = self.mesh.stats().dropped.load(std::sync::atomic::Ordering::Relaxed),
                 "heartbeat");

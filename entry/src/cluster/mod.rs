@@ -129,6 +129,8 @@ struct Segment {
     /// When it was begun, and when its Over was first sent (for [`StageTiming`]).
     begun_at: Micros,
     over_at: Micros,
+    /// How long its oldest publish waited for it to open (for [`StageTiming`]).
+    waited: Micros,
     /// Last time its Begin/Keep or Over was sent: a tick resends only what waited `retry`.
     sent_at: Micros,
 }
@@ -144,6 +146,8 @@ impl Segment {
 pub struct StageTiming {
     /// Messages in the segment.
     pub count: u32,
+    /// Its oldest publish taken in to the segment begun: the linger, or a full window.
+    pub wait: Micros,
     /// Begin sent to a quorum of ndb trims (bodies durable on `f+1` ndbs).
     pub store: Micros,
     /// Over sent to Resolved received (ordered by the sync cluster).
@@ -341,6 +345,7 @@ impl EntryCore {
             }
             let take = self.waiting.len().min(self.cfg.max_segment.max(1));
             let batch: Vec<Publish> = self.waiting.drain(..take).collect();
+            let waited = batch.first().map_or(0, |p| now.saturating_sub(p.at));
             let s = self.next_segment;
             if s >= self.reserved {
                 self.reserved = s + self.cfg.reserve.max(1);
@@ -356,6 +361,7 @@ impl EntryCore {
                 over: false,
                 begun_at: now,
                 over_at: now,
+                waited,
                 sent_at: now,
             };
             self.inflight.insert(s, seg);
@@ -472,6 +478,7 @@ impl EntryCore {
                 if self.timings.len() < TIMINGS_KEPT {
                     self.timings.push(StageTiming {
                         count: seg.count(),
+                        wait: seg.waited,
                         store: seg.over_at.saturating_sub(seg.begun_at),
                         order: now.saturating_sub(seg.over_at),
                     });

@@ -453,3 +453,38 @@ fn with_a_linger_a_second_segment_waits_to_fill_unless_nothing_is_in_flight() {
     e.handle_publish(3_001, 1, 5, b("e"));
     assert_eq!(e.open_segments_count(), 3);
 }
+
+#[test]
+fn stage_timings_split_a_segment_into_wait_store_and_order() {
+    let mut e = core();
+    e.cfg.linger = 2_000;
+    e.handle_publish(0, 1, 1, b("a"));
+    e.handle_publish(100, 1, 2, b("b"));
+    // Segment 6 (publish b) lingers until b is 2 ms old.
+    e.handle_tick(2_100);
+    assert_eq!(e.open_segments_count(), 2);
+    for n in 0..2 {
+        e.handle_message(1_000, NodeId::Ndb(n), trim(5, 1));
+        e.handle_message(3_000, NodeId::Ndb(n), trim(6, 1));
+    }
+    let res = |segment, base| Resolution {
+        owner: 7,
+        segment,
+        count: 1,
+        base: PermanentId(base),
+    };
+    e.handle_message(
+        4_000,
+        NodeId::Sync(0),
+        Msg::Resolved {
+            resolutions: vec![res(5, 1), res(6, 2)],
+            abandons: vec![],
+        },
+    );
+    let t: Vec<(Micros, Micros, Micros)> = e
+        .take_stage_timings()
+        .iter()
+        .map(|t| (t.wait, t.store, t.order))
+        .collect();
+    assert_eq!(t, vec![(0, 1_000, 3_000), (2_000, 900, 1_000)]);
+}
