@@ -6,18 +6,25 @@
 //! | column family | key | value |
 //! | --- | --- | --- |
 //! | `temp_seg` | `owner u64, segment u64` | version byte + rmp `Option<u32>` (the count) |
-//! | `temp_body` | `owner u64, segment u64, offset u32` | the body's raw bytes |
-//! | `perm` | `id u64` | the body's raw bytes |
+//! | `runs` | `owner u64, segment u64, offset u32` | a run of bodies from `offset` (below) |
+//! | `by_id` | `base u64` | `owner u64, segment u64, count u32` of the segment applied at `base` |
 //! | `applied` | `owner u64, segment u64` | version byte + rmp [`Resolution`] |
 //! | `abandoned` | `seq u64` | version byte + rmp [`AbandonNotice`] |
 //!
-//! Every temporary segment has a `temp_seg` row, even one without count or
-//! bodies, so an `Apply` can tell "not held" from "held and empty" as
-//! [`NdbDisk::apply`] does. `last` and `next` are not stored: on open they are
-//! derived from the applied resolution with the highest `base` (overall, and per
-//! owner). That equals "the most recent Apply" because the core applies strictly
-//! in id order (`base == next`, `count > 0`). `floor` and `abandons` are derived
-//! from the applied abandon notices.
+//! A segment's bodies are written once, as runs: each `Temp` write puts the offsets not held
+//! yet as one value per stretch of consecutive offsets (`n u32`, then `n` times `len u32` +
+//! bytes). Applying a segment does not move them: it deletes the `temp_seg` row and writes the
+//! `by_id` row, which makes offsets `0..count` of the runs permanent ids `base..base+count`.
+//! So a message costs each ndb one copy of its bytes and no key of its own (the layout before
+//! this wrote every body twice and deleted it once, three key operations per message).
+//!
+//! A segment is temporary while it has a `temp_seg` row (every one has, even one without count
+//! or bodies, so an `Apply` can tell "not held" from "held and empty" as [`NdbDisk::apply`]
+//! does); it is permanent once it has a `by_id` row; otherwise its runs are gone. `last` and
+//! `next` are not stored: on open they are derived from the applied resolution with the
+//! highest `base` (overall, and per owner). That equals "the most recent Apply" because the
+//! core applies strictly in id order (`base == next`, `count > 0`). `floor` and `abandons` are
+//! derived from the applied abandon notices.
 //!
 //! [`NdbClusterStore::persist`] turns each write into one `WriteBatch` written
 //! without sync, in order, so a later write in the same call reads what earlier
@@ -32,24 +39,27 @@
 
 use crate::cluster::{NdbDisk, NdbWrite, TempSegment};
 use crate::store::StoreError;
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 use ordo_common::proto::{AbandonNotice, Body, Resolution};
 use ordo_common::PermanentId;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB,
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, ReadOptions, WriteBatch,
+    WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 const CF_TEMP_SEG: &str = "temp_seg";
-const CF_TEMP_BODY: &str = "temp_body";
-const CF_PERM: &str = "perm";
+const CF_RUNS: &str = "runs";
+const CF_BY_ID: &str = "by_id";
 const CF_APPLIED: &str = "applied";
 const CF_ABANDONED: &str = "abandoned";
+/// Families of the layout with one key per body; a folder that has them is refused at open.
+const OLD_LAYOUT: [&str; 2] = ["temp_body", "perm"];
 
 /// Durable store of one cluster ndb; cheap to clone (clones share the database).
 #[derive(Clone)]
@@ -66,6 +76,15 @@ pub struct NdbClusterStore {
 /// apply starts its scan there instead of at segment 0; without it each apply walks every
 /// delete tombstone the owner's earlier segments left in the memtable.
 type Floors = std::collections::HashMap<u64, u64>;
+
+/// One `by_id` row: the segment whose offsets `0..count` are ids `base..`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Placed {
+    base: u64,
+    owner: u64,
+    segment: u64,
+    count: u32,
+}
 
 impl std::fmt::Debug for NdbClusterStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +105,18 @@ impl NdbClusterStore {
     /// (the rest stay on disk: [`NdbClusterStore::read_permanent`]).
     pub fn open_with_cache(dir: &Path, keep: usize) -> Result<(Self, NdbDisk), StoreError> {
         let opts = ordo_common::rocks::paced_db_options();
-        let cfs = [CF_TEMP_SEG, CF_TEMP_BODY, CF_PERM, CF_APPLIED, CF_ABANDONED]
+        if let Ok(existing) = DB::list_cf(&opts, dir) {
+            if let Some(old) = existing.iter().find(|cf| OLD_LAYOUT.contains(&cf.as_str())) {
+                return Err(StoreError::Corrupt {
+                    key: format!("column family {old}"),
+                    reason: "this folder holds an earlier ndb layout (one key per body); \
+                             move it away and restart: the node fetches its history from its \
+                             peers"
+                        .into(),
+                });
+            }
+        }
+        let cfs = [CF_TEMP_SEG, CF_RUNS, CF_BY_ID, CF_APPLIED, CF_ABANDONED]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, ordo_common::rocks::cf_options()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -102,20 +132,29 @@ impl NdbClusterStore {
     /// Read up to `max` permanent records with consecutive ids from `from`.
     pub fn read_permanent(&self, from: PermanentId, max: usize) -> Result<Vec<Body>, StoreError> {
         let mut out = Vec::new();
-        let start = from.0.to_be_bytes();
+        // The segment holding `from` is the last one placed at or below it.
+        let Some(first) = self.placed_at_or_below(from.0)? else {
+            return Ok(out);
+        };
+        let start = first.base.to_be_bytes();
         let iter = self.db.iterator_cf(
-            self.cf(CF_PERM),
-            IteratorMode::From(&start, rocksdb::Direction::Forward),
+            self.cf(CF_BY_ID),
+            IteratorMode::From(&start, Direction::Forward),
         );
         for item in iter {
-            if out.len() >= max {
-                break;
-            }
             let (key, value) = item?;
-            if decode_u64(&key)? != from.0 + out.len() as u64 {
+            let placed = decode_placed(&key, &value)?;
+            let want = from.0 + out.len() as u64;
+            if out.len() >= max || placed.base > want {
                 break;
             }
-            out.push(Bytes::from(value.into_vec()));
+            let skip = want - placed.base;
+            if skip >= u64::from(placed.count) {
+                break;
+            }
+            let bodies = self.permanent_bodies(&placed)?;
+            let room = max - out.len();
+            out.extend(bodies.into_iter().skip(skip as usize).take(room));
         }
         Ok(out)
     }
@@ -210,7 +249,9 @@ impl NdbClusterStore {
             .expect("column family created at open")
     }
 
-    /// Keep the count if none is known yet, and the bodies of offsets not held yet.
+    /// Keep the count if none is known yet, and the bodies of offsets not held yet: one run per
+    /// stretch of consecutive new offsets. A segment applied here keeps what it has (its runs
+    /// are permanent records now; the core never writes to it).
     fn temp_batch(
         &self,
         owner: u64,
@@ -225,84 +266,142 @@ impl NdbClusterStore {
             Some(v) => Some(decode_value::<Option<u32>>(&v, &seg)?),
             None => None,
         };
+        if known.is_none() && self.db.get_cf(self.cf(CF_APPLIED), seg)?.is_some() {
+            return Ok(batch);
+        }
         if known.is_none() || known.is_some_and(|c| c.is_none() && count.is_some()) {
             batch.put_cf(self.cf(CF_TEMP_SEG), seg, encode_value(&count));
         }
-        // A segment's bodies are written and dropped in the same batch as its row, so a segment
-        // without a row holds none: the common first Begin needs no scan.
+        // A temporary segment's runs are written and dropped in the same batch as its row, so
+        // a segment without a row holds none: the common first Begin reads nothing.
         let held = match known {
-            Some(_) => self.held_offsets(owner, segment, offset, bodies.len())?,
+            Some(_) => self.held_offsets(owner, segment)?,
             None => BTreeSet::new(),
         };
-        let mut put = BTreeSet::new();
+        let mut fresh: Vec<(u32, &Body)> = Vec::new();
+        let mut seen = BTreeSet::new();
         for (k, body) in bodies.iter().enumerate() {
             // Same arithmetic as `NdbDisk::apply`.
             let o = offset.wrapping_add(k as u32);
-            if !held.contains(&o) && put.insert(o) {
-                batch.put_cf(self.cf(CF_TEMP_BODY), body_key(owner, segment, o), body);
+            if !held.contains(&o) && seen.insert(o) {
+                fresh.push((o, body));
             }
+        }
+        let mut start = 0;
+        while start < fresh.len() {
+            let mut end = start + 1;
+            while end < fresh.len() && fresh[end - 1].0.checked_add(1) == Some(fresh[end].0) {
+                end += 1;
+            }
+            let run = &fresh[start..end];
+            batch.put_cf(
+                self.cf(CF_RUNS),
+                run_key(owner, segment, run[0].0),
+                encode_run(run.iter().map(|(_, b)| *b)),
+            );
+            start = end;
         }
         Ok(batch)
     }
 
-    /// Return which offsets the write `offset..offset+n` would touch are already held.
-    fn held_offsets(
-        &self,
-        owner: u64,
-        segment: u64,
-        offset: u32,
-        n: usize,
-    ) -> Result<BTreeSet<u32>, StoreError> {
-        let mut ro = ReadOptions::default();
-        let end = u64::from(offset) + n as u64;
-        match u32::try_from(end) {
-            Ok(end) => {
-                ro.set_iterate_lower_bound(body_key(owner, segment, offset).to_vec());
-                ro.set_iterate_upper_bound(body_key(owner, segment, end).to_vec());
-            }
-            // The offsets wrap (or reach the last one): look at the whole segment.
-            Err(_) => {
-                ro.set_iterate_lower_bound(body_key(owner, segment, 0).to_vec());
-                ro.set_iterate_upper_bound(seg_bodies_end(owner, segment));
-            }
-        }
+    /// Return every offset a segment's runs hold.
+    fn held_offsets(&self, owner: u64, segment: u64) -> Result<BTreeSet<u32>, StoreError> {
         let mut held = BTreeSet::new();
-        for item in self
-            .db
-            .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
-        {
-            let (key, _) = item?;
-            held.insert(decode_body_key(&key)?.2);
+        for (first, n) in self.run_spans(owner, segment)? {
+            held.extend((0..n).map(|k| first.wrapping_add(k)));
         }
         Ok(held)
     }
 
-    /// Move a held segment to `base + offset`, record it, drop it and lower segments of its owner.
+    /// Return `(first offset, bodies)` of each run of a segment, reading only run headers.
+    fn run_spans(&self, owner: u64, segment: u64) -> Result<Vec<(u32, u32)>, StoreError> {
+        let mut spans = Vec::new();
+        for item in self.db.iterator_cf_opt(
+            self.cf(CF_RUNS),
+            segment_runs(owner, segment),
+            IteratorMode::Start,
+        ) {
+            let (key, value) = item?;
+            let (_, _, first) = decode_run_key(&key)?;
+            let n = value
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| corrupt(&key, "run shorter than its header"))?;
+            spans.push((first, n));
+        }
+        Ok(spans)
+    }
+
+    /// Return every body a segment's runs hold, by offset.
+    fn segment_runs(&self, owner: u64, segment: u64) -> Result<BTreeMap<u32, Body>, StoreError> {
+        let mut bodies = BTreeMap::new();
+        for item in self.db.iterator_cf_opt(
+            self.cf(CF_RUNS),
+            segment_runs(owner, segment),
+            IteratorMode::Start,
+        ) {
+            let (key, value) = item?;
+            let (_, _, first) = decode_run_key(&key)?;
+            let run = decode_run(Bytes::from(value.into_vec()))
+                .ok_or_else(|| corrupt(&key, "run does not match its lengths"))?;
+            for (k, body) in run.into_iter().enumerate() {
+                bodies.entry(first.wrapping_add(k as u32)).or_insert(body);
+            }
+        }
+        Ok(bodies)
+    }
+
+    /// Return the bodies of a placed segment: offsets `0..count`, all of them.
+    fn permanent_bodies(&self, placed: &Placed) -> Result<Vec<Body>, StoreError> {
+        let mut runs = self.segment_runs(placed.owner, placed.segment)?;
+        (0..placed.count)
+            .map(|o| {
+                runs.remove(&o).ok_or_else(|| {
+                    corrupt(
+                        &run_key(placed.owner, placed.segment, o),
+                        format!("permanent id {} has no body", placed.base + u64::from(o)),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Return the segment placed at the highest base at or below `id`.
+    fn placed_at_or_below(&self, id: u64) -> Result<Option<Placed>, StoreError> {
+        let key = id.to_be_bytes();
+        let mut iter = self.db.iterator_cf(
+            self.cf(CF_BY_ID),
+            IteratorMode::From(&key, Direction::Reverse),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some(decode_placed(&key, &value)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Make a held segment's offsets `0..count` ids `base..`, record it, and drop its owner's
+    /// lower temporary segments (never to be ordered). Its runs stay where they are.
     fn apply_batch(&self, r: &Resolution, floor: u64) -> Result<WriteBatch, StoreError> {
         let mut batch = WriteBatch::default();
         let seg = seg_key(r.owner, r.segment);
         if self.db.get_cf(self.cf(CF_TEMP_SEG), seg)?.is_none() {
             return Ok(batch);
         }
-        // One scan moves this segment's bodies: each offset below the count to its id, and
-        // every one out of the temporary history.
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(body_key(r.owner, r.segment, 0).to_vec());
-        ro.set_iterate_upper_bound(seg_bodies_end(r.owner, r.segment));
-        for item in self
-            .db
-            .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
-        {
-            let (key, body) = item?;
-            let (_, _, o) = decode_body_key(&key)?;
-            if o < r.count {
-                let id = r.base.0.wrapping_add(u64::from(o));
-                batch.put_cf(self.cf(CF_PERM), id.to_be_bytes(), body);
-            }
-            batch.delete_cf(self.cf(CF_TEMP_BODY), &key);
-        }
         batch.delete_cf(self.cf(CF_TEMP_SEG), seg);
-        // And every earlier segment of this owner that is still held (never to be ordered).
+        let placed = Placed {
+            base: r.base.0,
+            owner: r.owner,
+            segment: r.segment,
+            count: r.count,
+        };
+        batch.put_cf(
+            self.cf(CF_BY_ID),
+            r.base.0.to_be_bytes(),
+            encode_placed(&placed),
+        );
         if floor < r.segment {
             self.drop_temp_segments(
                 &mut batch,
@@ -314,7 +413,7 @@ impl NdbClusterStore {
         Ok(batch)
     }
 
-    /// Delete, by point deletes, every temporary segment with a key in `from..to` and its bodies:
+    /// Delete, by point deletes, every temporary segment with a key in `from..to` and its runs:
     /// range tombstones would pile up in the memtable and slow every later read of these families.
     fn drop_temp_segments(
         &self,
@@ -332,15 +431,8 @@ impl NdbClusterStore {
             let (key, _) = item?;
             let (owner, segment) = decode_seg_key(&key)?;
             batch.delete_cf(self.cf(CF_TEMP_SEG), &key);
-            let mut ro = ReadOptions::default();
-            ro.set_iterate_lower_bound(body_key(owner, segment, 0).to_vec());
-            ro.set_iterate_upper_bound(seg_bodies_end(owner, segment));
-            for body in self
-                .db
-                .iterator_cf_opt(self.cf(CF_TEMP_BODY), ro, IteratorMode::Start)
-            {
-                let (body_key, _) = body?;
-                batch.delete_cf(self.cf(CF_TEMP_BODY), &body_key);
+            for (first, _) in self.run_spans(owner, segment)? {
+                batch.delete_cf(self.cf(CF_RUNS), run_key(owner, segment, first));
             }
         }
         Ok(())
@@ -368,25 +460,9 @@ impl NdbClusterStore {
             let (key, value) = item?;
             let (owner, segment) = decode_seg_key(&key)?;
             let count = decode_value::<Option<u32>>(&value, &key)?;
-            disk.temp.insert(
-                (owner, segment),
-                TempSegment {
-                    count,
-                    ..TempSegment::default()
-                },
-            );
-        }
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_TEMP_BODY), IteratorMode::Start)
-        {
-            let (key, value) = item?;
-            let (owner, segment, offset) = decode_body_key(&key)?;
-            let seg = disk
-                .temp
-                .get_mut(&(owner, segment))
-                .ok_or_else(|| corrupt(&key, "temporary body without its segment row"))?;
-            seg.bodies.insert(offset, Bytes::from(value.into_vec()));
+            let bodies = self.segment_runs(owner, segment)?;
+            disk.temp
+                .insert((owner, segment), TempSegment { count, bodies });
         }
         for item in self
             .db
@@ -423,16 +499,13 @@ impl NdbClusterStore {
         if let Some(r) = by_base.last() {
             disk.next = r.end();
         }
-        let first = disk.next.0.saturating_sub(keep as u64).to_be_bytes();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_PERM),
-            IteratorMode::From(&first, rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            let id = decode_u64(&key)?;
-            disk.perm
-                .insert(PermanentId(id), Bytes::from(value.into_vec()));
+        let first = disk.next.0.saturating_sub(keep as u64).max(1);
+        if first < disk.next.0 {
+            let records =
+                self.read_permanent(PermanentId(first), (disk.next.0 - first) as usize)?;
+            for (k, body) in records.into_iter().enumerate() {
+                disk.perm.insert(PermanentId(first + k as u64), body);
+            }
         }
         Ok(disk)
     }
@@ -445,18 +518,72 @@ fn seg_key(owner: u64, segment: u64) -> [u8; 16] {
     k
 }
 
-fn body_key(owner: u64, segment: u64, offset: u32) -> [u8; 20] {
+fn run_key(owner: u64, segment: u64, offset: u32) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..16].copy_from_slice(&seg_key(owner, segment));
     k[16..].copy_from_slice(&offset.to_be_bytes());
     k
 }
 
-/// Exclusive end of every body key of `(owner, ..=segment)`: sorts just after offset `u32::MAX`.
-fn seg_bodies_end(owner: u64, segment: u64) -> Vec<u8> {
-    let mut k = body_key(owner, segment, u32::MAX).to_vec();
-    k.push(0);
-    k
+/// Read options bounding an iterator to one segment's runs.
+fn segment_runs(owner: u64, segment: u64) -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_lower_bound(run_key(owner, segment, 0).to_vec());
+    // Sorts just after offset `u32::MAX`.
+    let mut end = run_key(owner, segment, u32::MAX).to_vec();
+    end.push(0);
+    ro.set_iterate_upper_bound(end);
+    ro
+}
+
+/// `n u32`, then each body as `len u32` + bytes.
+fn encode_run<'a>(bodies: impl ExactSizeIterator<Item = &'a Body> + Clone) -> Vec<u8> {
+    let size: usize = bodies.clone().map(|b| 4 + b.len()).sum();
+    let mut out = Vec::with_capacity(4 + size);
+    out.put_u32(bodies.len() as u32);
+    for b in bodies {
+        out.put_u32(b.len() as u32);
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// Split a run into its bodies (slices of `value`, no copies); `None` if it is malformed.
+fn decode_run(mut value: Bytes) -> Option<Vec<Body>> {
+    if value.len() < 4 {
+        return None;
+    }
+    let n = value.get_u32() as usize;
+    let mut out = Vec::with_capacity(n.min(value.len() / 4));
+    for _ in 0..n {
+        if value.len() < 4 {
+            return None;
+        }
+        let len = value.get_u32() as usize;
+        if value.len() < len {
+            return None;
+        }
+        out.push(value.split_to(len));
+    }
+    value.is_empty().then_some(out)
+}
+
+fn encode_placed(p: &Placed) -> [u8; 20] {
+    let mut v = [0u8; 20];
+    v[..16].copy_from_slice(&seg_key(p.owner, p.segment));
+    v[16..].copy_from_slice(&p.count.to_be_bytes());
+    v
+}
+
+fn decode_placed(key: &[u8], value: &[u8]) -> Result<Placed, StoreError> {
+    let base = decode_u64(key)?;
+    let (owner, segment, count) = decode_run_key(value)?;
+    Ok(Placed {
+        base,
+        owner,
+        segment,
+        count,
+    })
 }
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
@@ -480,7 +607,8 @@ fn decode_seg_key(key: &[u8]) -> Result<(u64, u64), StoreError> {
     Ok((decode_u64(&key[..8])?, decode_u64(&key[8..])?))
 }
 
-fn decode_body_key(key: &[u8]) -> Result<(u64, u64, u32), StoreError> {
+/// Decode `owner u64, segment u64, u32` (a run key, or a `by_id` value).
+fn decode_run_key(key: &[u8]) -> Result<(u64, u64, u32), StoreError> {
     if key.len() != 20 {
         return Err(corrupt(key, "key is not 20 bytes"));
     }
@@ -687,6 +815,78 @@ mod tests {
         assert_eq!(disk.temp[&(1, 1)].count, Some(3));
         assert_eq!(disk.temporary(1, 1, 1), Some(&body("b1".into())));
         assert_eq!(disk.temp[&(1, 2)], TempSegment::default());
+    }
+
+    #[test]
+    fn reads_cross_segments_from_any_id_and_stop_at_max_or_the_tip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = NdbClusterStore::open(dir.path()).expect("open");
+        // Segment (1, 1) arrives in two frames, so its bodies sit in two runs.
+        store
+            .persist(&[
+                temp(1, 1, Some(3), 0, &["a0", "a1"]),
+                temp(2, 4, Some(2), 0, &["b0", "b1"]),
+                temp(1, 1, None, 1, &["x1", "a2"]),
+                NdbWrite::Apply(res(1, 1, 3, 1)),
+                NdbWrite::Apply(res(2, 4, 2, 4)),
+            ])
+            .expect("persist");
+        let read = |from: u64, max: usize| -> Vec<String> {
+            store
+                .read_permanent(PermanentId(from), max)
+                .expect("read")
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect()
+        };
+        assert_eq!(read(1, 10), ["a0", "a1", "a2", "b0", "b1"]);
+        assert_eq!(read(2, 3), ["a1", "a2", "b0"]);
+        assert_eq!(read(3, 1), ["a2"]);
+        assert_eq!(read(5, 10), ["b1"]);
+        assert!(read(6, 10).is_empty());
+        assert!(read(0, 10).is_empty(), "no id 0");
+        // A write to an applied segment changes nothing, as in `NdbDisk::apply`.
+        store
+            .persist(&[temp(1, 1, Some(3), 0, &["late"])])
+            .expect("persist");
+        assert_eq!(read(1, 1), ["a0"]);
+        drop(store);
+        let (_store, disk) = NdbClusterStore::open(dir.path()).expect("reopen");
+        assert!(disk.temp.is_empty(), "{:?}", disk.temp);
+        assert_eq!(disk.perm.len(), 5);
+    }
+
+    #[test]
+    fn a_run_decodes_to_its_bodies_and_a_damaged_one_is_refused() {
+        let bodies = [body("one".into()), Bytes::new(), body("three".into())];
+        let run = encode_run(bodies.iter());
+        assert_eq!(decode_run(Bytes::from(run.clone())), Some(bodies.to_vec()));
+        for cut in 0..run.len() {
+            assert_eq!(
+                decode_run(Bytes::copy_from_slice(&run[..cut])),
+                None,
+                "cut {cut}"
+            );
+        }
+        let mut longer = run;
+        longer.push(0);
+        assert_eq!(decode_run(Bytes::from(longer)), None);
+    }
+
+    #[test]
+    fn a_folder_of_the_old_layout_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let _old = DB::open_cf(&opts, dir.path(), ["temp_body", "perm"]).expect("old layout");
+        }
+        let err = NdbClusterStore::open(dir.path())
+            .map(|_| ())
+            .expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("earlier ndb layout"), "{text}");
     }
 
     #[test]

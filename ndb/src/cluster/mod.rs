@@ -144,6 +144,11 @@ impl NdbDisk {
                 offset,
                 bodies,
             } => {
+                // The core never writes to an applied segment; the store keeps its permanent
+                // records in the segment's own runs, so such a write must change nothing.
+                if self.applied.contains_key(&(*owner, *segment)) {
+                    return;
+                }
                 let seg = self.temp.entry((*owner, *segment)).or_default();
                 if seg.count.is_none() {
                     seg.count = *count;
