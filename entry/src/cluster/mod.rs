@@ -259,7 +259,7 @@ impl EntryCore {
     /// [`Action::Deliver`] pauses the follow path instead of the core.
     pub fn pause_delivery(&mut self, now: Micros, paused: bool) {
         let fetch = self.follow.set_paused(now, paused, &self.cfg.ndbs);
-        self.emit_fetch(fetch);
+        self.advance_follow(now, fetch);
     }
 
     /// Accept one publish; it is acked by an [`Action::Ack`] once durable and ordered.
@@ -291,6 +291,7 @@ impl EntryCore {
             self.resend(now, s);
         }
         self.open_segments(now);
+        self.advance_follow(now, None);
         let fetch = self.follow.on_tick(now, self.cfg.retry, &self.cfg.ndbs);
         self.emit_fetch(fetch);
     }
@@ -322,7 +323,7 @@ impl EntryCore {
                 for (id, body) in delivered {
                     self.out.push_back(Action::Deliver { id, body });
                 }
-                self.emit_fetch(fetch);
+                self.advance_follow(now, fetch);
             }
             _ => {}
         }
@@ -487,16 +488,32 @@ impl EntryCore {
                     let id = PermanentId(r.base.0 + i as u64);
                     self.out.push_back(Action::Ack { publisher, seq, id });
                 }
+                self.follow.keep_own(r.base, seg.bodies);
             }
         }
         self.open_segments(now);
         let fetch = self.follow.maybe_fetch(now, &self.cfg.ndbs);
+        self.advance_follow(now, fetch);
+    }
+
+    /// Deliver what this entry holds itself from the next id on, then ask an ndb for the rest
+    /// (`fetch`, or a new ask if local delivery moved past where an ask was held back).
+    fn advance_follow(&mut self, now: Micros, fetch: Option<(u32, PermanentId)>) {
+        let local = self.follow.take_local();
+        let progressed = !local.is_empty();
+        for (id, body) in local {
+            self.out.push_back(Action::Deliver { id, body });
+        }
+        let fetch = match fetch {
+            None if progressed => self.follow.maybe_fetch(now, &self.cfg.ndbs),
+            fetch => fetch,
+        };
         self.emit_fetch(fetch);
     }
 
     fn emit_fetch(&mut self, fetch: Option<(u32, PermanentId)>) {
         if let Some((ndb, from)) = fetch {
-            let max = self.cfg.fetch_max;
+            let max = self.follow.fetch_limit(self.cfg.fetch_max);
             self.out.push_back(Action::Send {
                 to: NodeId::Ndb(ndb),
                 msg: Msg::FetchPermanent { from, max },

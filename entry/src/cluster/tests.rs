@@ -123,13 +123,113 @@ fn acks_on_resolved_and_only_for_its_own_segment() {
         sends(&actions),
         vec![(
             NodeId::Ndb(1),
+            // Only id 1: id 2 is its own segment, delivered from the bodies it holds.
             Msg::FetchPermanent {
                 from: PermanentId(1),
-                max: 256
+                max: 1
             }
         )]
     );
     assert_eq!(e.unacked(), 1);
+}
+
+#[test]
+fn its_own_segments_are_delivered_from_what_it_holds_and_only_the_rest_is_fetched() {
+    let mut e = core();
+    e.handle_publish(0, 1, 1, b("a"));
+    e.handle_publish(0, 1, 2, b("b"));
+    e.take_actions();
+    // One segment each (5 and 6): nothing lingers in the test configuration.
+    for n in 0..2 {
+        e.handle_message(0, NodeId::Ndb(n), trim(5, 1));
+        e.handle_message(0, NodeId::Ndb(n), trim(6, 1));
+    }
+    e.take_actions();
+    let delivers = |actions: &[Action<EntryWrite>]| -> Vec<(u64, Body)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Deliver { id, body } => Some((id.0, body.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // Its segments are ids 1 and 2: delivered at once, nothing fetched.
+    let own = |segment, base| Resolution {
+        owner: 7,
+        segment,
+        count: 1,
+        base: PermanentId(base),
+    };
+    e.handle_message(
+        0,
+        NodeId::Sync(1),
+        Msg::Resolved {
+            resolutions: vec![own(5, 1), own(6, 2)],
+            abandons: vec![],
+        },
+    );
+    let actions = e.take_actions();
+    assert_eq!(delivers(&actions), vec![(1, b("a")), (2, b("b"))]);
+    assert!(sends(&actions).is_empty(), "{:?}", sends(&actions));
+    assert_eq!(e.next_delivery(), PermanentId(3));
+
+    // Another owner's segment at 3..5, then its own at 5: fetch 3..5 only, deliver 5 after.
+    e.handle_publish(0, 1, 3, b("c"));
+    e.take_actions();
+    for n in 0..2 {
+        e.handle_message(0, NodeId::Ndb(n), trim(7, 1));
+    }
+    e.take_actions();
+    e.handle_message(
+        0,
+        NodeId::Sync(1),
+        Msg::Resolved {
+            resolutions: vec![
+                Resolution {
+                    owner: 8,
+                    segment: 1,
+                    count: 2,
+                    base: PermanentId(3),
+                },
+                own(7, 5),
+            ],
+            abandons: vec![],
+        },
+    );
+    let actions = e.take_actions();
+    assert!(delivers(&actions).is_empty(), "id 3 comes first");
+    let asked = sends(&actions);
+    assert!(
+        matches!(
+            asked.as_slice(),
+            [(
+                NodeId::Ndb(_),
+                Msg::FetchPermanent {
+                    from: PermanentId(3),
+                    max: 2
+                }
+            )]
+        ),
+        "{asked:?}"
+    );
+    let ndb = asked[0].0;
+    e.handle_message(
+        0,
+        ndb,
+        Msg::Permanent {
+            from: PermanentId(3),
+            tip: PermanentId(6),
+            records: vec![b("x"), b("y")],
+        },
+    );
+    let actions = e.take_actions();
+    assert_eq!(
+        delivers(&actions),
+        vec![(3, b("x")), (4, b("y")), (5, b("c"))]
+    );
+    assert!(sends(&actions).is_empty(), "{:?}", sends(&actions));
+    assert_eq!(e.next_delivery(), PermanentId(6));
 }
 
 #[test]
