@@ -77,6 +77,9 @@ pub struct NdbClusterStore {
 /// delete tombstone the owner's earlier segments left in the memtable.
 type Floors = std::collections::HashMap<u64, u64>;
 
+/// A run as read: its key, its first offset, its value.
+type RawRun = (Box<[u8]>, u32, Box<[u8]>);
+
 /// One `by_id` row: the segment whose offsets `0..count` are ids `base..`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Placed {
@@ -313,35 +316,44 @@ impl NdbClusterStore {
         Ok(held)
     }
 
+    /// Each run of a segment as `(key, first offset, value)`, in offset order.
+    fn runs(
+        &self,
+        owner: u64,
+        segment: u64,
+    ) -> impl Iterator<Item = Result<RawRun, StoreError>> + '_ {
+        self.db
+            .iterator_cf_opt(
+                self.cf(CF_RUNS),
+                run_bounds(owner, segment),
+                IteratorMode::Start,
+            )
+            .map(|item| {
+                let (key, value) = item?;
+                let (_, _, first) = decode_run_key(&key)?;
+                Ok((key, first, value))
+            })
+    }
+
     /// Return `(first offset, bodies)` of each run of a segment, reading only run headers.
     fn run_spans(&self, owner: u64, segment: u64) -> Result<Vec<(u32, u32)>, StoreError> {
-        let mut spans = Vec::new();
-        for item in self.db.iterator_cf_opt(
-            self.cf(CF_RUNS),
-            segment_runs(owner, segment),
-            IteratorMode::Start,
-        ) {
-            let (key, value) = item?;
-            let (_, _, first) = decode_run_key(&key)?;
-            let n = value
-                .get(..4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or_else(|| corrupt(&key, "run shorter than its header"))?;
-            spans.push((first, n));
-        }
-        Ok(spans)
+        self.runs(owner, segment)
+            .map(|run| {
+                let (key, first, value) = run?;
+                let n = value
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or_else(|| corrupt(&key, "run shorter than its header"))?;
+                Ok((first, n))
+            })
+            .collect()
     }
 
     /// Return every body a segment's runs hold, by offset.
-    fn segment_runs(&self, owner: u64, segment: u64) -> Result<BTreeMap<u32, Body>, StoreError> {
+    fn segment_bodies(&self, owner: u64, segment: u64) -> Result<BTreeMap<u32, Body>, StoreError> {
         let mut bodies = BTreeMap::new();
-        for item in self.db.iterator_cf_opt(
-            self.cf(CF_RUNS),
-            segment_runs(owner, segment),
-            IteratorMode::Start,
-        ) {
-            let (key, value) = item?;
-            let (_, _, first) = decode_run_key(&key)?;
+        for run in self.runs(owner, segment) {
+            let (key, first, value) = run?;
             let run = decode_run(Bytes::from(value.into_vec()))
                 .ok_or_else(|| corrupt(&key, "run does not match its lengths"))?;
             for (k, body) in run.into_iter().enumerate() {
@@ -353,7 +365,7 @@ impl NdbClusterStore {
 
     /// Return the bodies of a placed segment: offsets `0..count`, all of them.
     fn permanent_bodies(&self, placed: &Placed) -> Result<Vec<Body>, StoreError> {
-        let mut runs = self.segment_runs(placed.owner, placed.segment)?;
+        let mut runs = self.segment_bodies(placed.owner, placed.segment)?;
         (0..placed.count)
             .map(|o| {
                 runs.remove(&o).ok_or_else(|| {
@@ -460,7 +472,7 @@ impl NdbClusterStore {
             let (key, value) = item?;
             let (owner, segment) = decode_seg_key(&key)?;
             let count = decode_value::<Option<u32>>(&value, &key)?;
-            let bodies = self.segment_runs(owner, segment)?;
+            let bodies = self.segment_bodies(owner, segment)?;
             disk.temp
                 .insert((owner, segment), TempSegment { count, bodies });
         }
@@ -526,7 +538,7 @@ fn run_key(owner: u64, segment: u64, offset: u32) -> [u8; 20] {
 }
 
 /// Read options bounding an iterator to one segment's runs.
-fn segment_runs(owner: u64, segment: u64) -> ReadOptions {
+fn run_bounds(owner: u64, segment: u64) -> ReadOptions {
     let mut ro = ReadOptions::default();
     ro.set_iterate_lower_bound(run_key(owner, segment, 0).to_vec());
     // Sorts just after offset `u32::MAX`.
