@@ -80,15 +80,6 @@ type Floors = std::collections::HashMap<u64, u64>;
 /// A run as read: its key, its first offset, its value.
 type RawRun = (Box<[u8]>, u32, Box<[u8]>);
 
-/// One `by_id` row: the segment whose offsets `0..count` are ids `base..`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Placed {
-    base: u64,
-    owner: u64,
-    segment: u64,
-    count: u32,
-}
-
 impl std::fmt::Debug for NdbClusterStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NdbClusterStore")
@@ -139,7 +130,7 @@ impl NdbClusterStore {
         let Some(first) = self.placed_at_or_below(from.0)? else {
             return Ok(out);
         };
-        let start = first.base.to_be_bytes();
+        let start = first.base.0.to_be_bytes();
         let iter = self.db.iterator_cf(
             self.cf(CF_BY_ID),
             IteratorMode::From(&start, Direction::Forward),
@@ -148,10 +139,10 @@ impl NdbClusterStore {
             let (key, value) = item?;
             let placed = decode_placed(&key, &value)?;
             let want = from.0 + out.len() as u64;
-            if out.len() >= max || placed.base > want {
+            if out.len() >= max || placed.base.0 > want {
                 break;
             }
-            let skip = want - placed.base;
+            let skip = want - placed.base.0;
             if skip >= u64::from(placed.count) {
                 break;
             }
@@ -364,14 +355,14 @@ impl NdbClusterStore {
     }
 
     /// Return the bodies of a placed segment: offsets `0..count`, all of them.
-    fn permanent_bodies(&self, placed: &Placed) -> Result<Vec<Body>, StoreError> {
+    fn permanent_bodies(&self, placed: &Resolution) -> Result<Vec<Body>, StoreError> {
         let mut runs = self.segment_bodies(placed.owner, placed.segment)?;
         (0..placed.count)
             .map(|o| {
                 runs.remove(&o).ok_or_else(|| {
                     corrupt(
                         &run_key(placed.owner, placed.segment, o),
-                        format!("permanent id {} has no body", placed.base + u64::from(o)),
+                        format!("permanent id {} has no body", placed.base.0 + u64::from(o)),
                     )
                 })
             })
@@ -379,7 +370,7 @@ impl NdbClusterStore {
     }
 
     /// Return the segment placed at the highest base at or below `id`.
-    fn placed_at_or_below(&self, id: u64) -> Result<Option<Placed>, StoreError> {
+    fn placed_at_or_below(&self, id: u64) -> Result<Option<Resolution>, StoreError> {
         let key = id.to_be_bytes();
         let mut iter = self.db.iterator_cf(
             self.cf(CF_BY_ID),
@@ -403,17 +394,7 @@ impl NdbClusterStore {
             return Ok(batch);
         }
         batch.delete_cf(self.cf(CF_TEMP_SEG), seg);
-        let placed = Placed {
-            base: r.base.0,
-            owner: r.owner,
-            segment: r.segment,
-            count: r.count,
-        };
-        batch.put_cf(
-            self.cf(CF_BY_ID),
-            r.base.0.to_be_bytes(),
-            encode_placed(&placed),
-        );
+        batch.put_cf(self.cf(CF_BY_ID), r.base.0.to_be_bytes(), encode_placed(r));
         if floor < r.segment {
             self.drop_temp_segments(
                 &mut batch,
@@ -580,21 +561,22 @@ fn decode_run(mut value: Bytes) -> Option<Vec<Body>> {
     value.is_empty().then_some(out)
 }
 
-fn encode_placed(p: &Placed) -> [u8; 20] {
+/// A `by_id` value: the resolution keyed by its `base`, without the base.
+fn encode_placed(p: &Resolution) -> [u8; 20] {
     let mut v = [0u8; 20];
     v[..16].copy_from_slice(&seg_key(p.owner, p.segment));
     v[16..].copy_from_slice(&p.count.to_be_bytes());
     v
 }
 
-fn decode_placed(key: &[u8], value: &[u8]) -> Result<Placed, StoreError> {
-    let base = decode_u64(key)?;
+fn decode_placed(key: &[u8], value: &[u8]) -> Result<Resolution, StoreError> {
+    let base = PermanentId(decode_u64(key)?);
     let (owner, segment, count) = decode_run_key(value)?;
-    Ok(Placed {
-        base,
+    Ok(Resolution {
         owner,
         segment,
         count,
+        base,
     })
 }
 
