@@ -36,9 +36,9 @@ sanitizer=${FUZZ_SANITIZER:-address}
 target_dir=${FUZZ_TARGET_DIR:-$HOME/.cache/ordo-fuzz-target}
 mkdir -p "$target_dir/logs"
 
-if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
-    export RUSTC_WRAPPER=sccache
-fi
+# shellcheck source=scripts/sccache-probe.sh
+. "$(dirname "${BASH_SOURCE[0]}")/sccache-probe.sh"
+use_sccache_if_it_answers
 
 # ---------------------------------------------------------------- cargo-fuzz
 if ! cargo fuzz --version >/dev/null 2>&1 </dev/null; then

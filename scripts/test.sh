@@ -10,17 +10,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ordo/target}"
-if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
-    export RUSTC_WRAPPER=sccache
-fi
+# shellcheck source=scripts/sccache-probe.sh
+. "$repo/scripts/sccache-probe.sh"
 step() { printf '\n== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
 
 step "setup"
 scripts/setup.sh
 # setup may have just installed sccache
-if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
-    export RUSTC_WRAPPER=sccache
-fi
+use_sccache_if_it_answers
 
 step "format"
 cargo fmt --all --check
