@@ -26,6 +26,11 @@ struct Cli {
     /// every sync node of a cluster.
     #[arg(long, value_name = "N", default_value_t = ordo_sync::log::DEFAULT_RESOLUTION_WINDOW)]
     resolution_window: usize,
+    /// Log entries the leader keeps in flight (replicated, not yet committed) before it batches
+    /// further OVERs into the next one. More shortens an OVER's wait for a free slot; fewer
+    /// makes larger batches (one fsync on each sync node per entry).
+    #[arg(long, value_name = "N", env = "ORDO_SYNC_MAX_INFLIGHT", default_value_t = ordo_sync::log::DEFAULT_MAX_INFLIGHT)]
+    max_inflight: u64,
     /// Tokio worker threads: 1 (the default) runs the node on one thread, 0 uses one per core.
     #[arg(long, value_name = "N", env = "ORDO_NODE_THREADS", default_value_t = 1)]
     threads: usize,
@@ -94,6 +99,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             metrics: cli.metrics,
             resolution_window: cli.resolution_window,
+            max_inflight: cli.max_inflight,
         },
         rx,
     )

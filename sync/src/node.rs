@@ -33,6 +33,8 @@ pub struct SyncOptions {
     pub metrics: Option<SocketAddr>,
     /// Resolutions the segment machine keeps in memory ([`SyncConfig::resolution_window`]).
     pub resolution_window: usize,
+    /// Most uncommitted log entries the leader keeps in flight ([`SyncConfig::max_inflight`]).
+    pub max_inflight: u64,
 }
 
 impl Durable<SyncWrite> for SyncStore {
@@ -64,6 +66,7 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         seed,
     );
     cfg.resolution_window = opts.resolution_window.max(1);
+    cfg.max_inflight = opts.max_inflight.max(1);
     let metrics = Metrics::new("sync");
     if let Some(addr) = opts.metrics {
         metrics

@@ -72,6 +72,7 @@ pub fn spawn_sync(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
         data_dir: root.join(format!("sync{id}")),
         metrics: None,
         resolution_window: ordo_sync::log::DEFAULT_RESOLUTION_WINDOW,
+        max_inflight: ordo_sync::log::DEFAULT_MAX_INFLIGHT,
     };
     let task = tokio::spawn(async move {
         if let Err(e) = ordo_sync::node::run(opts, rx).await {

@@ -36,6 +36,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Default of [`SyncConfig::resolution_window`]: about 3.5 MB of resolutions in memory.
 pub const DEFAULT_RESOLUTION_WINDOW: usize = 100_000;
+/// Default [`SyncConfig::max_inflight`].
+pub const DEFAULT_MAX_INFLIGHT: u64 = 2;
 
 /// Static configuration of one sync node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -85,7 +87,7 @@ impl SyncConfig {
             entries,
             election_timeout: (150_000, 300_000),
             heartbeat: 50_000,
-            max_inflight: 2,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
             max_draft: 64,
             max_resolutions: 256,
             seed,
