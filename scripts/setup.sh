@@ -126,12 +126,14 @@ npm_install() {
             say "$name node_modules up to date"
         else
             say "npm ci in $name"
-            if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error); then
+            local ci_log
+            if ! ci_log=$(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error 2>&1); then
                 # npm ci refuses a lock that lacks an optional dependency for another platform
                 # when the registry cannot resolve it (tests/slow/js: msgpackr-extract and
                 # cbor-extract for darwin/win32/arm list versions the registry here lacks).
                 # npm install --no-save installs the same locked versions and leaves the lock be.
-                say "npm ci refused the lock in $name; npm install --no-save from the same lock"
+                # Its usage text is long; the first "Missing:" line says enough.
+                say "npm ci refused the lock in $name ($(printf '%s\n' "$ci_log" | grep -m1 -o 'Missing: .*' || printf '%s\n' "$ci_log" | grep -m1 'npm error')); npm install --no-save from the same lock"
                 (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error)
             fi
         fi
