@@ -29,7 +29,13 @@ struct Cli {
     /// Log entries the leader keeps in flight (replicated, not yet committed) before it batches
     /// further OVERs into the next one. More shortens an OVER's wait for a free slot; fewer
     /// makes larger batches (one fsync on each sync node per entry).
-    #[arg(long, value_name = "N", env = "ORDO_SYNC_MAX_INFLIGHT", default_value_t = ordo_sync::log::DEFAULT_MAX_INFLIGHT)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "ORDO_SYNC_MAX_INFLIGHT",
+        default_value_t = ordo_sync::log::DEFAULT_MAX_INFLIGHT,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     max_inflight: u64,
     /// Tokio worker threads: 1 (the default) runs the node on one thread, 0 uses one per core.
     #[arg(long, value_name = "N", env = "ORDO_NODE_THREADS", default_value_t = 1)]
