@@ -4,9 +4,10 @@
 //! (default 1, one segment each, chained), entry 2 one. The sync cluster starts
 //! from a reachable state in which sync 0 won term 1 and committed its no-op;
 //! sync 1 (and sync 2 with `ORDO_MODEL_CHALLENGERS=2`) keeps an election timer,
-//! so a challenger can depose the leader at any point. Two checks start elsewhere:
-//! with no leader (every sync node at term 0, syncs 1 and 2 challengers), and with
-//! two challengers that may each win a term after sync 0's.
+//! so a challenger can depose the leader at any point. Three checks start elsewhere:
+//! with no leader (every sync node at term 0, syncs 1 and 2 challengers), with
+//! two challengers that may each win a term after sync 0's, and past entry 1's store
+//! stage (its OVER in flight), so that an ack by a crashed leader's successor is in reach.
 //!
 //! Retries: with a retry budget (`ORDO_MODEL_RETRIES`), entries and ndbs run their
 //! retry timers and a sync node without an election timer its heartbeat while it
@@ -55,8 +56,8 @@ mod props;
 mod steps;
 
 use actor::{Node, Opts, Role, Skip, Timer};
-use ordo_common::proto::Abandon;
-use stateright::actor::{ActorModel, ActorModelAction, Envelope, LossyNetwork, Network};
+use ordo_common::proto::{Abandon, Msg, NodeId};
+use stateright::actor::{ActorModel, ActorModelAction, Envelope, Id, LossyNetwork, Network};
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -94,6 +95,9 @@ struct Config {
     retries: u8,
     /// Messages the network may lose on one path, each when first sent.
     losses: u8,
+    /// Start past entry 1's store stage: its BEGIN delivered to ndbs 0 and 1 and their TRIMs
+    /// back, so its OVER is in flight to every sync node (a deep goal within a BFS bound).
+    stored: bool,
 }
 
 /// What a configuration must reach at least once.
@@ -112,6 +116,8 @@ enum Goal {
     Retries,
     /// A leader crashed and a leader of term 2 committed.
     CrashThenElection,
+    /// A leader crashed and its successor acked a publish.
+    SuccessorAcks,
 }
 
 /// A deliberate bug, to show that the properties can fail.
@@ -142,6 +148,7 @@ const FIFO: &str = "fifo per publisher";
 const RAFT: &str = "committed sync logs agree";
 const LOST_OVER: &str = "acked though the first OVER to the leader was lost";
 const LOST_RESOLVED: &str = "applied on an ndb whose RESOLVED was lost";
+const SUCCESSOR_ACKS: &str = "a leader crashed, its successor of term 2 acked a publish";
 
 /// The actor model with a global crash budget, and without the network's memory of
 /// the last delivered message (which only tells apart states with equal actors).
@@ -160,6 +167,12 @@ impl Model for Ordo {
     fn init_states(&self) -> Vec<State> {
         let mut v = self.inner.init_states();
         v.iter_mut().for_each(forget_last_delivery);
+        if self.cfg.stored {
+            v = v
+                .into_iter()
+                .map(|s| self.past_the_store_stage(s))
+                .collect();
+        }
         v
     }
 
@@ -346,6 +359,13 @@ impl Model for Ordo {
                     props::applied_after_a_lost_resolved(s)
                 }));
             }
+            if self.cfg.goal == Goal::SuccessorAcks {
+                v.push(Property::sometimes(SUCCESSOR_ACKS, |_, s| {
+                    props::leader_crashed(s)
+                        && props::committed_terms(s).contains(&2)
+                        && props::some_publish_acked(s)
+                }));
+            }
             if self.cfg.goal == Goal::CrashThenElection {
                 v.push(Property::sometimes(
                     "a leader crashed, a leader of term 2 committed",
@@ -364,6 +384,39 @@ impl Model for Ordo {
     }
 }
 
+impl Ordo {
+    /// `s` after entry 1's first segment is stored on ndbs 0 and 1: the steps a BFS would
+    /// spend before anything reaches the sync cluster, taken once, by the real cores.
+    fn past_the_store_stage(&self, mut s: State) -> State {
+        let entry = actor::to_id(NodeId::Entry(1));
+        for ndb in [0, 1] {
+            let ndb = actor::to_id(NodeId::Ndb(ndb));
+            s = self.deliver(s, entry, ndb, |m| matches!(m, Msg::Begin { owner: 1, .. }));
+            s = self.deliver(s, ndb, entry, |m| matches!(m, Msg::Trim { owner: 1, .. }));
+        }
+        s
+    }
+
+    /// `s` after the delivery from `src` to `dst` of the in-flight message `pick` names.
+    fn deliver(&self, s: State, src: Id, dst: Id, pick: impl Fn(&Msg) -> bool) -> State {
+        let mut actions = Vec::new();
+        self.inner.actions(&s, &mut actions);
+        let step = actions
+            .into_iter()
+            .find(|a| {
+                matches!(a, ActorModelAction::Deliver { src: f, dst: t, msg }
+                    if *f == src && *t == dst && pick(msg))
+            })
+            .expect("the prelude's message is in flight");
+        let mut next = self
+            .inner
+            .next_state(&s, step)
+            .expect("a delivery has a next state");
+        forget_last_delivery(&mut next);
+        next
+    }
+}
+
 fn build(cfg: Config) -> Ordo {
     let opts = Opts {
         crash: cfg.crashes > 0,
@@ -375,7 +428,7 @@ fn build(cfg: Config) -> Ordo {
         sends_first: cfg.mutation == Mutation::SendsFirst,
         retries: cfg.retries > 0,
         retry_unchain: cfg.mutation == Mutation::RetryUnchained,
-        note_leader_crash: cfg.goal == Goal::CrashThenElection,
+        note_leader_crash: matches!(cfg.goal, Goal::CrashThenElection | Goal::SuccessorAcks),
     };
     let mutate = |r: &mut Role| match (cfg.mutation, r) {
         (Mutation::FirstTrim, Role::Entry(c, _)) => c.trim_quorum_override = Some(1),
@@ -438,6 +491,7 @@ fn config(depth: usize, crashes: u8) -> Config {
         max_term: None,
         retries: env("ORDO_MODEL_RETRIES", 0),
         losses: env("ORDO_MODEL_LOSSES", 0),
+        stored: false,
     }
 }
 
@@ -582,6 +636,20 @@ fn model_holds_with_a_crash_and_an_election() {
     check(cfg).assert_properties();
 }
 
+/// The leader crashes and its successor acks: from entry 1's segment stored on two ndbs (its
+/// OVER in flight), sync 0 may crash (or any other node, with cuts), sync 1 may stand in
+/// term 2, and the segment must be able to reach an ack through sync 1's log.
+#[test]
+fn model_holds_when_the_leader_crashes_and_its_successor_acks() {
+    let mut cfg = config(0, 1);
+    cfg.depth = env("ORDO_MODEL_SUCCESSOR_DEPTH", 11);
+    cfg.msgs = [env("ORDO_MODEL_MSGS", 1), env("ORDO_MODEL_MSGS2", 0)];
+    cfg.max_term = Some(env("ORDO_MODEL_MAX_TERM", 2));
+    cfg.stored = true;
+    cfg.goal = Goal::SuccessorAcks;
+    check(cfg).assert_properties();
+}
+
 /// Run a mutation depth-first until `target` fails; tell whether it did.
 fn caught(mutation: Mutation, target: &'static str, depth: usize, crashes: u8) -> bool {
     caught_in(mutation_config(mutation, target, depth, crashes, 0))
@@ -625,6 +693,7 @@ fn mutation_config(
         max_term: None,
         retries,
         losses: 0,
+        stored: false,
     };
     if matches!(
         mutation,
