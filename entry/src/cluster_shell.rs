@@ -25,7 +25,7 @@ use crate::sequencer::{PublishError, PublishRequest, Sequencer};
 use anyhow::Context;
 use bytes::Bytes;
 use ordo_common::cluster::ClusterSpec;
-use ordo_common::proto::{Action, Msg, NodeId};
+use ordo_common::proto::{AbandonNotice, Action, Msg, NodeId};
 use ordo_common::quic::metrics::Metrics;
 use ordo_common::quic::node::{Clock, Every};
 use ordo_common::quic::{load_identity, Mesh};
@@ -52,6 +52,9 @@ const RESERVE_SEGMENTS: u64 = 4096;
 const RESERVE_FILE: &str = "entry-reserved-segment";
 /// Delivered batches queued for the delivery task before the shell stops fetching more.
 const DELIVERY_QUEUE: usize = 8;
+/// How often a sync node is asked for operator abandon notices: an abandoned entry's wills
+/// wait at most this long (plus a log round trip) to be adopted.
+const NOTICE_POLL_US: u64 = 1_000_000;
 
 /// A batch of delivered records, in id order.
 type Delivered = Vec<(PermanentId, Arc<StoredMessage>)>;
@@ -63,6 +66,8 @@ type Reply = (oneshot::Sender<Result<PermanentId, PublishError>>, Instant);
 pub(crate) struct Shell {
     pub(crate) sequencer: Sequencer,
     pub(crate) task: tokio::task::JoinHandle<()>,
+    /// Other owners' abandons, in notice order (for [`crate::adopt`]).
+    pub(crate) abandons: mpsc::UnboundedReceiver<AbandonNotice>,
 }
 
 /// Join the cluster described by `spec` as entry `config.owner`, delivering into `router`.
@@ -97,6 +102,7 @@ pub(crate) fn start(
     cfg.max_segment = max_batch;
     cfg.window = config.cluster_segments_in_flight.max(1);
     cfg.linger = config.cluster_segment_linger_us;
+    cfg.notice_poll = NOTICE_POLL_US;
     cfg.reserve = RESERVE_SEGMENTS;
     cfg.deliver_from = store.last_id()?.next();
     let clock = Clock::start();
@@ -110,6 +116,7 @@ pub(crate) fn start(
     tracing::info!(%me, %addr, next_segment = reserved, deliver_from = core.next_delivery().0,
         "joined the cluster");
     let (tx, rx) = mpsc::channel(max_batch * 4);
+    let (abandons_tx, abandons) = mpsc::unbounded_channel();
     let (deliveries, delivery_rx) = mpsc::channel(DELIVERY_QUEUE);
     let delivery = tokio::spawn(deliver(store, router, delivery_rx));
     let shell = ShellTask {
@@ -152,6 +159,7 @@ pub(crate) fn start(
         heartbeat: Every::new(std::time::Duration::from_secs(10)),
         acks_since: (0, 0),
         stages_since: StageTotals::default(),
+        abandons: abandons_tx,
     };
     // The shell's task ends once the delivery task has routed what it was handed, so a
     // clean stop's router snapshot covers everything this entry cached.
@@ -162,6 +170,7 @@ pub(crate) fn start(
     Ok(Shell {
         sequencer: Sequencer::from_sender(tx),
         task,
+        abandons,
     })
 }
 
@@ -190,6 +199,8 @@ struct ShellTask {
     acks_since: (u64, u64),
     /// Resolved segments and their stage times since the last heartbeat.
     stages_since: StageTotals,
+    /// Other owners' abandons, to the adoption task.
+    abandons: mpsc::UnboundedSender<AbandonNotice>,
 }
 
 /// Segments resolved and the microseconds they spent in each stage, summed.
@@ -356,6 +367,15 @@ impl ShellTask {
         }
         if !delivered.is_empty() {
             self.queue_delivery(delivered)?;
+        }
+        for notice in self.core.take_abandon_notices() {
+            tracing::info!(
+                owner = notice.owner,
+                below = notice.below,
+                at = notice.at.0,
+                "entry abandoned by the operator"
+            );
+            let _ = self.abandons.send(notice);
         }
         for t in self.core.take_stage_timings() {
             self.gauges.wait_seconds.observe(t.wait as f64 / 1e6);

@@ -24,6 +24,7 @@
 //! separate binaries use.
 #![warn(missing_docs)]
 
+mod adopt;
 pub mod cluster;
 mod cluster_shell;
 pub mod config;
@@ -276,7 +277,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("bind metrics {addr}"))?;
     }
-    let (sequencer, owner) = match &config.cluster {
+    let (sequencer, owner, abandons) = match &config.cluster {
         None => {
             let (sequencer, thread, dispatcher) = sequencer::start(
                 store.clone(),
@@ -285,7 +286,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 config.max_batch,
                 metrics,
             )?;
-            (sequencer, SegmentOwner::Embedded(thread, dispatcher))
+            (sequencer, SegmentOwner::Embedded(thread, dispatcher), None)
         }
         Some(path) => {
             let spec = ordo_common::cluster::ClusterSpec::load(path)?;
@@ -297,7 +298,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 shutdown_rx.clone(),
                 metrics,
             )?;
-            (shell.sequencer, SegmentOwner::Cluster(shell.task))
+            (
+                shell.sequencer,
+                SegmentOwner::Cluster(shell.task),
+                Some(shell.abandons),
+            )
         }
     };
     let mqtt_listener = TcpListener::bind(config.mqtt)
@@ -367,6 +372,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Sessions of this entry's previous run that never ended (it was killed):
     // end them now, as their connections would have, so their parked publishes
     // are dropped and their wills written on every node.
+    if let Some(notices) = abandons {
+        adopt::start(shared.clone(), notices);
+    }
     let lost = shared.router.fox_sessions_of(shared.config.owner);
     if !lost.is_empty() {
         tracing::info!(

@@ -117,6 +117,14 @@ class OrdoCluster:
         for n in self.nodes():
             n.kill9()
 
+    def abandon(self, owner: int) -> str:
+        """Run `ordo-sync abandon` for entry `owner` (as the operator); return its output."""
+        out = subprocess.run([str(binary_path().parent / "ordo-sync"), "abandon", "--cluster", str(self.cluster_file),
+                              "--owner", str(owner), "--below", str(10**12)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"ordo-sync abandon failed: {out.stdout}{out.stderr}"
+        return out.stdout + out.stderr
+
     def sync_leader(self) -> Node | None:
         """Return the sync node that most recently logged becoming leader."""
         best = None

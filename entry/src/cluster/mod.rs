@@ -9,6 +9,8 @@
 //!  Abandoned {s, below} (sync or ndb) ──► segments >= s back to waiting, in order; once the
 //!                        rest settle, a new chain (prev None) from max(mark, below)
 //!  follow: FetchPermanent{next} ──► one ndb ──► Permanent ──► Deliver in id order, no gap
+//!  notices: FetchResolved{abandons: next} ──► one sync ──► Resolved{abandons} ──► another
+//!           owner's abandon, in notice order, for the shell (it adopts that owner's wills)
 //! ```
 //!
 //! See `docs/protocol.md`. No tokio, no clock, no I/O: the shell feeds time in
@@ -18,7 +20,9 @@ mod follow;
 #[cfg(test)]
 mod tests;
 
-use ordo_common::proto::{majority, Action, Body, Elect, Micros, Msg, NodeId, Resolution};
+use ordo_common::proto::{
+    majority, AbandonNotice, Action, Body, Elect, Micros, Msg, NodeId, Resolution,
+};
 use ordo_common::PermanentId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -53,6 +57,9 @@ pub struct EntryConfig {
     pub deliver_from: PermanentId,
     /// Testing only: send OVER after this many TRIMs instead of a majority (breaks durability).
     pub trim_quorum_override: Option<usize>,
+    /// How often to ask a sync node for operator abandon notices (0: never; they are then
+    /// learnt only from RESOLVEDs that carry them).
+    pub notice_poll: Micros,
 }
 
 impl EntryConfig {
@@ -71,6 +78,7 @@ impl EntryConfig {
             fetch_max: 256,
             deliver_from: PermanentId(1),
             trim_quorum_override: None,
+            notice_poll: 0,
         }
     }
 
@@ -171,6 +179,13 @@ pub struct EntryCore {
     out: VecDeque<Action<EntryWrite>>,
     /// Stage timings of resolved segments, until the shell takes them (at most `TIMINGS_KEPT`).
     timings: Vec<StageTiming>,
+    /// The `seq` of the next abandon notice wanted; notices are taken in order only.
+    notices_next: u64,
+    /// When to ask a sync node for notices again, and how many times it was asked.
+    notice_poll_due: Micros,
+    notice_polls: usize,
+    /// Abandons of other owners, until the shell takes them (at most `TIMINGS_KEPT`).
+    notices: Vec<AbandonNotice>,
 }
 
 /// Most stage timings kept when nobody takes them (the simulator and the model never do).
@@ -192,6 +207,10 @@ impl EntryCore {
             cfg,
             out: VecDeque::new(),
             timings: Vec::new(),
+            notices_next: 0,
+            notice_poll_due: now,
+            notice_polls: 0,
+            notices: Vec::new(),
         }
     }
 
@@ -207,10 +226,14 @@ impl EntryCore {
 
     /// Return when [`EntryCore::handle_tick`] should next be called.
     pub fn poll_timeout(&self) -> Micros {
-        match self.linger_until() {
-            Some(at) => at.min(self.retry_due),
-            None => self.retry_due,
+        let mut at = self.retry_due;
+        if let Some(linger) = self.linger_until() {
+            at = at.min(linger);
         }
+        if self.cfg.notice_poll > 0 {
+            at = at.min(self.notice_poll_due);
+        }
+        at
     }
 
     /// When the waiting publishes may open a segment, if the linger holds them now.
@@ -227,6 +250,11 @@ impl EntryCore {
     /// Return the stage timings of segments resolved since the last call.
     pub fn take_stage_timings(&mut self) -> Vec<StageTiming> {
         std::mem::take(&mut self.timings)
+    }
+
+    /// Return the abandon notices of other owners learnt since the last call, in notice order.
+    pub fn take_abandon_notices(&mut self) -> Vec<AbandonNotice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// Return how many publishes wait for an ack (queued or in a segment).
@@ -276,6 +304,7 @@ impl EntryCore {
     /// Resend what is unanswered and poll the followed ndb.
     pub fn handle_tick(&mut self, now: Micros) {
         self.open_segments(now);
+        self.poll_notices(now);
         if now < self.retry_due {
             return;
         }
@@ -307,7 +336,16 @@ impl EntryCore {
                     count,
                 },
             ) if owner == self.cfg.owner => self.on_trim(now, n, segment, count),
-            (_, Msg::Resolved { resolutions, .. }) => self.on_resolved(now, resolutions),
+            (
+                _,
+                Msg::Resolved {
+                    resolutions,
+                    abandons,
+                },
+            ) => {
+                self.on_notices(abandons);
+                self.on_resolved(now, resolutions);
+            }
             (
                 NodeId::Sync(_) | NodeId::Ndb(_),
                 Msg::Abandoned {
@@ -460,6 +498,39 @@ impl EntryCore {
         }
         self.renumber = Some(self.renumber.unwrap_or(0).max(below));
         self.open_segments(now);
+    }
+
+    /// Ask one sync node (in turn) for the notices from `notices_next` on, and no resolutions.
+    fn poll_notices(&mut self, now: Micros) {
+        if self.cfg.notice_poll == 0 || now < self.notice_poll_due || self.cfg.syncs.is_empty() {
+            return;
+        }
+        self.notice_poll_due = now + self.cfg.notice_poll;
+        let to = self.cfg.syncs[self.notice_polls % self.cfg.syncs.len()];
+        self.notice_polls = self.notice_polls.wrapping_add(1);
+        self.out.push_back(Action::Send {
+            to: NodeId::Sync(to),
+            msg: Msg::FetchResolved {
+                // Past every range: no resolution is sent back, only notices.
+                from: PermanentId(u64::MAX),
+                abandons: self.notices_next,
+            },
+        });
+    }
+
+    /// Take notices in `seq` order, skipping any seen; a gap waits for the next poll.
+    fn on_notices(&mut self, mut notices: Vec<AbandonNotice>) {
+        notices.sort_by_key(|n| n.seq);
+        for n in notices {
+            if n.seq != self.notices_next {
+                continue;
+            }
+            self.notices_next += 1;
+            // Its own abandon reaches this entry as Abandoned for the segments it holds.
+            if n.owner != self.cfg.owner && self.notices.len() < TIMINGS_KEPT {
+                self.notices.push(n);
+            }
+        }
     }
 
     fn on_resolved(&mut self, now: Micros, resolutions: Vec<Resolution>) {

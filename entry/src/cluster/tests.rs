@@ -588,3 +588,65 @@ fn stage_timings_split_a_segment_into_wait_store_and_order() {
         .collect();
     assert_eq!(t, vec![(0, 1_000, 3_000), (2_000, 900, 1_000)]);
 }
+
+fn notice(seq: u64, owner: u64) -> AbandonNotice {
+    AbandonNotice {
+        seq,
+        owner,
+        below: 100,
+        at: PermanentId(10 + seq),
+    }
+}
+
+fn notices(list: Vec<AbandonNotice>) -> Msg {
+    Msg::Resolved {
+        resolutions: vec![],
+        abandons: list,
+    }
+}
+
+#[test]
+fn abandon_notices_are_polled_from_each_sync_in_turn_and_taken_once_in_order() {
+    let mut cfg = EntryConfig::new(7, vec![0, 1, 2], vec![0, 1, 2]);
+    cfg.notice_poll = 1_000_000;
+    let mut e = EntryCore::recover(cfg, EntryDisk::default(), 0);
+    let asked = |e: &mut EntryCore| -> Vec<(NodeId, Msg)> {
+        let mut s = sends(&e.take_actions());
+        s.retain(|(to, _)| matches!(to, NodeId::Sync(_)));
+        s
+    };
+    let fetch = |abandons| Msg::FetchResolved {
+        from: PermanentId(u64::MAX),
+        abandons,
+    };
+    e.handle_tick(0);
+    assert_eq!(asked(&mut e), vec![(NodeId::Sync(0), fetch(0))]);
+    // Not again before the interval, whatever else ticks.
+    e.handle_tick(999_999);
+    assert!(asked(&mut e).is_empty());
+    assert!(e.poll_timeout() <= 1_000_000);
+    // A gap (seq 1 before 0) waits; seq 0 then 1 are taken; a duplicate is not.
+    e.handle_message(1, NodeId::Sync(0), notices(vec![notice(1, 3)]));
+    assert!(e.take_abandon_notices().is_empty());
+    e.handle_message(
+        1,
+        NodeId::Sync(0),
+        notices(vec![notice(1, 3), notice(0, 4)]),
+    );
+    e.handle_message(1, NodeId::Sync(1), notices(vec![notice(1, 3)]));
+    assert_eq!(e.take_abandon_notices(), vec![notice(0, 4), notice(1, 3)]);
+    // Its own abandon is skipped (it answers Abandoned for its segments), but counted.
+    e.handle_message(1, NodeId::Sync(2), notices(vec![notice(2, 7)]));
+    assert!(e.take_abandon_notices().is_empty());
+    e.handle_tick(1_000_000);
+    assert_eq!(asked(&mut e), vec![(NodeId::Sync(1), fetch(3))]);
+}
+
+#[test]
+fn without_a_notice_poll_nothing_is_asked() {
+    let mut e = core();
+    e.handle_tick(10_000_000);
+    assert!(sends(&e.take_actions())
+        .iter()
+        .all(|(to, _)| !matches!(to, NodeId::Sync(_))));
+}

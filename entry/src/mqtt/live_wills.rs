@@ -98,15 +98,15 @@ fn load(router: &Router, client_id: &str, owner: u64) -> Option<LiveWill> {
     decode(&topic, &message)
 }
 
-/// Every live-will record written by `owner`, by client id.
-fn load_owned(router: &Router, owner: u64) -> Vec<(String, LiveWill)> {
+/// Every live-will record written by `owner`, by client id, with the id it was written at.
+fn load_owned(router: &Router, owner: u64) -> Vec<(String, PermanentId, LiveWill)> {
     let suffix = format!("/{owner}");
     router
         .retained_under(session_store::SESSION_REALM, TOPIC_PREFIX)
         .into_iter()
-        .filter_map(|(topic, _, message)| {
+        .filter_map(|(topic, id, message)| {
             let client_id = topic.strip_prefix(TOPIC_PREFIX)?.strip_suffix(&suffix)?;
-            Some((client_id.to_owned(), decode(&topic, &message)?))
+            Some((client_id.to_owned(), id, decode(&topic, &message)?))
         })
         .collect()
 }
@@ -219,7 +219,7 @@ pub fn recover(
         if barrier && !wait_caught_up(&router, &sequencer, shutdown.clone()).await {
             return;
         }
-        for (client_id, record) in load_owned(&router, registry.owner) {
+        for (client_id, _, record) in load_owned(&router, registry.owner) {
             if record.incarnation == registry.incarnation {
                 continue;
             }
@@ -342,7 +342,7 @@ async fn publish_when_due(
 async fn wait_caught_up(
     router: &Router,
     sequencer: &Sequencer,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> bool {
     let barrier = StoredMessage {
         realm: session_store::SESSION_REALM.to_owned(),
@@ -355,27 +355,102 @@ async fn wait_caught_up(
         mqtt: None,
         wamp: None,
     };
+    publish_applied(router, sequencer, barrier, shutdown)
+        .await
+        .is_some()
+}
+
+/// Publish `message` until it is acked (retrying each second), then wait until the router has
+/// applied it: the router then holds every record ordered before it. Its id, or `None` if the
+/// node stops first.
+pub(crate) async fn publish_applied(
+    router: &Router,
+    sequencer: &Sequencer,
+    message: StoredMessage,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<PermanentId> {
     let at: PermanentId = loop {
-        let Ok(Some(ack)) = sequencer.publish(barrier.clone(), true).await else {
-            return false;
+        let Ok(Some(ack)) = sequencer.publish(message.clone(), true).await else {
+            return None;
         };
         tokio::select! {
             result = ack => match result {
                 Ok(Ok(id)) => break id,
-                Ok(Err(e)) => tracing::warn!(error = %e, "will recovery barrier failed; retrying"),
-                Err(_) => return false,
+                Ok(Err(e)) => tracing::warn!(error = %e, topic = message.topic, "record not ordered; retrying"),
+                Err(_) => return None,
             },
-            _ = shutdown.changed() => return false,
+            _ = shutdown.changed() => return None,
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     while router.last_dispatched() < at {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            _ = shutdown.changed() => return false,
+            _ = shutdown.changed() => return None,
         }
     }
-    true
+    Some(at)
+}
+
+/// Publish the wills of the live connections of `owner`, an abandoned entry, recorded before
+/// `before` (where its abandon stands in the log; a later record would be a returned run's),
+/// each after its delay unless its client came back; then delete the record. The caller
+/// won the adoption ([`crate::adopt`]). Returns how many wills are armed.
+pub(crate) fn adopt(shared: &Shared, owner: u64, before: PermanentId) -> usize {
+    let Some(writer) = shared.mqtt_sessions.writer.as_ref() else {
+        return 0;
+    };
+    let mut armed = 0;
+    for (client_id, id, record) in load_owned(&shared.router, owner) {
+        if id >= before {
+            continue;
+        }
+        if handed_to_session(&shared.router, &client_id, &record) {
+            // The session record holds this will now; it is adopted from there.
+            writer.write_message(to_message(&client_id, owner, None));
+            continue;
+        }
+        armed += 1;
+        tokio::spawn(publish_adopted(shared.clone(), owner, client_id, record));
+    }
+    armed
+}
+
+async fn publish_adopted(shared: Shared, owner: u64, client_id: String, record: LiveWill) {
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(u64::from(record.delay_secs))) => {}
+        // Stopping leaves the record in the log: the adoption resumes at the next start.
+        _ = shutdown.changed() => return,
+    }
+    // A client that came back (here or on another entry) deleted the record.
+    if load(&shared.router, &client_id, owner).as_ref() != Some(&record) {
+        return;
+    }
+    let published = match shared
+        .sequencer
+        .publish(record.due_message(unix_ms()), true)
+        .await
+    {
+        Ok(Some(ack)) => matches!(ack.await, Ok(Ok(_))),
+        _ => false,
+    };
+    if !published {
+        tracing::warn!(
+            client_id,
+            owner,
+            "adopted will not published; it stays for the next start"
+        );
+        return;
+    }
+    tracing::info!(
+        client_id,
+        owner,
+        "will of a connection of an abandoned entry published"
+    );
+    if let Some(writer) = shared.mqtt_sessions.writer.as_ref() {
+        writer.write_message(to_message(&client_id, owner, None));
+    }
 }
 
 #[cfg(test)]
@@ -409,9 +484,15 @@ mod tests {
             .map(|(o, _)| *o)
             .collect();
         assert_eq!(owners, vec![1, 2]);
-        let of_one: Vec<String> = load_owned(&router, 1).into_iter().map(|(c, _)| c).collect();
-        assert_eq!(of_one, vec!["a".to_owned()]);
-        let of_three: Vec<String> = load_owned(&router, 3).into_iter().map(|(c, _)| c).collect();
+        let of_one: Vec<(String, PermanentId)> = load_owned(&router, 1)
+            .into_iter()
+            .map(|(c, id, _)| (c, id))
+            .collect();
+        assert_eq!(of_one, vec![("a".to_owned(), PermanentId(1))]);
+        let of_three: Vec<String> = load_owned(&router, 3)
+            .into_iter()
+            .map(|(c, _, _)| c)
+            .collect();
         assert_eq!(of_three, vec!["a/1".to_owned()]);
         assert_eq!(load(&router, "a", 2), Some(record(2)));
         assert_eq!(load(&router, "b", 1), None);

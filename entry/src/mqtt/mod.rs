@@ -377,6 +377,60 @@ impl SessionRegistry {
     }
 }
 
+/// Publish the delayed wills waiting in the session records of `owner`, an abandoned entry,
+/// saved before `before` (where its abandon stands in the log), each when due unless its client
+/// resumed the session since; then save the record without it. The caller won the adoption
+/// ([`crate::adopt`]). Returns how many wills are armed.
+pub(crate) fn adopt_delayed_wills(shared: &Shared, owner: u64, before: PermanentId) -> usize {
+    let Some(writer) = shared.mqtt_sessions.writer.clone() else {
+        return 0;
+    };
+    let now = unix_ms();
+    let mut armed = 0;
+    for (client_id, id, record) in session_store::load_all_at(&shared.router) {
+        if record.owner != owner || id >= before {
+            continue;
+        }
+        let Some(will) = record.will.clone() else {
+            continue;
+        };
+        armed += 1;
+        let delay = Duration::from_millis(will.publish_at_ms.saturating_sub(now));
+        let (router, sequencer) = (shared.router.clone(), shared.sequencer.clone());
+        let (writer, mut shutdown) = (writer.clone(), shared.shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // Stopping leaves the will in the log: the adoption resumes at the next start.
+                _ = shutdown.changed() => return,
+            }
+            // A client that resumed its session saved a newer record.
+            let current = session_store::load(&router, &client_id).map(|r| r.saved_at_ms);
+            if current != Some(record.saved_at_ms) {
+                return;
+            }
+            let acked = match sequencer.publish(will.message, true).await {
+                Ok(Some(ack)) => matches!(ack.await, Ok(Ok(_))),
+                _ => false,
+            };
+            if !acked {
+                tracing::warn!(client_id, owner, "adopted delayed will not published");
+                return;
+            }
+            tracing::info!(
+                client_id,
+                owner,
+                "delayed will of an abandoned entry's session published"
+            );
+            let mut rest = record;
+            rest.will = None;
+            let expired = rest.expired(unix_ms());
+            writer.write(&client_id, (!expired).then_some(rest));
+        });
+    }
+    armed
+}
+
 /// Accept MQTT connections until the listener fails or the task is aborted.
 pub async fn serve(listener: TcpListener, shared: Shared) {
     loop {

@@ -20,6 +20,7 @@ use crate::router::Router;
 use crate::sequencer::Sequencer;
 use bytes::Bytes;
 use ordo_common::message::{Payload, StoredMessage};
+use ordo_common::PermanentId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -72,13 +73,21 @@ pub fn load(router: &Router, client_id: &str) -> Option<SessionRecord> {
 
 /// Every session record the router holds, by client id.
 pub fn load_all(router: &Router) -> Vec<(String, SessionRecord)> {
+    load_all_at(router)
+        .into_iter()
+        .map(|(client_id, _, record)| (client_id, record))
+        .collect()
+}
+
+/// Every session record the router holds, by client id, with the id it was saved at.
+pub fn load_all_at(router: &Router) -> Vec<(String, PermanentId, SessionRecord)> {
     router
         .retained_under(SESSION_REALM, TOPIC_PREFIX)
         .into_iter()
-        .filter_map(|(topic, _, message)| {
+        .filter_map(|(topic, id, message)| {
             let client_id = topic.strip_prefix(TOPIC_PREFIX)?.to_owned();
             let record = decode(&client_id, &message)?;
-            Some((client_id, record))
+            Some((client_id, id, record))
         })
         .collect()
 }

@@ -128,10 +128,15 @@ fn release_record(parked: &StoredMessage, id: PermanentId) -> StoredMessage {
 /// Publish a closing session's end record, wait until this node applied it,
 /// then publish its wills (fox-wamp: on every session end, clean or not).
 pub(crate) async fn end_session(shared: &Shared, session: SessionId, realm: &str) {
+    end_session_of(shared, shared.config.owner, session, realm).await
+}
+
+/// [`end_session`] for a session of entry `origin`: this one, or an abandoned entry whose
+/// sessions this one adopted ([`crate::adopt`]).
+pub(crate) async fn end_session_of(shared: &Shared, origin: u64, session: SessionId, realm: &str) {
     if *shared.shutdown.borrow() {
         return;
     }
-    let origin = shared.config.owner;
     let end = control_record(
         realm,
         SESSION_END_TOPIC,

@@ -1,0 +1,71 @@
+"""Wills of an entry that never comes back: once the operator abandons it (`ordo-sync abandon`),
+one surviving entry adopts its wills and publishes them (docs/mqtt.md, "Wills of an abandoned
+entry").
+
+Entry 1 dies holding MQTT clients with wills (one without delay, one with a 2 s delay, one whose
+session already ended and waits out its will delay in the session record, one that comes back on
+entry 2) and a WAMP session holding a fox-wamp lock (`when: null` + `watch` + `will: null`) that a
+session on entry 2 waits for. Nothing is published while entry 1 may still come back; after the
+abandon, exactly one entry adopts, the three due wills arrive once each (the delayed one after
+the other), the stale one never, and the lock is handed on through the dead holder's will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from harness import MqttClient
+from test_crash_wills import WILLS, forget, payloads, with_will
+from test_session_restart import connect_with_delayed_will, drop
+from test_wamp_foxwamp import acquire, locker
+from test_wamp_autobahn import close, run
+
+ADOPTED = "adopting the wills of an abandoned entry"
+
+
+def test_an_abandoned_entrys_wills_are_published_by_one_other_entry(cluster):
+    dead, other, third = cluster.entry
+    watcher = MqttClient(third.mqtt_port).connect()
+    watcher.subscribe(WILLS, qos=1)
+    lost = with_will(dead.mqtt_port, "abandoned-lost", b"lost")
+    moved = with_will(dead.mqtt_port, "abandoned-moved", b"moved-stale")
+    delayed = connect_with_delayed_will(dead.mqtt_port, "abandoned-delayed", WILLS, b"delayed", 2)
+    dropped = connect_with_delayed_will(dead.mqtt_port, "abandoned-dropped", WILLS, b"dropped", 4)
+    drop(dropped)  # its will now waits in its session record, owned by entry 1
+
+    async def go():
+        holder = await locker(dead)
+        waiter = await locker(other)
+        await acquire(holder, "holder")
+        waiting = asyncio.ensure_future(acquire(waiter, "waiter"))
+        await asyncio.sleep(1.0)
+        assert not waiting.done(), "the lock was granted twice"
+
+        dead.kill9()
+        for c in (lost, moved):
+            forget(c)
+        delayed.close()
+        # back on entry 2 without a will: its will on entry 1 is stale
+        again = await asyncio.to_thread(lambda: MqttClient(other.mqtt_port, client_id="abandoned-moved").connect())
+        await asyncio.sleep(5.0)  # past every will delay: nothing is due while entry 1 may return
+        assert not waiting.done(), "the dead entry's lock was handed on before it was abandoned"
+        assert watcher.messages == [], f"a will was published before the abandon: {payloads(watcher)}"
+
+        output = await asyncio.to_thread(cluster.abandon, 1)
+        pub = await asyncio.wait_for(waiting, 30)
+        assert pub.id > 0, output
+        await close(waiter)
+        return again
+
+    again = run(go(), timeout=120)
+    assert watcher.wait_messages(3, 30), f"wills of the abandoned entry missing: {payloads(watcher)}"
+    watcher.wait_messages(4, 4.0)  # a duplicate or the stale will would show up by now
+    assert payloads(watcher) == [b"delayed", b"dropped", b"lost"], payloads(watcher)
+    arrived = [m.payload for m in watcher.messages]
+    assert arrived.index(b"lost") < arrived.index(b"delayed"), f"the will delay was not honoured: {arrived}"
+
+    adopters = [e.name for e in (other, third) if ADOPTED in e.log_text()]
+    assert len(adopters) == 1, f"expected one adopting entry, got {adopters}"
+    for c in (again, watcher):
+        c.close()
