@@ -252,6 +252,11 @@ impl EntryCore {
         std::mem::take(&mut self.timings)
     }
 
+    /// Return how many abandon notices this run has learnt (all owners', its own included).
+    pub fn notices_seen(&self) -> u64 {
+        self.notices_next
+    }
+
     /// Return the abandon notices of other owners learnt since the last call, in notice order.
     pub fn take_abandon_notices(&mut self) -> Vec<AbandonNotice> {
         std::mem::take(&mut self.notices)

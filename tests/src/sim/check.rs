@@ -108,6 +108,13 @@ pub fn settled(w: &World) -> Result<(), String> {
                 core.next_delivery()
             ));
         }
+        if core.notices_seen() != notices {
+            return Err(format!(
+                "liveness: {} learnt {} of {notices} abandon notices",
+                n.id,
+                core.notices_seen()
+            ));
+        }
     }
     Ok(())
 }

@@ -246,6 +246,8 @@ impl World {
                 c.reserve = 4;
                 // A third of the runs hold new segments back while one is in flight.
                 c.linger = [0, 0, 2_000][(cfg.seed / 9 % 3) as usize];
+                // Entries learn operator abandons (to adopt wills) by polling a sync node.
+                c.notice_poll = 200_000;
                 if cfg.mutation == Mutation::FirstTrim {
                     c.trim_quorum_override = Some(1);
                 }
