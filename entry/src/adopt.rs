@@ -16,12 +16,12 @@
 //! resumes an adoption it won and did not finish, or skips it. Records ordered at or
 //! after `at` belong to a run of X that came back after the abandon, which handles them.
 
-use crate::mqtt::{self, live_wills, session_store::SESSION_REALM};
+use crate::mqtt::session_store::{self, SESSION_REALM};
+use crate::mqtt::{self, live_wills};
 use crate::router::Router;
 use crate::Shared;
-use bytes::Bytes;
 use ordo_common::proto::AbandonNotice;
-use ordo_common::{Payload, StoredMessage};
+use ordo_common::StoredMessage;
 use tokio::sync::mpsc;
 
 const TOPIC_PREFIX: &str = "adopt/";
@@ -40,18 +40,9 @@ fn prefix_of(notice: &AbandonNotice) -> String {
     format!("{TOPIC_PREFIX}{}/{}/", notice.owner, notice.seq)
 }
 
-fn record(topic: String) -> StoredMessage {
-    StoredMessage {
-        realm: SESSION_REALM.to_owned(),
-        topic,
-        payload: Payload::Raw(Bytes::from_static(b"1")),
-        qos: 1,
-        retain: true,
-        publisher: 0,
-        exclude_publisher: false,
-        mqtt: None,
-        wamp: None,
-    }
+/// A record of the adoption of `notice`: it holds where the abandon stands in the log.
+fn record(topic: String, notice: &AbandonNotice) -> StoredMessage {
+    session_store::record_message(topic, Some(&notice.at))
 }
 
 /// The entry whose claim stands first in the log, among the claims applied here.
@@ -75,7 +66,7 @@ async fn adopt(shared: Shared, notice: AbandonNotice) {
         // Decided before (a restart re-learns every notice).
         Some(winner) => (winner, false),
         None => {
-            let claim = record(format!("{prefix}claim/{me}"));
+            let claim = record(format!("{prefix}claim/{me}"), &notice);
             let applied = live_wills::publish_applied(
                 &shared.router,
                 &shared.sequencer,
@@ -127,5 +118,5 @@ async fn adopt(shared: Shared, notice: AbandonNotice) {
     for (session, realm) in sessions {
         crate::wamp::fox::end_session_of(&shared, owner, session, &realm).await;
     }
-    let _ = shared.sequencer.publish(record(done), false).await;
+    let _ = shared.sequencer.publish(record(done, &notice), false).await;
 }

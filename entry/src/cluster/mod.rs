@@ -184,12 +184,14 @@ pub struct EntryCore {
     /// When to ask a sync node for notices again, and how many times it was asked.
     notice_poll_due: Micros,
     notice_polls: usize,
-    /// Abandons of other owners, until the shell takes them (at most `TIMINGS_KEPT`).
+    /// Abandons of other owners, until the shell takes them (at most `NOTICES_KEPT`).
     notices: Vec<AbandonNotice>,
 }
 
 /// Most stage timings kept when nobody takes them (the simulator and the model never do).
 const TIMINGS_KEPT: usize = 1024;
+/// Most abandon notices kept when nobody takes them (the shell takes them after every input).
+const NOTICES_KEPT: usize = 1024;
 
 impl EntryCore {
     /// Start (or restart) from what the disk holds: segments start at its mark, `prev` is `None`.
@@ -532,7 +534,7 @@ impl EntryCore {
             }
             self.notices_next += 1;
             // Its own abandon reaches this entry as Abandoned for the segments it holds.
-            if n.owner != self.cfg.owner && self.notices.len() < TIMINGS_KEPT {
+            if n.owner != self.cfg.owner && self.notices.len() < NOTICES_KEPT {
                 self.notices.push(n);
             }
         }

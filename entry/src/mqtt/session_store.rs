@@ -122,7 +122,7 @@ pub fn to_message(client_id: &str, record: Option<&SessionRecord>) -> StoredMess
 
 /// The retained message at `topic` of the node's realm that saves one of its records (session,
 /// will), or deletes it when `None`.
-pub(super) fn record_message<T: Serialize>(topic: String, record: Option<&T>) -> StoredMessage {
+pub(crate) fn record_message<T: Serialize>(topic: String, record: Option<&T>) -> StoredMessage {
     let payload = record.map_or_else(Bytes::new, |r| Bytes::from(ordo_common::record::encode(r)));
     StoredMessage {
         realm: SESSION_REALM.to_owned(),
