@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from harness import MqttClient
+from harness import MqttClient, wait_until
 from test_crash_wills import WILLS, forget, payloads, with_will
 from test_session_restart import connect_with_delayed_will, drop
 from test_wamp_foxwamp import acquire, locker
@@ -69,3 +69,41 @@ def test_an_abandoned_entrys_wills_are_published_by_one_other_entry(cluster):
     assert len(adopters) == 1, f"expected one adopting entry, got {adopters}"
     for c in (again, watcher):
         c.close()
+
+
+def test_an_adopter_killed_mid_adoption_resumes_it_after_its_restart(cluster):
+    """The adopting entry is killed -9 while a will waits out its 8 s delay: restarted, it
+    re-learns the abandon, finds its own claim first in the log, and publishes that will (the
+    delay counted again from the restart); the will already published is not published again."""
+    dead, second, third = cluster.entry
+    watchers = {}
+    for e in (second, third):
+        w = MqttClient(e.mqtt_port).connect()
+        w.subscribe(WILLS, qos=1)
+        watchers[e.name] = w
+    fast = with_will(dead.mqtt_port, "adopted-fast", b"fast")
+    slow = connect_with_delayed_will(dead.mqtt_port, "adopted-slow", WILLS, b"slow", 8)
+    time.sleep(0.5)
+    dead.kill9()
+    forget(fast)
+    slow.close()
+
+    cluster.abandon(1)
+    assert wait_until(lambda: any(ADOPTED in e.log_text() for e in (second, third)), 30), "nobody adopted"
+    adopter = next(e for e in (second, third) if ADOPTED in e.log_text())
+    other = third if adopter is second else second
+    watcher = watchers[other.name]
+    assert watcher.wait_messages(1, 15), "the undelayed will was not published"
+    time.sleep(1.5)  # the published will's record is deleted in the log
+    assert payloads(watcher) == [b"fast"], payloads(watcher)
+
+    adopter.kill9()
+    forget(watchers[adopter.name])
+    restarted = time.monotonic()
+    adopter.start()
+    assert watcher.wait_messages(2, 40), "the restarted adopter did not resume the adoption"
+    waited = time.monotonic() - restarted
+    watcher.wait_messages(3, 3.0)
+    assert payloads(watcher) == [b"fast", b"slow"], f"expected each will once: {payloads(watcher)}"
+    assert waited >= 6.0, f"the resumed will skipped its delay: published {waited:.1f}s after the restart"
+    watcher.close()
