@@ -77,6 +77,14 @@ impl Sequencer {
             .map_err(|_| PublishError::Stopped)?;
         Ok(rx)
     }
+
+    /// Publish `message` and wait until it is ordered and durable; whether it was.
+    pub async fn publish_acked(&self, message: StoredMessage) -> bool {
+        match self.publish(message, true).await {
+            Ok(Some(ack)) => matches!(ack.await, Ok(Ok(_))),
+            _ => false,
+        }
+    }
 }
 
 struct Committed {

@@ -18,7 +18,7 @@ import time
 from harness import MqttClient, wait_until
 from test_crash_wills import WILLS, forget, payloads, with_will
 from test_session_restart import connect_with_delayed_will, drop
-from test_wamp_foxwamp import acquire, locker
+from test_wamp_foxwamp import held_with_a_waiter
 from test_wamp_autobahn import close, run
 
 ADOPTED = "adopting the wills of an abandoned entry"
@@ -35,12 +35,7 @@ def test_an_abandoned_entrys_wills_are_published_by_one_other_entry(cluster):
     drop(dropped)  # its will now waits in its session record, owned by entry 1
 
     async def go():
-        holder = await locker(dead)
-        waiter = await locker(other)
-        await acquire(holder, "holder")
-        waiting = asyncio.ensure_future(acquire(waiter, "waiter"))
-        await asyncio.sleep(1.0)
-        assert not waiting.done(), "the lock was granted twice"
+        _, waiter, waiting = await held_with_a_waiter(dead, other, settle=1.0)
 
         dead.kill9()
         for c in (lost, moved):

@@ -47,6 +47,18 @@ async def release(s):
     return await s.publish(LOCK, options=PublishOptions(acknowledge=True, retain=True))
 
 
+async def held_with_a_waiter(holder_at, waiter_at, settle=0.5):
+    """A lock holder on server `holder_at` and a waiter on `waiter_at` whose request is still
+    parked after `settle` seconds; return both sessions and the waiter's pending acquire."""
+    holder = await locker(holder_at)
+    waiter = await locker(waiter_at)
+    await acquire(holder, "holder")
+    waiting = asyncio.ensure_future(acquire(waiter, "waiter"))
+    await asyncio.sleep(settle)
+    assert not waiting.done(), "the lock was granted twice"
+    return holder, waiter, waiting
+
+
 def test_lock_on_when_watch_is_exclusive_and_fair(ordo):
     async def go():
         names = ["a", "b", "c"]
@@ -104,12 +116,7 @@ def test_a_refused_compare_and_set_is_an_error(ordo):
 
 def test_a_holder_that_dies_hands_the_lock_on_through_its_will(ordo):
     async def go():
-        holder = await locker(ordo)
-        waiter = await locker(ordo)
-        await acquire(holder, "holder")
-        waiting = asyncio.ensure_future(acquire(waiter, "waiter"))
-        await asyncio.sleep(0.5)
-        assert not waiting.done()
+        holder, waiter, waiting = await held_with_a_waiter(ordo, ordo)
         holder._transport.close()  # no GOODBYE
         pub = await asyncio.wait_for(waiting, 10)
         assert pub.id > 0

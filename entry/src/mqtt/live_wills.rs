@@ -322,11 +322,7 @@ async fn publish_when_due(
     if load(&router, &client_id, registry.owner).as_ref() != Some(&record) {
         return;
     }
-    let published = match sequencer.publish(record.due_message(unix_ms()), true).await {
-        Ok(Some(ack)) => matches!(ack.await, Ok(Ok(_))),
-        _ => false,
-    };
-    if published {
+    if sequencer.publish_acked(record.due_message(unix_ms())).await {
         tracing::info!(client_id, "will of a connection lost in a crash published");
         clear_unless_back(&registry, &client_id, Some(&mut cancel));
     } else {
@@ -427,15 +423,11 @@ async fn publish_adopted(shared: Shared, owner: u64, client_id: String, record: 
     if load(&shared.router, &client_id, owner).as_ref() != Some(&record) {
         return;
     }
-    let published = match shared
+    if !shared
         .sequencer
-        .publish(record.due_message(unix_ms()), true)
+        .publish_acked(record.due_message(unix_ms()))
         .await
     {
-        Ok(Some(ack)) => matches!(ack.await, Ok(Ok(_))),
-        _ => false,
-    };
-    if !published {
         tracing::warn!(
             client_id,
             owner,

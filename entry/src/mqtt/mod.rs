@@ -409,11 +409,7 @@ pub(crate) fn adopt_delayed_wills(shared: &Shared, owner: u64, before: Permanent
             if current != Some(record.saved_at_ms) {
                 return;
             }
-            let acked = match sequencer.publish(will.message, true).await {
-                Ok(Some(ack)) => matches!(ack.await, Ok(Ok(_))),
-                _ => false,
-            };
-            if !acked {
+            if !sequencer.publish_acked(will.message).await {
                 tracing::warn!(client_id, owner, "adopted delayed will not published");
                 return;
             }
