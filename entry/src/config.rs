@@ -74,7 +74,9 @@ pub struct Config {
     pub cluster_segments_in_flight: usize,
     /// In a cluster: while a segment is in flight, how long (microseconds) publishes may wait
     /// to fill the next one before it opens anyway; 0 opens it at once. It caps how many
-    /// segments a lightly loaded entry sends the cluster (docs/performance.md).
+    /// segments a lightly loaded entry sends the cluster. Usually the segment in flight
+    /// resolves first and the next opens then, so this bounds what a slow segment holds up
+    /// rather than adding to every ack (docs/performance.md, eleventh day).
     pub cluster_segment_linger_us: u64,
     /// Cluster file: when set, join that cluster as entry `owner` instead of running standalone.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,7 +118,7 @@ impl Default for Config {
             mqtt_session_checkpoint_ms: 1000,
             router_snapshot_every: 1_000_000,
             cluster_segments_in_flight: 4,
-            cluster_segment_linger_us: 3000,
+            cluster_segment_linger_us: 15_000,
             cluster: None,
             metrics: None,
             allow_anonymous: true,

@@ -244,8 +244,9 @@ impl World {
                 c.max_segment = 16;
                 c.window = 3;
                 c.reserve = 4;
-                // A third of the runs hold new segments back while one is in flight.
-                c.linger = [0, 0, 2_000][(cfg.seed / 9 % 3) as usize];
+                // Two thirds of the runs hold new segments back while one is in flight: 2 ms,
+                // or the shell's default of 15 ms.
+                c.linger = [0, 15_000, 2_000][(cfg.seed / 9 % 3) as usize];
                 // Entries learn operator abandons (to adopt wills) by polling a sync node.
                 c.notice_poll = 200_000;
                 if cfg.mutation == Mutation::FirstTrim {
