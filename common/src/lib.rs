@@ -13,6 +13,7 @@ pub mod proto;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod record;
+pub mod rng;
 #[cfg(feature = "rocks")]
 pub mod rocks;
 pub mod topic;

@@ -1,23 +1,8 @@
 use super::*;
 use std::collections::BTreeMap;
 
-/// xorshift64*: a seeded generator, so a failing seed replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+/// Seeded, so a failing seed replays exactly.
+use ordo_common::rng::XorShift64Star as Rng;
 
 fn body(s: String) -> Body {
     Bytes::from(s.into_bytes())
@@ -73,7 +58,7 @@ fn random_write(rng: &mut Rng, disk: &NdbDisk, serial: &mut u64) -> NdbWrite {
             body(format!("{owner}/{segment}/{}#{serial}", offset + k as u32))
         })
         .collect();
-    let count = rng.chance(50).then(|| 1 + rng.below(8) as u32);
+    let count = (rng.below(100) < 50).then(|| 1 + rng.below(8) as u32);
     NdbWrite::Temp {
         owner,
         segment,

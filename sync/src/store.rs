@@ -368,19 +368,8 @@ mod tests {
     use super::*;
     use ordo_common::proto::Elect;
 
-    /// xorshift64*: a seeded generator, so a failing seed replays exactly.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-        }
-    }
+    /// Seeded, so a failing seed replays exactly.
+    use ordo_common::rng::XorShift64Star as Rng;
 
     fn entry(term: u64, segment: u64) -> LogEntry {
         LogEntry {

@@ -30,6 +30,7 @@ mod tests;
 pub use archive::{answer_from_archive, ArchiveRead};
 use machine::Machine;
 use ordo_common::proto::{Action, Elect, LogEntry, Micros, NodeId, Resolution, SyncSnapshot};
+use ordo_common::rng::XorShift64Star;
 use ordo_common::PermanentId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -271,7 +272,7 @@ pub struct SyncNode {
     now: Micros,
     election_deadline: Micros,
     heartbeat_due: Micros,
-    rng: u64,
+    rng: XorShift64Star,
     out: VecDeque<Action<SyncWrite>>,
 }
 
@@ -281,11 +282,12 @@ impl SyncNode {
     /// The machine starts from the disk's snapshot (committed and applied up to its index);
     /// the log after it is applied again once a leader tells the commit index.
     pub fn recover(cfg: SyncConfig, mut disk: SyncDisk, now: Micros) -> Self {
-        let rng = cfg
-            .seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(u64::from(cfg.id) + 1)
-            | 1;
+        let rng = XorShift64Star(
+            cfg.seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(u64::from(cfg.id) + 1)
+                | 1,
+        );
         // The archive stays on disk; the shell answers from it.
         disk.archive = BTreeMap::new();
         let archive_gap = disk.archive_gap;
@@ -423,19 +425,9 @@ impl SyncNode {
         self.out.push_back(Action::Persist(w));
     }
 
-    fn random_below(&mut self, n: u64) -> u64 {
-        // xorshift64*: deterministic, seeded, and cheap to clone and hash.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-
     fn reset_election(&mut self, now: Micros) {
         let (lo, hi) = self.cfg.election_timeout;
-        let jitter = self.random_below(hi.saturating_sub(lo));
+        let jitter = self.rng.below(hi.saturating_sub(lo));
         self.election_deadline = now + lo + jitter;
     }
 }
