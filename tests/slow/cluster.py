@@ -16,25 +16,15 @@ from pathlib import Path
 from harness import HOST, Process, binary_path, free_port
 
 
-_TAKEN: set[int] = set()
-
-
 def fresh_port() -> int:
     """Return a free TCP port not handed out before in this test run (ports are bound later,
     so two nodes must never be given the same one)."""
-    port = free_port(avoid=_TAKEN)
-    _TAKEN.add(port)
-    return port
+    return free_port()
 
 
 def free_udp_port(avoid=()) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-        if port not in set(avoid):
-            return port
-    raise RuntimeError("no free UDP port found")
+    """The same for a node's QUIC (UDP) port."""
+    return free_port(avoid=avoid, kind=socket.SOCK_DGRAM)
 
 
 class Node(Process):

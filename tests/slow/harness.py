@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -55,14 +56,39 @@ def binary_path() -> Path:
     return target / "release" / "ordo-entry"
 
 
-def free_port(avoid: Iterable[int] = ()) -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 first)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-        if port not in set(avoid):
-            return port
+def _ephemeral_start() -> int:
+    """The first port the kernel hands to outgoing connections (`ip_local_port_range`)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port(avoid: Iterable[int] = (), kind: int = socket.SOCK_STREAM) -> int:
+    """Return a port on 127.0.0.1 that was free a moment ago and is not handed out twice.
+
+    It is picked below the kernel's ephemeral range: a port from that range (what binding to
+    port 0 gives) can be taken by any client connection's local end while the node that
+    listens on it restarts, and the restart then fails with `Address already in use`.
+    """
+    top = _ephemeral_start()
+    low = max(1024, top - 16384)
+    avoid = set(avoid) | _HANDED_OUT
+    for _ in range(500):
+        port = random.randrange(low, top)
+        if port in avoid:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no free port found")
 
 
