@@ -68,6 +68,9 @@ pub(crate) struct Shell {
     pub(crate) task: tokio::task::JoinHandle<()>,
     /// Other owners' abandons, in notice order (for [`crate::adopt`]).
     pub(crate) abandons: mpsc::UnboundedReceiver<AbandonNotice>,
+    /// Why the shell stopped on its own (its storage failed): the entry can neither cache
+    /// what it delivers nor ack, so the process should stop and its clients go elsewhere.
+    pub(crate) failed: oneshot::Receiver<String>,
 }
 
 /// Join the cluster described by `spec` as entry `config.owner`, delivering into `router`.
@@ -163,14 +166,24 @@ pub(crate) fn start(
     };
     // The shell's task ends once the delivery task has routed what it was handed, so a
     // clean stop's router snapshot covers everything this entry cached.
+    let (failed_tx, failed) = oneshot::channel();
     let task = tokio::spawn(async move {
-        shell.run(rx, inbox, shutdown).await;
-        let _ = delivery.await;
+        let stopped = shell.run(rx, inbox, shutdown).await;
+        let delivery = delivery.await;
+        if let Some(why) = stopped {
+            // The delivery task's own error says what its storage did.
+            let why = match delivery {
+                Ok(Err(e)) => format!("{why}: {e}"),
+                _ => why,
+            };
+            let _ = failed_tx.send(why);
+        }
     });
     Ok(Shell {
         sequencer: Sequencer::from_sender(tx),
         task,
         abandons,
+        failed,
     })
 }
 
@@ -224,12 +237,14 @@ struct Gauges {
 }
 
 impl ShellTask {
+    /// Run until shutdown (`None`) or until storage fails (`Some(why)`).
     async fn run(
         mut self,
         mut publishes: mpsc::Receiver<PublishRequest>,
         mut inbox: mpsc::Receiver<(NodeId, Msg)>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> Option<String> {
+        let mut failure = None;
         loop {
             let deadline =
                 tokio::time::Instant::from_std(self.clock.instant(self.core.poll_timeout()));
@@ -263,6 +278,7 @@ impl ShellTask {
                     if room_for_overflow.is_some() => {
                     let Some(permit) = permit else {
                         tracing::error!("the delivery task stopped; no further acks from this entry");
+                        failure = Some("the delivery task stopped".to_string());
                         break;
                     };
                     if let Some(batch) = self.overflow.pop_front() {
@@ -275,6 +291,7 @@ impl ShellTask {
             self.pause_follow_while_overflowing();
             if let Err(e) = self.run_actions().await {
                 tracing::error!(error = %e, "entry storage failed; no further acks from this entry");
+                failure = Some(format!("{e:#}"));
                 break;
             }
         }
@@ -283,6 +300,7 @@ impl ShellTask {
         }
         self.mesh.close();
         // Dropping `self` closes the delivery queue: the delivery task drains it and ends.
+        failure
     }
 
     fn publish(&mut self, req: PublishRequest) {
@@ -420,7 +438,11 @@ impl ShellTask {
 /// Cache each delivered batch in the local store (unsynced: the ndbs hold the truth), then route
 /// it, in id order. It runs beside the shell so that writing and routing deliveries never holds
 /// up TRIMs, RESOLVEDs and acks; when it falls behind, its full queue pauses the follow path.
-async fn deliver(store: Store, router: Arc<Router>, mut batches: mpsc::Receiver<Delivered>) {
+async fn deliver(
+    store: Store,
+    router: Arc<Router>,
+    mut batches: mpsc::Receiver<Delivered>,
+) -> Result<(), String> {
     while let Some(messages) = batches.recv().await {
         let batch = CommitBatch {
             messages,
@@ -434,14 +456,15 @@ async fn deliver(store: Store, router: Arc<Router>, mut batches: mpsc::Receiver<
             Ok(Ok(batch)) => router.dispatch(&batch.messages),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "entry storage failed; no further deliveries");
-                return;
+                return Err(e.to_string());
             }
             Err(e) => {
                 tracing::error!(error = %e, "delivery write panicked; no further deliveries");
-                return;
+                return Err(e.to_string());
             }
         }
     }
+    Ok(())
 }
 
 /// Read the reservation file, if there is one.

@@ -92,6 +92,8 @@ pub struct Running {
     shutdown: tokio::sync::watch::Sender<bool>,
     owner: SegmentOwner,
     clean_stop: CleanStopMark,
+    /// A cluster entry's shell says here why it stopped on its own (its storage failed).
+    failed: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 /// Notes in the local store that this run stopped cleanly, so the next start
@@ -124,6 +126,35 @@ enum SegmentOwner {
 }
 
 impl Running {
+    /// Wait until this entry can no longer work: a cluster entry whose storage failed can
+    /// neither cache what it delivers nor ack, so it should stop and let its clients move to
+    /// another entry. Returns why; never returns for an embedded broker, which keeps serving
+    /// reads on a full disk and refuses publishes.
+    pub async fn failure(&mut self) -> String {
+        match self.failed.as_mut() {
+            Some(failed) => match failed.await {
+                Ok(why) => why,
+                // The shell ended without a failure (a shutdown): nothing to report.
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stop after [`Running::failure`]: close listeners and connections like a crash would,
+    /// without the clean-stop mark or a router snapshot (the disk may be full). The next
+    /// start publishes the wills of the connections this ended, as after a crash.
+    pub async fn stop_failed(self, timeout: std::time::Duration) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.snapshot_task.abort();
+        let _ = self.shutdown.send(true);
+        if let SegmentOwner::Cluster(task) = self.owner {
+            let _ = tokio::time::timeout(timeout, task).await;
+        }
+    }
+
     /// Begin stopping without waiting: listeners close, connections end, and
     /// the sequencer thread finishes on its own once they have.
     pub fn stop(self) {
@@ -277,7 +308,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("bind metrics {addr}"))?;
     }
-    let (sequencer, owner, abandons) = match &config.cluster {
+    let (sequencer, owner, abandons, failed) = match &config.cluster {
         None => {
             let (sequencer, thread, dispatcher) = sequencer::start(
                 store.clone(),
@@ -286,7 +317,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 config.max_batch,
                 metrics,
             )?;
-            (sequencer, SegmentOwner::Embedded(thread, dispatcher), None)
+            (
+                sequencer,
+                SegmentOwner::Embedded(thread, dispatcher),
+                None,
+                None,
+            )
         }
         Some(path) => {
             let spec = ordo_common::cluster::ClusterSpec::load(path)?;
@@ -302,6 +338,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 shell.sequencer,
                 SegmentOwner::Cluster(shell.task),
                 Some(shell.abandons),
+                Some(shell.failed),
             )
         }
     };
@@ -451,5 +488,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: shutdown_tx,
         owner,
         clean_stop: stop_mark,
+        failed,
     })
 }

@@ -177,8 +177,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
              or `ordo-entry --cluster FILE --id N` (an entry of a cluster)"
         );
     }
-    let running = ordo_entry::start(config).await?;
-    ordo_common::quic::node::shutdown_signal().await;
+    let mut running = ordo_entry::start(config).await?;
+    tokio::select! {
+        _ = ordo_common::quic::node::shutdown_signal() => {}
+        why = running.failure() => {
+            tracing::error!(error = %why, "storage failed; stopping so clients move to another entry");
+            running.stop_failed(std::time::Duration::from_secs(10)).await;
+            anyhow::bail!("storage failed, stopping: {why}");
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())

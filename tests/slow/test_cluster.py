@@ -9,73 +9,26 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
 
+from cluster_load import (
+    WAMP_TOPIC,
+    Load,
+    Publisher,
+    check_delivered,
+    keys,
+    subscriber,
+    wait_caught_up,
+)
 from harness import (
     HOST,
     MqttClient,
     duplicates,
     ident_bytes,
-    key_from_mqtt,
     key_from_wamp,
     per_publisher_order_violations,
-    wait_quiet,
     wait_until,
 )
-
-TOPIC = "ordo/cluster/t"
-WAMP_TOPIC = "ordo.cluster.t"
-WINDOW = 100
-
-
-
-class Publisher(threading.Thread):
-    """Publish QoS1 through one entry, at most WINDOW unacknowledged, until stopped or cut off."""
-
-    def __init__(self, port: int, name: str, limit: int = 1_000_000, pace: float = 0.0):
-        super().__init__(daemon=True)
-        self.client = MqttClient(port, inflight=WINDOW).connect()
-        self.name, self.limit, self.pace = name, limit, pace
-        self.mid_seq: dict[int, int] = {}
-        self.stop = threading.Event()
-        self.error = None
-
-    def run(self):
-        c = self.client
-        try:
-            deadline = time.monotonic() + 120
-            for seq in range(self.limit):
-                while len(self.mid_seq) - len(c.acked_mids) >= WINDOW and not self.stop.is_set():
-                    if time.monotonic() > deadline or c.disconnected.is_set():
-                        return
-                    time.sleep(0.001)
-                if self.stop.is_set() or c.disconnected.is_set() or time.monotonic() > deadline:
-                    return
-                self.mid_seq[c.publish(TOPIC, ident_bytes(self.name, seq), qos=1)] = seq
-                if self.pace:
-                    time.sleep(self.pace)
-        except BaseException as e:  # reported by the test
-            self.error = e
-
-    def acked(self) -> set:
-        return {(self.name, self.mid_seq[m]) for m in set(self.client.acked_mids) if m in self.mid_seq}
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.join(15)
-        assert not self.is_alive(), f"{self.name} did not stop"
-        assert self.error is None, f"{self.name}: {self.error!r}"
-
-
-def subscriber(port: int) -> MqttClient:
-    c = MqttClient(port).connect()
-    c.subscribe(TOPIC, qos=1)
-    return c
-
-
-def keys(client: MqttClient) -> list:
-    return [key_from_mqtt(m.payload) for m in list(client.messages)]
 
 
 def test_three_entries_deliver_one_order(cluster, clients):
@@ -108,88 +61,42 @@ def test_three_entries_deliver_one_order(cluster, clients):
 
 def test_kill9_of_each_role_under_load_loses_nothing_acked(cluster, clients):
     subs = [subscriber(cluster.entry[0].mqtt_port), subscriber(cluster.entry[1].mqtt_port)]
-    pubs: list[Publisher] = []
-
-    def start_publishers(entries, tag):
-        for i, e in enumerate(entries):
-            for j in range(2):
-                p = Publisher(e.mqtt_port, f"{tag}-e{i}p{j}", pace=0.0005)
-                p.start()
-                pubs.append(p)
-
-    def acks() -> int:
-        return sum(len(p.client.acked_mids) for p in pubs)
-
-    def progress(more: int, what: str):
-        target = acks() + more
-        assert wait_until(lambda: acks() >= target, 60), (
-            f"{what}: acks stalled at {acks()} (wanted {target})\n{cluster.log_tails()}"
-        )
-
-    start_publishers(cluster.entry, "a")
-    progress(300, "warm-up")
+    load = Load(cluster)
+    load.start(cluster.entry, "a")
+    load.progress(300, "warm-up")
 
     # one ndb: a quorum of two keeps storing; the restarted one catches up
     cluster.ndb[1].kill9()
-    progress(300, "ndb2 down")
+    load.progress(300, "ndb2 down")
     cluster.ndb[1].start()
-    progress(200, "ndb2 back")
+    load.progress(200, "ndb2 back")
 
     # the sync leader: the other two elect a new one and keep ordering
     leader = cluster.sync_leader()
     assert leader is not None, "no sync node logged becoming leader"
     leader.kill9()
-    progress(300, f"{leader.name} (leader) down")
+    load.progress(300, f"{leader.name} (leader) down")
     leader.start()
-    progress(200, f"{leader.name} back")
+    load.progress(200, f"{leader.name} back")
 
     # one entry: its publishers are cut off and reconnect to another entry
     victim = cluster.entry[2]
     victim.kill9()
-    cut = [p for p in pubs if p.client.port == victim.mqtt_port]
-    for p in cut:
-        assert p.client.disconnected.wait(10), f"{p.name} did not notice its entry die"
-        p.client.client.loop_stop()
-    start_publishers([cluster.entry[0]], "b")
-    progress(300, "entry3 down")
+    cut = load.cut_off(victim)
+    load.start([cluster.entry[0]], "b")
+    load.progress(300, "entry3 down")
     victim.start()
 
-    for p in pubs:
-        if p in cut:
-            p.join(15)
-        else:
-            p.finish()
-    acked = set().union(*(p.acked() for p in pubs))
-    total = wait_quiet(lambda: min(len(s.messages) for s in subs), quiet=1.5, timeout=60)
-    seqs = [keys(s) for s in subs]
-    assert seqs[0] == seqs[1], "subscribers on two entries saw different sequences"
-    seen = seqs[0]
-    assert not duplicates(seen), f"duplicates delivered: {duplicates(seen)[:5]}"
-    assert not per_publisher_order_violations(seen), per_publisher_order_violations(seen)[:5]
-    missing = acked - set(seen)
-    assert not missing, f"{len(missing)} PUBACKed messages missing, e.g. {sorted(missing)[:5]}"
-    assert total >= len(acked)
-
+    acked = load.finish(cut)
+    seen = check_delivered(subs, acked)
     # the restarted ndb and sync caught up: every node reports the same next id, no lag
-    def caught_up():
-        ndb = [n.metric("ordo_ndb_next_id") for n in cluster.ndb]
-        lag = [n.metric("ordo_ndb_lag_ids") for n in cluster.ndb]
-        sync = [n.metric("ordo_sync_next_id") for n in cluster.sync]
-        return (None not in ndb + sync and len(set(ndb)) == 1 and set(lag) == {0}
-                and set(sync) == set(ndb) and ndb[0] > len(seen))
-
-    assert wait_until(caught_up, 30, interval=0.2), (
-        "nodes did not converge: ndb next ids "
-        f"{[n.metric('ordo_ndb_next_id') for n in cluster.ndb]}, sync next ids "
-        f"{[n.metric('ordo_sync_next_id') for n in cluster.sync]}"
-    )
+    wait_caught_up(cluster, len(seen))
 
     # the restarted entry catches up: replay from id 0 there equals what the others saw
     late = clients.wamp(victim)
     late.subscribe(WAMP_TOPIC, after=0)
     assert late.wait_events(len(seen), 60), f"restarted entry replayed {len(late.events)} of {len(seen)}"
     assert [key_from_wamp(e.args, e.kwargs) for e in list(late.events)] == seen
-
 
 
 def subscribe_and_disconnect_when_saved(port: int, client_id: str, topic: str) -> None:
