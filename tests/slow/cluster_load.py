@@ -1,19 +1,16 @@
 """QoS 1 load on a running cluster and the checks every cluster test makes of what it delivered.
 
-A `Publisher` publishes numbered messages through one entry in its own thread; subscribers on
+A `publisher` publishes numbered messages through one entry in its own thread; subscribers on
 other entries collect what they deliver. `check_delivered` asserts the total order and that no
 PUBACKed message is missing; `wait_caught_up` that every ndb and sync node reached the same id.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-
 from harness import (
     MqttClient,
+    QosPublisher,
     duplicates,
-    ident_bytes,
     key_from_mqtt,
     per_publisher_order_violations,
     wait_quiet,
@@ -25,43 +22,10 @@ WAMP_TOPIC = "ordo.cluster.t"
 WINDOW = 100
 
 
-class Publisher(threading.Thread):
-    """Publish QoS1 through one entry, at most WINDOW unacknowledged, until stopped or cut off."""
-
-    def __init__(self, port: int, name: str, limit: int = 1_000_000, pace: float = 0.0, payload: int = 0):
-        super().__init__(daemon=True)
-        self.client = MqttClient(port, inflight=WINDOW).connect()
-        self.name, self.limit, self.pace = name, limit, pace
-        self.pad = b" " * payload  # JSON allows trailing blanks: the payload still parses
-        self.mid_seq: dict[int, int] = {}
-        self.stop = threading.Event()
-        self.error = None
-
-    def run(self):
-        c = self.client
-        try:
-            deadline = time.monotonic() + 120
-            for seq in range(self.limit):
-                while len(self.mid_seq) - len(c.acked_mids) >= WINDOW and not self.stop.is_set():
-                    if time.monotonic() > deadline or c.disconnected.is_set():
-                        return
-                    time.sleep(0.001)
-                if self.stop.is_set() or c.disconnected.is_set() or time.monotonic() > deadline:
-                    return
-                self.mid_seq[c.publish(TOPIC, ident_bytes(self.name, seq) + self.pad, qos=1)] = seq
-                if self.pace:
-                    time.sleep(self.pace)
-        except BaseException as e:  # reported by the test
-            self.error = e
-
-    def acked(self) -> set:
-        return {(self.name, self.mid_seq[m]) for m in set(self.client.acked_mids) if m in self.mid_seq}
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.join(15)
-        assert not self.is_alive(), f"{self.name} did not stop"
-        assert self.error is None, f"{self.name}: {self.error!r}"
+def publisher(port: int, name: str, limit: int = 1_000_000, pace: float = 0.0, payload: int = 0) -> QosPublisher:
+    """A QoS 1 publisher thread on its own connection to the entry at `port` (not started)."""
+    client = MqttClient(port, inflight=WINDOW).connect()
+    return QosPublisher(client, name, TOPIC, WINDOW, limit=limit, pace=pace, payload=payload)
 
 
 def subscriber(port: int) -> MqttClient:
@@ -79,12 +43,12 @@ class Load:
 
     def __init__(self, cluster, pace: float = 0.0005, payload: int = 0):
         self.cluster, self.pace, self.payload = cluster, pace, payload
-        self.pubs: list[Publisher] = []
+        self.pubs: list[QosPublisher] = []
 
     def start(self, entries, tag: str, per_entry: int = 2) -> None:
         for i, e in enumerate(entries):
             for j in range(per_entry):
-                p = Publisher(e.mqtt_port, f"{tag}-e{i}p{j}", pace=self.pace, payload=self.payload)
+                p = publisher(e.mqtt_port, f"{tag}-e{i}p{j}", pace=self.pace, payload=self.payload)
                 p.start()
                 self.pubs.append(p)
 
@@ -97,7 +61,7 @@ class Load:
             f"{what}: acks stalled at {self.acks()} (wanted {target})\n{self.cluster.log_tails()}"
         )
 
-    def cut_off(self, entry) -> list[Publisher]:
+    def cut_off(self, entry) -> list[QosPublisher]:
         """Wait until the publishers of a dead entry notice; return them."""
         cut = [p for p in self.pubs if p.client.port == entry.mqtt_port]
         for p in cut:

@@ -333,6 +333,51 @@ class MqttMessage:
     dup: bool
 
 
+class QosPublisher(threading.Thread):
+    """Publish numbered QoS 1 messages (`ident_bytes`) through `client` in a thread, at most
+    `window` unacknowledged, until `limit`, `deadline` seconds, a stop or a lost connection."""
+
+    def __init__(self, client, name: str, topic: str, window: int, limit: int = 1_000_000,
+                 pace: float = 0.0, payload: int = 0, deadline: float = 120):
+        super().__init__(daemon=True)
+        self.client, self.name, self.topic, self.window = client, name, topic, window
+        self.limit, self.pace, self.deadline = limit, pace, deadline
+        self.pad = b" " * payload  # JSON allows trailing blanks: the payload still parses
+        self.mid_seq: dict[int, int] = {}
+        self.stop = threading.Event()
+        self.error = None
+
+    def run(self):
+        c = self.client
+        try:
+            deadline = time.monotonic() + self.deadline
+            for seq in range(self.limit):
+                while len(self.mid_seq) - len(c.acked_mids) >= self.window and not self.stop.is_set():
+                    if time.monotonic() > deadline or c.disconnected.is_set():
+                        return
+                    time.sleep(0.0005)
+                if self.stop.is_set() or c.disconnected.is_set() or time.monotonic() > deadline:
+                    return
+                self.mid_seq[c.publish(self.topic, ident_bytes(self.name, seq) + self.pad, qos=1)] = seq
+                if self.pace:
+                    time.sleep(self.pace)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def sent(self) -> set:
+        return {(self.name, s) for s in self.mid_seq.values()}
+
+    def acked(self) -> set:
+        return {(self.name, self.mid_seq[m]) for m in set(self.client.acked_mids) if m in self.mid_seq}
+
+    def finish(self) -> None:
+        """Stop and join; fail the test if the thread hung or raised."""
+        self.stop.set()
+        self.join(15)
+        assert not self.is_alive(), f"{self.name} did not stop"
+        assert self.error is None, f"{self.name}: {self.error!r}"
+
+
 class MqttClient:
     """A paho-mqtt 2.x client (MQTT 3.1.1) with its network loop on a background thread.
 

@@ -14,9 +14,9 @@ import time
 from cluster_load import (
     WAMP_TOPIC,
     Load,
-    Publisher,
     check_delivered,
     keys,
+    publisher,
     subscriber,
     wait_caught_up,
 )
@@ -35,7 +35,7 @@ def test_three_entries_deliver_one_order(cluster, clients):
     subs = [subscriber(e.mqtt_port) for e in cluster.entry]
     wamp = clients.wamp(cluster.entry[2])
     wamp.subscribe(WAMP_TOPIC)
-    pubs = [Publisher(e.mqtt_port, f"e{i}p{j}", limit=300) for i, e in enumerate(cluster.entry) for j in range(2)]
+    pubs = [publisher(e.mqtt_port, f"e{i}p{j}", limit=300) for i, e in enumerate(cluster.entry) for j in range(2)]
     for p in pubs:
         p.start()
     for p in pubs:

@@ -1,9 +1,7 @@
 """kill -9 under QoS1 load: nothing PUBACKed is lost, nothing is stored twice."""
 
-import threading
-import time
-
 from harness import (
+    QosPublisher,
     duplicates,
     ident_bytes,
     key_from_wamp,
@@ -22,43 +20,14 @@ KILL_AFTER_ACKS = 1_500  # total PUBACKs seen before the kill
 CYCLES = 2
 
 
-class Publisher(threading.Thread):
-    """Publish QoS1 as fast as the window allows until told to stop or the connection drops."""
-
-    def __init__(self, client, name):
-        super().__init__(daemon=True)
-        self.client, self.name = client, name
-        self.mid_seq: dict[int, int] = {}
-        self.stop = threading.Event()
-        self.error = None
-
-    def run(self):
-        c = self.client
-        try:
-            deadline = time.monotonic() + 60
-            for seq in range(MAX_EACH):
-                while len(self.mid_seq) - len(c.acked_mids) >= WINDOW and not self.stop.is_set():
-                    if time.monotonic() > deadline:
-                        return
-                    time.sleep(0.0005)
-                if self.stop.is_set() or c.disconnected.is_set() or time.monotonic() > deadline:
-                    return
-                self.mid_seq[c.publish(TOPIC, ident_bytes(self.name, seq), qos=1)] = seq
-        except BaseException as e:
-            self.error = e
-
-    def sent(self):
-        return {(self.name, s) for s in self.mid_seq.values()}
-
-    def acked(self):
-        return {(self.name, self.mid_seq[m]) for m in set(self.client.acked_mids) if m in self.mid_seq}
-
-
 def test_kill9_during_qos1_load_loses_no_acked_message(ordo, clients):
     sent: set = set()
     acked: set = set()
     for cycle in range(CYCLES):
-        pubs = [Publisher(clients.mqtt(ordo, inflight=WINDOW), f"c{cycle}-p{i}") for i in range(PUBLISHERS)]
+        pubs = [
+            QosPublisher(clients.mqtt(ordo, inflight=WINDOW), f"c{cycle}-p{i}", TOPIC, WINDOW, limit=MAX_EACH, deadline=60)
+            for i in range(PUBLISHERS)
+        ]
         for p in pubs:
             p.start()
         assert wait_until(lambda: sum(len(p.client.acked_mids) for p in pubs) >= KILL_AFTER_ACKS, 60), (
