@@ -205,6 +205,61 @@ async fn a_peer_is_only_heard_under_its_certificates_name() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A peer whose frame does not decode loses its stream, and nothing after that frame is
+/// taken from it; the node and its other peers go on, and the peer is heard again once it
+/// reconnects.
+#[tokio::test]
+async fn a_frame_that_does_not_decode_drops_only_that_peers_stream() {
+    use crate::proto::{Msg, NodeId};
+    let dir = std::env::temp_dir().join(format!("ordo-quic-garbage-{}", std::process::id()));
+    generate_dev_certs(&dir, &["sync1", "ndb1", "ndb2"]).expect("certs");
+    let (tx, mut inbox) = tokio::sync::mpsc::channel(16);
+    let mesh = mesh::Mesh::start(
+        NodeId::Sync(1),
+        "127.0.0.1:0".parse().expect("addr"),
+        &std::collections::BTreeMap::new(),
+        &load_identity(&dir, "sync1").expect("sync1"),
+        tx,
+    )
+    .expect("mesh");
+    let addr = mesh.local_addr().expect("addr");
+    let ndb1 = load_identity(&dir, "ndb1").expect("ndb1");
+    let client = endpoint("127.0.0.1:0".parse().expect("addr"), &ndb1).expect("client");
+    let conn = connect_to(&client, addr, "sync1").await.expect("connect");
+    let mut send = conn.open_uni().await.expect("open");
+    write_frame(
+        &mut send,
+        &mesh::Hello {
+            from: NodeId::Ndb(1),
+        },
+    )
+    .await
+    .expect("hello");
+    // A well-formed length prefix around bytes that are no message (0xc1 is never valid
+    // msgpack), then a valid message the node must not take after it.
+    send.write_all(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1])
+        .await
+        .expect("garbage");
+    let trim = Msg::Trim {
+        owner: 1,
+        segment: 1,
+        count: 1,
+    };
+    write_frame(&mut send, &trim).await.expect("msg");
+    let got = tokio::time::timeout(std::time::Duration::from_millis(500), inbox.recv()).await;
+    assert!(
+        got.is_err(),
+        "a message after a bad frame was taken: {got:?}"
+    );
+    // Another peer is heard as before, and so is ndb1 on a new connection.
+    let ndb2 = load_identity(&dir, "ndb2").expect("ndb2");
+    assert!(heard_as(&ndb2, addr, NodeId::Ndb(2), &mut inbox).await);
+    assert!(heard_as(&ndb1, addr, NodeId::Ndb(1), &mut inbox).await);
+    conn.close(0u32.into(), b"done");
+    mesh.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Between two meshes, a burst far larger than one batch arrives whole and in order,
 /// and a batch of frames decodes back to the same messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
