@@ -16,12 +16,6 @@ from pathlib import Path
 from harness import HOST, Process, binary_path, free_port
 
 
-def fresh_port() -> int:
-    """Return a free TCP port not handed out before in this test run (ports are bound later,
-    so two nodes must never be given the same one)."""
-    return free_port()
-
-
 def free_udp_port(avoid=()) -> int:
     """The same for a node's QUIC (UDP) port."""
     return free_port(avoid=avoid, kind=socket.SOCK_DGRAM)
@@ -31,7 +25,7 @@ class Node(Process):
     """One cluster process, restartable on the same data folder and ports, with metrics."""
 
     def __init__(self, name: str, command: list[str], log_dir: Path, tcp_ports=()):
-        self.metrics_port = fresh_port()
+        self.metrics_port = free_port()
         self._command = command + ["--metrics", f"{HOST}:{self.metrics_port}"]
         super().__init__(name, name, log_dir, tcp_ports)
 
@@ -85,9 +79,9 @@ class OrdoCluster:
                     for i in range(1, ndbs + 1)]
         self.entry = []
         for i in range(1, entries + 1):
-            mqtt = fresh_port()
-            wamp = fresh_port()
-            rawsocket = fresh_port()
+            mqtt = free_port()
+            wamp = free_port()
+            rawsocket = free_port()
             node = Node(f"entry{i}", [str(entry_bin), "--cluster", cf, "--id", str(i),
                                       "--mqtt", f"{HOST}:{mqtt}", "--wamp", f"{HOST}:{wamp}",
                                       "--wamp-rawsocket", f"{HOST}:{rawsocket}",

@@ -56,6 +56,15 @@ def binary_path() -> Path:
     return target / "release" / "ordo-entry"
 
 
+def mount_tmpfs(path: Path, size: str) -> tuple[bool, str]:
+    """Mount a tmpfs of `size` (e.g. "8m") at `path` (needs root); return whether it worked, and
+    why not."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    return r.returncode == 0, r.stderr.strip()
+
+
 def _ephemeral_start() -> int:
     """The first port the kernel hands to outgoing connections (`ip_local_port_range`)."""
     try:

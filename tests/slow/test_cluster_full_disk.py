@@ -18,18 +18,10 @@ import pytest
 
 from cluster import OrdoCluster
 from cluster_load import WAMP_TOPIC, Load, check_delivered, subscriber, wait_caught_up
-from harness import key_from_wamp, wait_until
+from harness import key_from_wamp, mount_tmpfs, wait_until
 
 # Big enough that a node fills its last free pages within a few segments.
 PAYLOAD = 2_000
-
-
-def _mount_tmpfs(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {r.stderr.strip()}")
 
 
 def _fill(path: Path) -> Path:
@@ -38,8 +30,9 @@ def _fill(path: Path) -> Path:
     chunk = b"\0" * (1 << 20)
     with open(ballast, "wb", buffering=0) as f:
         while True:
+            st = os.statvfs(path)
             try:
-                f.write(chunk if os.statvfs(path).f_bavail * os.statvfs(path).f_frsize >= len(chunk) else b"\0" * 4096)
+                f.write(chunk if st.f_bavail * st.f_frsize >= len(chunk) else chunk[:4096])
             except OSError:
                 return ballast
 
@@ -54,7 +47,9 @@ def small_disks(ordo_binary, tmp_path, request):
     try:
         for name in request.param:
             path = c.root / "data" / name
-            _mount_tmpfs(path)
+            ok, why = mount_tmpfs(path, "64m")
+            if not ok:
+                pytest.skip(f"cannot mount tmpfs here: {why}")
             mounted.append(path)
         c.start()
         yield c

@@ -12,18 +12,11 @@ import subprocess
 
 import pytest
 
-from harness import OrdoServer, wait_until
+from harness import OrdoServer, mount_tmpfs, wait_until
 
 TOPIC = "ordo/slow/full"
 URI = "ordo.slow.full"
 PAD = "x" * 150_000
-
-
-def _mount_tmpfs(path, size):
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                       capture_output=True, text=True)
-    return r.returncode == 0, r.stderr.strip()
 
 
 def _seqs(events):
@@ -34,7 +27,7 @@ def test_full_disk_stops_acks_and_keeps_every_acked_message(ordo_binary, tmp_pat
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     small = tmp_path / "small"
-    mounted, why = _mount_tmpfs(small, "8m")
+    mounted, why = mount_tmpfs(small, "8m")
     if not mounted:
         pytest.skip(f"cannot mount tmpfs here: {why}")
     server = OrdoServer(ordo_binary, small / "data", tmp_path)

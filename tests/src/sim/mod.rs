@@ -245,8 +245,9 @@ impl World {
                 c.window = 3;
                 c.reserve = 4;
                 // Two thirds of the runs hold new segments back while one is in flight: 2 ms,
-                // or the shell's default of 15 ms.
-                c.linger = [0, 15_000, 2_000][(cfg.seed / 9 % 3) as usize];
+                // or the shell's default (15 ms).
+                let default = ordo_entry::Config::default().cluster_segment_linger_us;
+                c.linger = [0, default, 2_000][(cfg.seed / 9 % 3) as usize];
                 // Entries learn operator abandons (to adopt wills) by polling a sync node.
                 c.notice_poll = 200_000;
                 if cfg.mutation == Mutation::FirstTrim {
