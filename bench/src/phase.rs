@@ -207,7 +207,7 @@ pub async fn run(
             qos: cfg.pub_qos,
             window: cfg.window,
             payload: cfg.payload,
-            start,
+            start: start + paced_turn(cfg.rate, i),
             deadline,
             drain_deadline: deadline + drain,
             rate: cfg.rate.map(|r| r / cfg.publishers as f64),
@@ -314,6 +314,14 @@ fn lost(pubs: &[PublisherReport], s: &SubscriberReport) -> u64 {
     lost
 }
 
+/// When paced publisher `i` starts, after the phase's start. With a total `rate`, publisher `i`
+/// sends message k at `start + (i + k * publishers) / rate`: the broker sees one publish every
+/// `1 / rate` seconds, not every publisher's at the same instant (a burst of `publishers`
+/// messages per period, which a batching broker answers with a lone first message and a queue).
+fn paced_turn(rate: Option<f64>, i: usize) -> Duration {
+    rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +337,20 @@ mod tests {
             ack_latency: histogram(),
             error: None,
         }
+    }
+
+    #[test]
+    fn paced_publishers_take_turns() {
+        // 8 publishers at 1,000 msg/s in all: one publish every millisecond, in turn.
+        let starts: Vec<Duration> = (0..8).map(|i| paced_turn(Some(1000.0), i)).collect();
+        for (i, at) in starts.iter().enumerate() {
+            assert_eq!(at.as_micros(), 1000 * i as u128);
+        }
+        assert_eq!(
+            paced_turn(None, 5),
+            Duration::ZERO,
+            "the peak phase starts all at once"
+        );
     }
 
     #[test]
