@@ -64,6 +64,18 @@ pub fn settled(w: &World) -> Result<(), String> {
         .filter_map(|n| n.core.as_ref())
         .find(|c| c.is_leader())
         .ok_or("liveness: no sync leader")?;
+    // Until a new leader commits an entry of its term, entries an earlier leader committed
+    // (and acked) are in its log but not yet applied: its tip is not the final one.
+    if leader.commit_index() != leader.last_index()
+        || leader.applied_index() != leader.commit_index()
+    {
+        return Err(format!(
+            "liveness: the leader applied {} and committed {} of {} log entries",
+            leader.applied_index(),
+            leader.commit_index(),
+            leader.last_index()
+        ));
+    }
     let tip = leader.machine().next_id();
     let notices = leader.machine().notice_count();
     for n in &w.syncs {
