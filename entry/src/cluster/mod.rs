@@ -134,6 +134,8 @@ struct Segment {
     bodies: Vec<Body>,
     trimmed: BTreeSet<u32>,
     over: bool,
+    /// How many times its Over was sent: the first goes to the leader alone when one is known.
+    overs_sent: u32,
     /// When it was begun, and when its Over was first sent (for [`StageTiming`]).
     begun_at: Micros,
     over_at: Micros,
@@ -174,6 +176,9 @@ pub struct EntryCore {
     renumber: Option<u64>,
     waiting: VecDeque<Publish>,
     inflight: BTreeMap<u64, Segment>,
+    /// The sync node whose Resolved answered an Over sent once: a new segment's first Over
+    /// goes to it alone (the followers would only drop it). Forgotten on any retry.
+    leader: Option<u32>,
     retry_due: Micros,
     follow: follow::Follow,
     out: VecDeque<Action<EntryWrite>>,
@@ -204,6 +209,7 @@ impl EntryCore {
             renumber: None,
             waiting: VecDeque::new(),
             inflight: BTreeMap::new(),
+            leader: None,
             retry_due: now + cfg.retry,
             follow,
             cfg,
@@ -351,7 +357,7 @@ impl EntryCore {
                 },
             ) => {
                 self.on_notices(abandons);
-                self.on_resolved(now, resolutions);
+                self.on_resolved(now, from, resolutions);
             }
             (
                 NodeId::Sync(_) | NodeId::Ndb(_),
@@ -405,6 +411,7 @@ impl EntryCore {
                 bodies: batch.into_iter().map(|p| p.body).collect(),
                 trimmed: BTreeSet::new(),
                 over: false,
+                overs_sent: 0,
                 begun_at: now,
                 over_at: now,
                 waited,
@@ -415,12 +422,20 @@ impl EntryCore {
         }
     }
 
-    /// Send Begin/Keep to ndbs that have not trimmed, or Over to every sync.
+    /// Send Begin/Keep to ndbs that have not trimmed, or Over: the first to the leader if one
+    /// is known, else and on every retry to every sync node.
     fn resend(&mut self, now: Micros, s: u64) {
         let Some(seg) = self.inflight.get_mut(&s) else {
             return;
         };
         seg.sent_at = now;
+        if seg.over {
+            seg.overs_sent += 1;
+            if seg.overs_sent > 1 {
+                // Unanswered: the leader may have changed; ask everyone until one answers.
+                self.leader = None;
+            }
+        }
         let seg = &*seg;
         let owner = self.cfg.owner;
         let mut sends = Vec::new();
@@ -431,7 +446,11 @@ impl EntryCore {
                 count: seg.count(),
                 prev: seg.prev,
             };
-            for sync in &self.cfg.syncs {
+            let to = match &self.leader {
+                Some(leader) if seg.overs_sent == 1 => std::slice::from_ref(leader),
+                _ => &self.cfg.syncs[..],
+            };
+            for sync in to {
                 sends.push((NodeId::Sync(*sync), Msg::Over(e)));
             }
         } else {
@@ -540,7 +559,7 @@ impl EntryCore {
         }
     }
 
-    fn on_resolved(&mut self, now: Micros, resolutions: Vec<Resolution>) {
+    fn on_resolved(&mut self, now: Micros, from: NodeId, resolutions: Vec<Resolution>) {
         for r in resolutions {
             self.follow.learn_tip(r.end());
             if r.owner != self.cfg.owner {
@@ -554,6 +573,11 @@ impl EntryCore {
                 continue;
             }
             if let Some(seg) = self.inflight.remove(&r.segment) {
+                // Only the leader answers an Over sent once (a follower answers only a
+                // duplicate of one it applied, and duplicates go out on retries).
+                if let (NodeId::Sync(sync), 1) = (from, seg.overs_sent) {
+                    self.leader = Some(sync);
+                }
                 if self.timings.len() < TIMINGS_KEPT {
                     self.timings.push(StageTiming {
                         count: seg.count(),

@@ -86,6 +86,49 @@ fn over_waits_for_a_quorum_of_full_trims_and_chains_prev() {
 }
 
 #[test]
+fn the_first_over_goes_to_the_leader_that_answered_and_a_retry_to_every_sync() {
+    let mut e = core();
+    let overs_to = |actions: &[Action<EntryWrite>]| -> Vec<NodeId> {
+        sends(actions)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Msg::Over(_)))
+            .map(|(to, _)| to)
+            .collect()
+    };
+    let resolved = |segment, base| Msg::Resolved {
+        resolutions: vec![Resolution {
+            owner: 7,
+            segment,
+            count: 1,
+            base: PermanentId(base),
+        }],
+        abandons: vec![],
+    };
+    let every_sync: Vec<NodeId> = (0..3).map(NodeId::Sync).collect();
+    // No leader known yet: every sync node.
+    e.handle_publish(0, 1, 1, b("a"));
+    e.handle_message(0, NodeId::Ndb(0), trim(5, 1));
+    e.handle_message(0, NodeId::Ndb(1), trim(5, 1));
+    assert_eq!(overs_to(&e.take_actions()), every_sync);
+    // Sync 2 answered an Over sent once: it leads, and the next segment's Over goes to it alone.
+    e.handle_message(0, NodeId::Sync(2), resolved(5, 1));
+    e.handle_publish(0, 1, 2, b("b"));
+    e.handle_message(0, NodeId::Ndb(0), trim(6, 1));
+    e.handle_message(0, NodeId::Ndb(2), trim(6, 1));
+    assert_eq!(overs_to(&e.take_actions()), vec![NodeId::Sync(2)]);
+    // Unanswered for a retry interval: every sync node, and the hint is forgotten.
+    e.handle_tick(60_000);
+    assert_eq!(overs_to(&e.take_actions()), every_sync);
+    // A follower answering the retried Over (it applied the segment) is not taken for the
+    // leader: the next segment asks everyone again.
+    e.handle_message(60_000, NodeId::Sync(0), resolved(6, 2));
+    e.handle_publish(60_000, 1, 3, b("c"));
+    e.handle_message(60_000, NodeId::Ndb(0), trim(7, 1));
+    e.handle_message(60_000, NodeId::Ndb(1), trim(7, 1));
+    assert_eq!(overs_to(&e.take_actions()), every_sync);
+}
+
+#[test]
 fn acks_on_resolved_and_only_for_its_own_segment() {
     let mut e = core();
     e.handle_publish(0, 1, 1, b("a"));
