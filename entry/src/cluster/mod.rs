@@ -573,8 +573,9 @@ impl EntryCore {
                 continue;
             }
             if let Some(seg) = self.inflight.remove(&r.segment) {
-                // Only the leader answers an Over sent once (a follower answers only a
-                // duplicate of one it applied, and duplicates go out on retries).
+                // An answer to an Over sent once is the leader's announcement, unless that
+                // was lost and a follower got its copy only after applying the segment; a
+                // wrong guess costs one retry interval, after which everyone is asked.
                 if let (NodeId::Sync(sync), 1) = (from, seg.overs_sent) {
                     self.leader = Some(sync);
                 }
