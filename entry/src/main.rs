@@ -1,5 +1,9 @@
 //! `ordo-entry`: run an Ordo entry; `--standalone` runs ndb and sync in-process too.
 
+// glibc malloc took about a tenth of a loaded cluster's CPU (docs/performance.md, fourteenth day).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use ordo_common::cluster::ClusterSpec;
 use ordo_entry::Config;

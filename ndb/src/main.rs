@@ -1,5 +1,9 @@
 //! `ordo-ndb`: run one storage node of an Ordo cluster.
 
+// glibc malloc took about a tenth of a loaded cluster's CPU (docs/performance.md, fourteenth day).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use ordo_common::cluster::ClusterSpec;
 use ordo_ndb::node::{run, NdbOptions};

@@ -1,5 +1,9 @@
 //! `ordo-sync`: run one ordering node of an Ordo cluster, or send it an operator command.
 
+// glibc malloc took about a tenth of a loaded cluster's CPU (docs/performance.md, fourteenth day).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use ordo_common::cluster::ClusterSpec;
 use ordo_sync::node::{run, SyncOptions};
