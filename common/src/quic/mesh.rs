@@ -155,9 +155,10 @@ fn transport() -> quinn::TransportConfig {
     t.receive_window(quinn::VarInt::from_u32(32 << 20));
     t.send_window(32 << 20);
     // Each connection carries one direction of traffic, so no ACK rides on a reply, and
-    // QUIC's default (an ACK for every second packet) sent many pure ACKs. Asking peers (the ACK frequency extension; every node sets it) to ack every
-    // 11th packet or after 25 ms cut the datagrams per message by a fifth
-    // (docs/performance.md, fourteenth day). A packet out of order is still acked at once.
+    // QUIC's default (an ACK for every second packet) sent many pure ACKs. Asking peers
+    // (the ACK frequency extension; every node sets it) to ack every 11th packet or after
+    // 25 ms cut the datagrams per message by a fifth (docs/performance.md, fourteenth day).
+    // A packet out of order is still acked at once.
     let mut acks = quinn::AckFrequencyConfig::default();
     acks.ack_eliciting_threshold(quinn::VarInt::from_u32(10));
     acks.max_ack_delay(Some(Duration::from_millis(25)));
