@@ -162,6 +162,11 @@ pub enum Msg {
         segment: u64,
         /// Messages in the segment.
         count: u32,
+        /// The segment the owner began just before this one (for the ndbs' `Stored`).
+        prev: Option<u64>,
+        /// The entry's first send: an ndb that knows the sync leader reports the stored
+        /// segment to it (`Stored`) instead of answering `Trim`. Retries say `false`.
+        direct: bool,
         /// Bodies from offset 0.
         bodies: Vec<Body>,
     },
@@ -187,6 +192,9 @@ pub enum Msg {
     },
     /// ADVANCE_SEGMENT_OVER, entry → sync: order this segment.
     Over(Elect),
+    /// ndb → the sync leader it knows, for a `direct` Begin: offsets `0..count` of this
+    /// segment are durable here. A quorum of these stands for the entry's `Over`.
+    Stored(Elect),
     /// GENERATE_DRAFT, sync leader → follower: append `entries` after `prev_index`.
     Draft {
         /// Leader's term.
@@ -376,8 +384,16 @@ mod tests {
                 owner: 1,
                 segment: 2,
                 count: 1,
+                prev: Some(1),
+                direct: true,
                 bodies: vec![Bytes::from_static(b"x")],
             },
+            Msg::Stored(Elect {
+                owner: 1,
+                segment: 2,
+                count: 1,
+                prev: Some(1),
+            }),
             Msg::Over(Elect {
                 owner: 1,
                 segment: 2,

@@ -149,13 +149,17 @@ pub(crate) fn start(
                 "segment_wait_seconds",
                 "Oldest publish of a segment taken in to the segment begun (linger, full window)",
             ),
+            flight_seconds: metrics.histogram(
+                "segment_flight_seconds",
+                "Segment begun to ADVANCE_SEGMENT_RESOLVED received (stored and ordered)",
+            ),
             store_seconds: metrics.histogram(
                 "segment_store_seconds",
-                "Segment begun to trimmed by a quorum of ndbs (bodies durable)",
+                "Segments that took the entry's way: begun to trimmed by a quorum of ndbs",
             ),
             order_seconds: metrics.histogram(
                 "segment_order_seconds",
-                "ADVANCE_SEGMENT_OVER sent to ADVANCE_SEGMENT_RESOLVED received",
+                "Segments that took the entry's way: ADVANCE_SEGMENT_OVER sent to RESOLVED",
             ),
         },
         metrics,
@@ -221,6 +225,9 @@ struct ShellTask {
 struct StageTotals {
     segments: u64,
     wait: u64,
+    flight: u64,
+    /// Segments that took the entry's way (Trims, then its Over), and their two stages.
+    via_entry: u64,
     store: u64,
     order: u64,
 }
@@ -232,6 +239,7 @@ struct Gauges {
     lag: Gauge,
     ack_seconds: Histogram,
     wait_seconds: Histogram,
+    flight_seconds: Histogram,
     store_seconds: Histogram,
     order_seconds: Histogram,
 }
@@ -396,14 +404,21 @@ impl ShellTask {
             let _ = self.abandons.send(notice);
         }
         for t in self.core.take_stage_timings() {
-            self.gauges.wait_seconds.observe(t.wait as f64 / 1e6);
-            self.gauges.store_seconds.observe(t.store as f64 / 1e6);
-            self.gauges.order_seconds.observe(t.order as f64 / 1e6);
+            let g = &self.gauges;
+            g.wait_seconds.observe(t.wait as f64 / 1e6);
+            g.flight_seconds.observe(t.flight as f64 / 1e6);
             let s = &mut self.stages_since;
             s.segments += 1;
             s.wait += t.wait;
-            s.store += t.store;
-            s.order += t.order;
+            s.flight += t.flight;
+            if let Some(store) = t.store {
+                let order = t.flight.saturating_sub(store);
+                g.store_seconds.observe(store as f64 / 1e6);
+                g.order_seconds.observe(order as f64 / 1e6);
+                s.via_entry += 1;
+                s.store += store;
+                s.order += order;
+            }
         }
         let next = self.core.next_delivery();
         let g = &self.gauges;
@@ -418,6 +433,8 @@ impl ShellTask {
             let StageTotals {
                 segments,
                 wait,
+                flight,
+                via_entry,
                 store,
                 order,
             } = std::mem::take(&mut self.stages_since);
@@ -426,8 +443,9 @@ impl ShellTask {
             tracing::info!(me = %self.mesh.me(), revision = next.0.saturating_sub(1),
                 unacked = self.core.unacked(), acks, mean_ack_ms = mean_ms(micros, acks),
                 segments, mean_wait_ms = mean_ms(wait, segments),
-                mean_store_ms = mean_ms(store, segments),
-                mean_order_ms = mean_ms(order, segments),
+                mean_flight_ms = mean_ms(flight, segments), via_entry,
+                mean_store_ms = mean_ms(store, via_entry),
+                mean_order_ms = mean_ms(order, via_entry),
                 dropped = self.mesh.stats().dropped.load(std::sync::atomic::Ordering::Relaxed),
                 "heartbeat");
         }

@@ -29,6 +29,7 @@ fn invariants_hold_over_the_seed_range() {
     let (mut snapshots, mut installs_sent, mut installs) = (0, 0, 0);
     let (mut snapshot_restarts, mut seeds_installing) = (0, 0);
     let (mut archive_answers, mut archive_gaps, mut behind_lost) = (0, 0, 0);
+    let mut stored_reports = 0;
     let range = seeds();
     for seed in range.clone() {
         match run(SimConfig::new(seed)) {
@@ -48,6 +49,7 @@ fn invariants_hold_over_the_seed_range() {
                 archive_answers += stats.archive_answers;
                 archive_gaps += stats.archive_gaps;
                 behind_lost += stats.behind_lost;
+                stored_reports += stats.stored_reports;
             }
             Err(e) => {
                 eprintln!(
@@ -65,7 +67,8 @@ fn invariants_hold_over_the_seed_range() {
          {installs_sent} InstallSnapshot sent, {installs} installed (on {seeds_installing} seeds), \
          {snapshot_restarts} sync restarts from a snapshot, {archive_answers} answers from \
          a sync archive, {archive_gaps} installs leaving an archive gap, {behind_lost} ndb \
-         applies written behind and lost in a crash, {} failed",
+         applies written behind and lost in a crash, {stored_reports} Stored reports \
+         delivered, {} failed",
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
@@ -85,6 +88,10 @@ fn invariants_hold_over_the_seed_range() {
         assert!(
             archive_answers > 0 && archive_gaps > 0,
             "no sync shell answered from its archive, or no install left a gap"
+        );
+        assert!(
+            stored_reports > 0,
+            "no ndb reported a stored segment to the sync leader"
         );
     }
 }

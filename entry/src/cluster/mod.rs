@@ -136,6 +136,9 @@ struct Segment {
     over: bool,
     /// How many times its Over was sent: the first goes to the leader alone when one is known.
     overs_sent: u32,
+    /// How many times its Begin was sent: the first is `direct` (the ndbs report to the sync
+    /// leader), retries ask for `Trim`s and so take the `Over` way.
+    begins_sent: u32,
     /// When it was begun, and when its Over was first sent (for [`StageTiming`]).
     begun_at: Micros,
     over_at: Micros,
@@ -158,10 +161,12 @@ pub struct StageTiming {
     pub count: u32,
     /// Its oldest publish taken in to the segment begun: the linger, or a full window.
     pub wait: Micros,
-    /// Begin sent to a quorum of ndb trims (bodies durable on `f+1` ndbs).
-    pub store: Micros,
-    /// Over sent to Resolved received (ordered by the sync cluster).
-    pub order: Micros,
+    /// Its first Begin sent to Resolved received: stored on `f+1` ndbs and ordered.
+    pub flight: Micros,
+    /// For a segment that took the entry's way (its Over sent after a quorum of Trims): its
+    /// first Begin sent to that quorum. The rest of the flight is its order stage. `None` when
+    /// the ndbs reported it straight to the sync leader: the entry never saw it stored.
+    pub store: Option<Micros>,
 }
 
 /// One entry's view of the cluster protocol.
@@ -412,6 +417,7 @@ impl EntryCore {
                 trimmed: BTreeSet::new(),
                 over: false,
                 overs_sent: 0,
+                begins_sent: 0,
                 begun_at: now,
                 over_at: now,
                 waited,
@@ -429,6 +435,10 @@ impl EntryCore {
             return;
         };
         seg.sent_at = now;
+        let direct = !seg.over && seg.begins_sent == 0;
+        if !seg.over {
+            seg.begins_sent += 1;
+        }
         if seg.over {
             seg.overs_sent += 1;
             if seg.overs_sent > 1 {
@@ -462,6 +472,8 @@ impl EntryCore {
                             owner,
                             segment: s,
                             count: seg.count(),
+                            prev: seg.prev,
+                            direct,
                             bodies: chunk.to_vec(),
                         }
                     } else {
@@ -565,10 +577,12 @@ impl EntryCore {
             if r.owner != self.cfg.owner {
                 continue;
             }
+            // Not only after its Over: a quorum of ndbs may have reported it straight to
+            // the leader (a direct Begin), which says as much as a quorum of Trims.
             let matches = self
                 .inflight
                 .get(&r.segment)
-                .is_some_and(|s| s.over && s.count() == r.count);
+                .is_some_and(|s| s.count() == r.count);
             if !matches {
                 continue;
             }
@@ -583,8 +597,8 @@ impl EntryCore {
                     self.timings.push(StageTiming {
                         count: seg.count(),
                         wait: seg.waited,
-                        store: seg.over_at.saturating_sub(seg.begun_at),
-                        order: now.saturating_sub(seg.over_at),
+                        flight: now.saturating_sub(seg.begun_at),
+                        store: seg.over.then(|| seg.over_at.saturating_sub(seg.begun_at)),
                     });
                 }
                 for (i, (publisher, seq)) in seg.publishes.into_iter().enumerate() {

@@ -46,6 +46,8 @@ fn high_water_mark_is_persisted_before_the_first_begin() {
                     owner: 7,
                     segment: 5,
                     count: 1,
+                    prev: None,
+                    direct: true,
                     bodies: vec![b("a")]
                 }
             ))
@@ -153,27 +155,39 @@ fn acks_on_resolved_and_only_for_its_own_segment() {
         },
     );
     let actions = e.take_actions();
-    // Segment 6 is not over yet (no quorum of trims), so it is not acked.
+    // Segment 6 saw no quorum of Trims, but its ndbs may have reported it straight to the
+    // leader (a direct Begin): a Resolved says a quorum holds it, so it is acked too.
+    let acks: Vec<&Action<EntryWrite>> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Ack { .. }))
+        .collect();
     assert_eq!(
-        actions[0],
-        Action::Ack {
-            publisher: 1,
-            seq: 1,
-            id: PermanentId(2)
-        }
+        acks,
+        vec![
+            &Action::Ack {
+                publisher: 1,
+                seq: 1,
+                id: PermanentId(2)
+            },
+            &Action::Ack {
+                publisher: 2,
+                seq: 9,
+                id: PermanentId(3)
+            }
+        ]
     );
     assert_eq!(
         sends(&actions),
         vec![(
             NodeId::Ndb(1),
-            // Only id 1: id 2 is its own segment, delivered from the bodies it holds.
+            // Only id 1: ids 2 and 3 are its own segments, delivered from the bodies it holds.
             Msg::FetchPermanent {
                 from: PermanentId(1),
                 max: 1
             }
         )]
     );
-    assert_eq!(e.unacked(), 1);
+    assert_eq!(e.unacked(), 0);
 }
 
 #[test]
@@ -624,12 +638,28 @@ fn stage_timings_split_a_segment_into_wait_store_and_order() {
             abandons: vec![],
         },
     );
-    let t: Vec<(Micros, Micros, Micros)> = e
+    let t: Vec<(Micros, Option<Micros>, Micros)> = e
         .take_stage_timings()
         .iter()
-        .map(|t| (t.wait, t.store, t.order))
+        .map(|t| (t.wait, t.store, t.flight))
         .collect();
-    assert_eq!(t, vec![(0, 1_000, 3_000), (2_000, 900, 1_000)]);
+    assert_eq!(t, vec![(0, Some(1_000), 4_000), (2_000, Some(900), 1_900)]);
+    // A segment the ndbs reported straight to the leader: no store stage, only its flight.
+    e.handle_publish(5_000, 1, 3, b("c"));
+    e.handle_message(
+        7_500,
+        NodeId::Sync(0),
+        Msg::Resolved {
+            resolutions: vec![res(7, 3)],
+            abandons: vec![],
+        },
+    );
+    let t: Vec<(Option<Micros>, Micros)> = e
+        .take_stage_timings()
+        .iter()
+        .map(|t| (t.store, t.flight))
+        .collect();
+    assert_eq!(t, vec![(None, 2_500)]);
 }
 
 fn notice(seq: u64, owner: u64) -> AbandonNotice {
@@ -692,4 +722,38 @@ fn without_a_notice_poll_nothing_is_asked() {
     assert!(sends(&e.take_actions())
         .iter()
         .all(|(to, _)| !matches!(to, NodeId::Sync(_))));
+}
+
+#[test]
+fn only_the_first_begin_is_direct_and_a_retry_asks_for_trims() {
+    let mut e = core();
+    e.handle_publish(0, 1, 1, b("a"));
+    e.handle_publish(0, 1, 2, b("b"));
+    let direct = |actions: &[Action<EntryWrite>]| -> Vec<(u64, Option<u64>, bool)> {
+        let mut v: Vec<(u64, Option<u64>, bool)> = sends(actions)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Msg::Begin {
+                    segment,
+                    prev,
+                    direct,
+                    ..
+                } => Some((segment, prev, direct)),
+                _ => None,
+            })
+            .collect();
+        v.dedup();
+        v
+    };
+    // Segments 5 and 6 (chained), each to every ndb, direct.
+    assert_eq!(
+        direct(&e.take_actions()),
+        vec![(5, None, true), (6, Some(5), true)]
+    );
+    // Unresolved for a retry interval: the resend asks for Trims.
+    e.handle_tick(60_000);
+    assert_eq!(
+        direct(&e.take_actions()),
+        vec![(5, None, false), (6, Some(5), false)]
+    );
 }

@@ -13,10 +13,10 @@
 //! [`NdbClusterStore`](crate::cluster_store::NdbClusterStore) makes its writes
 //! durable and loads that whole view back on open (no paging yet).
 
-use ordo_common::proto::{AbandonNotice, Action, Body, Micros, Msg, NodeId, Resolution};
+use ordo_common::proto::{AbandonNotice, Action, Body, Elect, Micros, Msg, NodeId, Resolution};
 use ordo_common::PermanentId;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[cfg(test)]
 mod tests;
@@ -230,6 +230,13 @@ pub struct NdbNode {
     /// FetchPermanent asks that found nothing new, answered as soon as ids are applied
     /// (a long poll: the entry learns of new ids one apply later, not one retry later).
     parked: BTreeMap<NodeId, (PermanentId, u32)>,
+    /// The sync node taken for the leader: the last to send a `Resolved` this node did not
+    /// ask for (only a leader announces). A wrong guess costs the entry one retry.
+    leader: Option<u32>,
+    /// Sync nodes asked for resolutions that have not answered since.
+    asked_syncs: BTreeSet<u32>,
+    /// Segments of a `direct` Begin, to report to the leader (`Stored`) once all held.
+    reports: BTreeMap<(u64, u64), Elect>,
     out: VecDeque<Action<NdbWrite>>,
     /// Answers to readers that leave ahead of this step's writes (see [`NdbNode::reply_now`]).
     replies: Vec<Action<NdbWrite>>,
@@ -247,6 +254,9 @@ impl NdbNode {
             notices: BTreeMap::new(),
             asked_bodies: None,
             parked: BTreeMap::new(),
+            leader: None,
+            asked_syncs: BTreeSet::new(),
+            reports: BTreeMap::new(),
             out: VecDeque::new(),
             replies: Vec::new(),
         };
@@ -316,6 +326,7 @@ impl NdbNode {
             let to = self.cfg.syncs[self.sync_turn % self.cfg.syncs.len()];
             self.sync_turn = self.sync_turn.wrapping_add(1);
             let (from, abandons) = (self.disk.next, self.disk.abandons);
+            self.asked_syncs.insert(to);
             self.send(NodeId::Sync(to), Msg::FetchResolved { from, abandons });
         }
         self.asked_bodies = None;
@@ -329,8 +340,29 @@ impl NdbNode {
                 owner,
                 segment,
                 count,
+                prev,
+                direct,
                 bodies,
-            } => self.on_keep(now, from, owner, segment, Some(count), 0, bodies),
+            } => {
+                // Report to the leader only if one is known; else answer the entry, as on
+                // its retries.
+                let key = (owner, segment);
+                match self.leader {
+                    Some(_) if direct && count > 0 => {
+                        let e = Elect {
+                            owner,
+                            segment,
+                            count,
+                            prev,
+                        };
+                        self.reports.insert(key, e);
+                    }
+                    _ => {
+                        self.reports.remove(&key);
+                    }
+                }
+                self.on_keep(now, from, owner, segment, Some(count), 0, bodies)
+            }
             Msg::Keep {
                 owner,
                 segment,
@@ -340,7 +372,14 @@ impl NdbNode {
             Msg::Resolved {
                 resolutions,
                 abandons,
-            } => self.on_resolved(now, resolutions, abandons),
+            } => {
+                if let NodeId::Sync(sync) = from {
+                    if !self.asked_syncs.remove(&sync) {
+                        self.leader = Some(sync);
+                    }
+                }
+                self.on_resolved(now, resolutions, abandons)
+            }
             Msg::FetchBodies { owner, segment } => {
                 if let Some(bodies) = self.disk.segment_bodies(owner, segment) {
                     self.send(
@@ -442,14 +481,25 @@ impl NdbNode {
             .get(&(owner, segment))
             .map(TempSegment::held)
             .unwrap_or(0);
-        self.send(
-            from,
-            Msg::Trim {
-                owner,
-                segment,
-                count: held,
-            },
-        );
+        match self.reports.get(&(owner, segment)).copied() {
+            // Behind the Temp write, like a Trim: the report counts durable bodies.
+            Some(e) if held >= e.count => {
+                self.reports.remove(&(owner, segment));
+                if let Some(leader) = self.leader {
+                    self.send(NodeId::Sync(leader), Msg::Stored(e));
+                }
+            }
+            // A Keep of a direct segment is still to come.
+            Some(_) => {}
+            None => self.send(
+                from,
+                Msg::Trim {
+                    owner,
+                    segment,
+                    count: held,
+                },
+            ),
+        }
         self.try_apply(now);
     }
 
@@ -483,6 +533,7 @@ impl NdbNode {
         if gap && !self.cfg.syncs.is_empty() {
             let to = self.cfg.syncs[self.sync_turn % self.cfg.syncs.len()];
             let (from, abandons) = (self.disk.next, self.disk.abandons);
+            self.asked_syncs.insert(to);
             self.send(NodeId::Sync(to), Msg::FetchResolved { from, abandons });
         }
     }
@@ -497,6 +548,8 @@ impl NdbNode {
                 return;
             }
             self.notices.remove(&n.seq);
+            self.reports
+                .retain(|(o, s), _| *o != n.owner || *s >= n.below);
             self.write(NdbWrite::Abandon(n));
         }
     }
@@ -543,6 +596,9 @@ impl NdbNode {
                 return;
             }
             self.pending.remove(&r.base);
+            // Reports of this owner's segments up to this one can no longer order anything.
+            self.reports
+                .retain(|(o, s), _| *o != r.owner || *s > r.segment);
             self.write(NdbWrite::Apply(r));
             self.serve_parked();
         }

@@ -31,6 +31,8 @@ fn trim_follows_the_write_it_counts() {
         owner: 7,
         segment: 1,
         count: 2,
+        prev: None,
+        direct: false,
         bodies: vec![b("a"), b("b")],
     };
     n.handle_message(0, NodeId::Entry(7), begin.clone());
@@ -63,6 +65,8 @@ fn resolutions_apply_in_id_order_only() {
                 owner: 7,
                 segment: seg,
                 count: 1,
+                prev: None,
+                direct: false,
                 bodies: vec![b(body)],
             },
         );
@@ -132,6 +136,8 @@ fn missing_bodies_come_from_a_peer() {
             owner: 7,
             segment: 1,
             count: 2,
+            prev: None,
+            direct: false,
             bodies: vec![b("x"), b("y")],
         },
     );
@@ -164,6 +170,8 @@ fn applying_a_segment_drops_abandoned_lower_ones_and_refuses_late_keeps() {
                 owner: 7,
                 segment: seg,
                 count: 1,
+                prev: None,
+                direct: false,
                 bodies: vec![b("z")],
             },
         );
@@ -213,6 +221,8 @@ fn recovery_rebuilds_from_the_durable_disk() {
             owner: 7,
             segment: 1,
             count: 1,
+            prev: None,
+            direct: false,
             bodies: vec![b("q")],
         },
     );
@@ -272,6 +282,8 @@ fn a_fetch_with_nothing_new_is_answered_right_after_the_apply() {
             owner: 7,
             segment: 1,
             count: 2,
+            prev: None,
+            direct: false,
             bodies: vec![b("a"), b("b")],
         },
     );
@@ -317,6 +329,8 @@ fn only_the_newest_records_stay_in_memory() {
             owner: 7,
             segment: 1,
             count: 5,
+            prev: None,
+            direct: false,
             bodies: vec![b("a"), b("b"), b("c"), b("d"), b("e")],
         },
     );
@@ -354,6 +368,8 @@ fn begin(n: &mut NdbNode, owner: u64, segment: u64) {
             owner,
             segment,
             count: 1,
+            prev: None,
+            direct: false,
             bodies: vec![b("z")],
         },
     );
@@ -476,4 +492,121 @@ fn the_early_abandon_mutation_drops_bodies_the_log_still_needs() {
     told(&mut n, vec![], vec![notice(0, 7, 5, 2)]);
     n.take_actions();
     assert!(!n.disk().temp.contains_key(&(7, 3)), "dropped too early");
+}
+
+fn direct_begin(segment: u64, count: u32, direct: bool, bodies: Vec<Body>) -> Msg {
+    Msg::Begin {
+        owner: 7,
+        segment,
+        count,
+        prev: segment.checked_sub(1),
+        direct,
+        bodies,
+    }
+}
+
+fn sends_of(actions: &[Action<NdbWrite>]) -> Vec<(NodeId, Msg)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, msg } => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_direct_begin_is_reported_to_the_leader_after_its_write_instead_of_trimmed() {
+    let mut n = NdbNode::recover(
+        NdbConfig::new(0, vec![0, 1, 2], vec![0, 1]),
+        NdbDisk::default(),
+        0,
+    );
+    // No leader known: a direct Begin is trimmed as any other.
+    n.handle_message(0, NodeId::Entry(7), direct_begin(1, 1, true, vec![b("z")]));
+    let actions = n.take_actions();
+    assert_eq!(
+        sends_of(&actions),
+        vec![(
+            NodeId::Entry(7),
+            Msg::Trim {
+                owner: 7,
+                segment: 1,
+                count: 1
+            }
+        )]
+    );
+    // The poll asks sync 0; its answer does not make it the leader, sync 1's announcement does.
+    n.handle_tick(1_000_000);
+    assert!(matches!(
+        sends_of(&n.take_actions())[..],
+        [(NodeId::Sync(0), Msg::FetchResolved { .. })]
+    ));
+    let nothing_new = Msg::Resolved {
+        resolutions: vec![],
+        abandons: vec![],
+    };
+    n.handle_message(1_000_000, NodeId::Sync(0), nothing_new.clone());
+    n.handle_message(
+        1_000_000,
+        NodeId::Entry(7),
+        direct_begin(2, 1, true, vec![b("y")]),
+    );
+    assert!(matches!(
+        sends_of(&n.take_actions())[..],
+        [(NodeId::Entry(7), Msg::Trim { segment: 2, .. })]
+    ));
+    n.handle_message(1_000_000, NodeId::Sync(1), nothing_new);
+    // A two-frame direct segment: nothing leaves before the last body is written.
+    n.handle_message(
+        1_000_000,
+        NodeId::Entry(7),
+        direct_begin(3, 2, true, vec![b("a")]),
+    );
+    let actions = n.take_actions();
+    assert!(matches!(
+        actions[..],
+        [Action::Persist(NdbWrite::Temp { .. })]
+    ));
+    n.handle_message(
+        1_000_000,
+        NodeId::Entry(7),
+        Msg::Keep {
+            owner: 7,
+            segment: 3,
+            offset: 1,
+            bodies: vec![b("b")],
+        },
+    );
+    let actions = n.take_actions();
+    assert!(matches!(actions[0], Action::Persist(NdbWrite::Temp { .. })));
+    assert_eq!(
+        actions[1..],
+        [Action::Send {
+            to: NodeId::Sync(1),
+            msg: Msg::Stored(Elect {
+                owner: 7,
+                segment: 3,
+                count: 2,
+                prev: Some(2)
+            })
+        }]
+    );
+    // The entry's retry is not direct: it gets its Trim, and nothing is written again.
+    n.handle_message(
+        1_000_000,
+        NodeId::Entry(7),
+        direct_begin(3, 2, false, vec![b("a")]),
+    );
+    assert_eq!(
+        n.take_actions(),
+        vec![Action::Send {
+            to: NodeId::Entry(7),
+            msg: Msg::Trim {
+                owner: 7,
+                segment: 3,
+                count: 2
+            }
+        }]
+    );
 }

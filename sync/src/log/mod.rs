@@ -71,6 +71,9 @@ pub struct SyncConfig {
     pub resolution_window: usize,
     /// Testing only: commit with this many nodes instead of a majority (breaks safety).
     pub commit_quorum_override: Option<usize>,
+    /// Testing only: propose a segment on this many ndbs' `Stored` instead of a majority
+    /// (breaks durability, as an entry's `Over` on its first `Trim` does).
+    pub stored_quorum_override: Option<usize>,
     /// Testing only: an abandon also moves the owner's last segment to `below - 1` (the
     /// one-line plan), so a segment chained to an abandoned one can be elected (breaks FIFO).
     pub abandon_moves_last: bool,
@@ -95,6 +98,7 @@ impl SyncConfig {
             snapshot_threshold: 10_000,
             resolution_window: DEFAULT_RESOLUTION_WINDOW,
             commit_quorum_override: None,
+            stored_quorum_override: None,
             abandon_moves_last: false,
             skip_archive: false,
         }
@@ -103,6 +107,12 @@ impl SyncConfig {
     fn quorum(&self) -> usize {
         self.commit_quorum_override
             .unwrap_or_else(|| ordo_common::proto::majority(self.peers.len()))
+    }
+
+    /// How many ndbs' `Stored` stand for an entry's `Over`: as many as its `Trim`s.
+    fn stored_quorum(&self) -> usize {
+        self.stored_quorum_override
+            .unwrap_or_else(|| ordo_common::proto::majority(self.ndbs.len()))
     }
 }
 
@@ -241,6 +251,8 @@ pub struct Leading {
     sent: BTreeMap<u32, u64>,
     /// OVERs waiting to be proposed, by `(owner, segment)`.
     pending: BTreeMap<(u64, u64), Elect>,
+    /// Segments some ndbs reported `Stored`, with who did, until a quorum makes an OVER.
+    stored: BTreeMap<Elect, BTreeSet<u32>>,
     /// Operator abandons waiting to be proposed: owner → highest `below` asked.
     abandons: BTreeMap<u64, u64>,
     /// When each lagging peer was last sent an InstallSnapshot (resent only after a while).

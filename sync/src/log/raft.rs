@@ -13,6 +13,7 @@ impl SyncNode {
         self.now = self.now.max(now);
         match (from, msg) {
             (_, Msg::Over(e)) => self.on_over(now, from, e),
+            (NodeId::Ndb(ndb), Msg::Stored(e)) => self.on_stored(ndb, e),
             (_, Msg::FetchResolved { from: id, abandons }) => {
                 let max = self.cfg.max_resolutions;
                 let resolutions = self.memory_resolutions_from(id, max);
@@ -90,6 +91,37 @@ impl SyncNode {
             }
             self.propose();
         }
+    }
+
+    /// Count an ndb's `Stored`: once a quorum of ndbs holds the segment, it is an OVER the
+    /// ndbs sent on the entry's behalf (the entry never sees their `Trim`s). Only a leader
+    /// counts; anything else is left to the entry's retry, which goes the `Over` way.
+    fn on_stored(&mut self, ndb: u32, e: Elect) {
+        let quorum = self.cfg.stored_quorum();
+        let settled = |n: &SyncNode, e: &Elect| {
+            n.machine.is_abandoned(e) || n.memory_resolution(e.owner, e.segment).is_some()
+        };
+        if e.count == 0 || settled(self, &e) {
+            return;
+        }
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let holders = l.stored.entry(e).or_default();
+        holders.insert(ndb);
+        if holders.len() < quorum {
+            return;
+        }
+        l.stored.remove(&e);
+        l.pending.insert((e.owner, e.segment), e);
+        // Reports that can no longer make an OVER (their segment was ordered, or a later
+        // one of its owner was) go; what is left is at most the segments in flight.
+        let mut stored = std::mem::take(&mut l.stored);
+        stored.retain(|e, _| !settled(self, e));
+        if let Role::Leader(l) = &mut self.role {
+            l.stored = stored;
+        }
+        self.propose();
     }
 
     /// Queue an operator abandon for the next entry; a floor already in place changes nothing.

@@ -559,3 +559,63 @@ fn a_resolution_of_an_entry_written_in_the_same_step_waits_for_that_write() {
         "Resolved behind its own entry's write: {actions:?}"
     );
 }
+
+#[test]
+fn a_quorum_of_distinct_ndbs_stored_reports_stands_for_the_entrys_over() {
+    let mut c = Cluster::new();
+    c.nodes = (0..3)
+        .map(|i| {
+            let mut k = cfg(i);
+            k.ndbs = vec![0, 1, 2];
+            SyncNode::recover(k, SyncDisk::default(), 0)
+        })
+        .collect();
+    let l = c.tick_until_leader() as usize;
+    c.outside.clear();
+    let e = Elect {
+        owner: 7,
+        segment: 1,
+        count: 2,
+        prev: None,
+    };
+    let resolved = |c: &Cluster| -> Vec<Resolution> {
+        c.outside
+            .iter()
+            .filter(|(_, to, _)| *to == NodeId::Entry(7))
+            .flat_map(|(_, _, m)| match m {
+                Msg::Resolved { resolutions, .. } => resolutions.clone(),
+                _ => vec![],
+            })
+            .collect()
+    };
+    // A follower ignores reports; at the leader, one ndb twice is still one.
+    let f = (l + 1) % 3;
+    for ndb in 0..3 {
+        c.nodes[f].handle_message(c.now, NodeId::Ndb(ndb), Msg::Stored(e));
+    }
+    c.nodes[l].handle_message(c.now, NodeId::Ndb(0), Msg::Stored(e));
+    c.nodes[l].handle_message(c.now, NodeId::Ndb(0), Msg::Stored(e));
+    c.run();
+    assert!(resolved(&c).is_empty());
+    // A second ndb reporting another count does not add up with the first.
+    let other = Elect { count: 3, ..e };
+    c.nodes[l].handle_message(c.now, NodeId::Ndb(1), Msg::Stored(other));
+    c.run();
+    assert!(resolved(&c).is_empty());
+    c.nodes[l].handle_message(c.now, NodeId::Ndb(2), Msg::Stored(e));
+    c.run();
+    assert_eq!(
+        resolved(&c),
+        vec![Resolution {
+            owner: 7,
+            segment: 1,
+            count: 2,
+            base: PermanentId(1)
+        }]
+    );
+    // A late report (and the entry's own Over) of an ordered segment orders nothing again.
+    c.outside.clear();
+    c.nodes[l].handle_message(c.now, NodeId::Ndb(1), Msg::Stored(e));
+    c.run();
+    assert!(resolved(&c).is_empty());
+}

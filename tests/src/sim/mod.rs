@@ -110,6 +110,8 @@ pub struct Stats {
     pub archive_gaps: usize,
     /// An ndb's writes behind (`Apply`) that a crash lost before any `Persist` covered them.
     pub behind_lost: usize,
+    /// `Stored` reports delivered to a sync node (ndbs reporting a direct Begin).
+    pub stored_reports: usize,
 }
 
 const TICK: Micros = 5_000;
@@ -216,6 +218,10 @@ impl World {
                 );
                 if cfg.mutation == Mutation::MinorityCommit {
                     c.commit_quorum_override = Some(1);
+                }
+                // The ndbs' Stored reports stand for the entry's Trims: one is not enough.
+                if cfg.mutation == Mutation::FirstTrim {
+                    c.stored_quorum_override = Some(1);
                 }
                 // Small, so that snapshots, restarts from them and InstallSnapshot happen under
                 // crashes and loss (a run orders a few hundred entries).
@@ -385,6 +391,9 @@ impl World {
                 }
                 let now = self.now;
                 let install = matches!(msg, Msg::InstallSnapshot { .. });
+                if matches!(msg, Msg::Stored(_)) {
+                    self.stats.stored_reports += 1;
+                }
                 let before = self.snapshot_index(to);
                 let gap_before = self.archive_gap(to);
                 self.drive(to, |r| r.message(now, from, msg));

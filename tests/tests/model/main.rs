@@ -127,7 +127,8 @@ enum Mutation {
     None,
     /// The shell drops one kind of durable write.
     Skip(Skip),
-    /// Entries send OVER on the first TRIM (fox-wamp's entry).
+    /// Entries send OVER on the first TRIM (fox-wamp's entry), and the leader takes one
+    /// ndb's STORED for a quorum.
     FirstTrim,
     /// The sync leader commits on its own (quorum 1).
     MinorityCommit,
@@ -433,6 +434,7 @@ fn build(cfg: Config) -> Ordo {
     };
     let mutate = |r: &mut Role| match (cfg.mutation, r) {
         (Mutation::FirstTrim, Role::Entry(c, _)) => c.trim_quorum_override = Some(1),
+        (Mutation::FirstTrim, Role::Sync(c, ..)) => c.stored_quorum_override = Some(1),
         (Mutation::MinorityCommit, Role::Sync(c, ..)) => c.commit_quorum_override = Some(1),
         (Mutation::AbandonMovesLast, Role::Sync(c, ..)) => c.abandon_moves_last = true,
         _ => {}
