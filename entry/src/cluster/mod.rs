@@ -436,6 +436,11 @@ impl EntryCore {
         };
         seg.sent_at = now;
         let direct = !seg.over && seg.begins_sent == 0;
+        // The first retry of a direct Begin carries no bodies: the ndbs most likely hold them
+        // (a slow flight, a report to a deposed leader) and answer with Trims all the same.
+        // Re-sending every body to every ndb whenever an overloaded cluster takes longer than
+        // `retry` would only load it further. Later retries carry them.
+        let probe = !seg.over && seg.begins_sent == 1;
         if !seg.over {
             seg.begins_sent += 1;
         }
@@ -466,7 +471,10 @@ impl EntryCore {
         } else {
             let frame = self.cfg.max_frame.max(1);
             for n in self.cfg.ndbs.iter().filter(|n| !seg.trimmed.contains(n)) {
-                for (k, chunk) in seg.bodies.chunks(frame).enumerate() {
+                let chunks = seg.bodies.chunks(frame).enumerate();
+                let chunks = chunks.take(if probe { 1 } else { usize::MAX });
+                for (k, chunk) in chunks {
+                    let chunk = if probe { &chunk[..0] } else { chunk };
                     let msg = if k == 0 {
                         Msg::Begin {
                             owner,

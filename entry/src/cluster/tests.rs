@@ -729,16 +729,18 @@ fn only_the_first_begin_is_direct_and_a_retry_asks_for_trims() {
     let mut e = core();
     e.handle_publish(0, 1, 1, b("a"));
     e.handle_publish(0, 1, 2, b("b"));
-    let direct = |actions: &[Action<EntryWrite>]| -> Vec<(u64, Option<u64>, bool)> {
-        let mut v: Vec<(u64, Option<u64>, bool)> = sends(actions)
+    type Sent = (u64, Option<u64>, bool, usize);
+    let direct = |actions: &[Action<EntryWrite>]| -> Vec<Sent> {
+        let mut v: Vec<Sent> = sends(actions)
             .into_iter()
             .filter_map(|(_, m)| match m {
                 Msg::Begin {
                     segment,
                     prev,
                     direct,
+                    bodies,
                     ..
-                } => Some((segment, prev, direct)),
+                } => Some((segment, prev, direct, bodies.len())),
                 _ => None,
             })
             .collect();
@@ -748,12 +750,29 @@ fn only_the_first_begin_is_direct_and_a_retry_asks_for_trims() {
     // Segments 5 and 6 (chained), each to every ndb, direct.
     assert_eq!(
         direct(&e.take_actions()),
-        vec![(5, None, true), (6, Some(5), true)]
+        vec![(5, None, true, 1), (6, Some(5), true, 1)]
     );
-    // Unresolved for a retry interval: the resend asks for Trims.
+    // Unresolved for a retry interval: the resend asks for Trims, without the bodies.
     e.handle_tick(60_000);
     assert_eq!(
         direct(&e.take_actions()),
-        vec![(5, None, false), (6, Some(5), false)]
+        vec![(5, None, false, 0), (6, Some(5), false, 0)]
     );
+    // Still no quorum of Trims: the bodies again, to the ndbs that have not trimmed.
+    for n in 0..3 {
+        e.handle_message(60_000, NodeId::Ndb(n), trim(5, 0));
+    }
+    e.handle_message(60_000, NodeId::Ndb(2), trim(6, 1));
+    e.handle_tick(120_000);
+    let actions = e.take_actions();
+    assert_eq!(
+        direct(&actions),
+        vec![(5, None, false, 1), (6, Some(5), false, 1)]
+    );
+    let to_6: Vec<NodeId> = sends(&actions)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Msg::Begin { segment: 6, .. }))
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(to_6, vec![NodeId::Ndb(0), NodeId::Ndb(1)]);
 }
