@@ -346,22 +346,14 @@ impl NdbNode {
             } => {
                 // Report to the leader only if one is known; else answer the entry, as on
                 // its retries.
-                let key = (owner, segment);
-                match self.leader {
-                    Some(_) if direct && count > 0 => {
-                        let e = Elect {
-                            owner,
-                            segment,
-                            count,
-                            prev,
-                        };
-                        self.reports.insert(key, e);
-                    }
-                    _ => {
-                        self.reports.remove(&key);
-                    }
-                }
-                self.on_keep(now, from, owner, segment, Some(count), 0, bodies)
+                let report = (direct && count > 0 && self.leader.is_some()).then_some(Elect {
+                    owner,
+                    segment,
+                    count,
+                    prev,
+                });
+                let begin = Some((count, report));
+                self.on_keep(now, from, owner, segment, begin, 0, bodies)
             }
             Msg::Keep {
                 owner,
@@ -426,6 +418,8 @@ impl NdbNode {
         }
     }
 
+    /// Store a Begin's or Keep's bodies. A Begin brings its `count` and, when direct with a
+    /// leader known, the report that replaces its Trim.
     #[allow(clippy::too_many_arguments)]
     fn on_keep(
         &mut self,
@@ -433,7 +427,7 @@ impl NdbNode {
         from: NodeId,
         owner: u64,
         segment: u64,
-        count: Option<u32>,
+        begin: Option<(u32, Option<Elect>)>,
         offset: u32,
         bodies: Vec<Body>,
     ) {
@@ -461,6 +455,16 @@ impl NdbNode {
                 },
             );
             return;
+        }
+        let count = begin.map(|(count, _)| count);
+        match begin {
+            Some((_, Some(report))) => {
+                self.reports.insert((owner, segment), report);
+            }
+            Some((_, None)) => {
+                self.reports.remove(&(owner, segment));
+            }
+            None => {}
         }
         let seg = self.disk.temp.get(&(owner, segment));
         let new_count = count.is_some() && seg.is_none_or(|s| s.count.is_none());
