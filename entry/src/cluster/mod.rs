@@ -1,9 +1,11 @@
-//! The entry's cluster core, sans-IO: owns advance segments, collects TRIMs,
-//! sends OVERs, acks on RESOLVED, and delivers the permanent log in id order.
+//! The entry's cluster core, sans-IO: owns advance segments, acks on RESOLVED, and
+//! delivers the permanent log in id order. Its first Begin is direct (the ndbs report
+//! the stored segment to the sync leader); on a retry it collects TRIMs and sends OVER.
 //!
 //! ```text
 //!  handle_publish ──► waiting ──(window has room)──► segment s: Persist(Reserve) if s >= mark
-//!                                                     Begin/Keep ──► every ndb
+//!                                                     Begin{direct}/Keep ──► every ndb
+//!  no Resolved within retry ──► Begin{not direct} (first retry without bodies) ──► Trims
 //!  Trim (count == segment count) from f+1 ndbs ──► Over {owner, s, count, prev} ──► every sync
 //!  Resolved (own segment) ──► Ack each publish (id = base + offset)
 //!  Abandoned {s, below} (sync or ndb) ──► segments >= s back to waiting, in order; once the

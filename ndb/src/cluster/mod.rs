@@ -1,8 +1,10 @@
-//! The storage node of the cluster, sans-IO: temporary history, TRIM after
-//! durability, resolutions applied strictly in id order, catch-up from peers.
+//! The storage node of the cluster, sans-IO: temporary history, TRIM (or STORED to
+//! the sync leader) after durability, resolutions applied strictly in id order,
+//! catch-up from peers.
 //!
 //! ```text
 //!  Begin/Keep ──► Persist(Temp) ──► Trim ──► entry
+//!  Begin{direct}/Keep, leader known ──► Persist(Temp) ──(all held)──► Stored ──► sync leader
 //!  Resolved ──► buffer by base ──(base == next, bodies held)──► Persist(Apply): temp -> base+offset
 //!                   │ gap: FetchResolved ──► sync          │ missing bodies: FetchBodies ──► peers
 //!  abandon notices (in Resolved) ──(seq in order, once next >= at)──► Persist(Abandon): drop temp

@@ -1,6 +1,7 @@
 //! The sync cluster's replicated log: Raft with the blueprint's names, sans-IO.
 //!
 //! ```text
+//!  Stored (f+1 distinct ndbs, one Elect) ──► leader: as an Over
 //!  Over (entries) ──► leader: pending ──► LogEntry{term, elects} ──Persist──► Draft ──► followers
 //!                                                     ▲                              │ Persist
 //!                                                     └──────────── DraftAck ◄───────┘
