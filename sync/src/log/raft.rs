@@ -39,16 +39,25 @@ impl SyncNode {
         }
     }
 
-    /// Advance timers: start an election, or send heartbeats and batch pending OVERs.
+    /// End a step: the leader proposes what the step's messages brought (OVERs, quorums of
+    /// `Stored`, operator abandons, pipeline room freed by a commit) as one entry, and sends
+    /// heartbeats when due; anyone else starts an election once its timer runs out.
+    ///
+    /// The shell calls this after every drain of its inbox, so one busy step costs one log
+    /// entry, one round of `Draft`s and one commit, not one per message that made an OVER.
     pub fn handle_tick(&mut self, now: Micros) {
         self.now = self.now.max(now);
         self.fetch_gap(now);
         if self.is_leader() {
+            let last = self.last_index();
+            self.propose();
             if now >= self.heartbeat_due {
                 self.heartbeat_due = now + self.cfg.heartbeat;
-                self.broadcast_drafts();
+                // An entry just appended went to every peer already.
+                if self.last_index() == last {
+                    self.broadcast_drafts();
+                }
             }
-            self.propose();
         } else if now >= self.election_deadline {
             self.start_election(now);
         }
@@ -89,7 +98,6 @@ impl SyncNode {
             if e.count > 0 {
                 l.pending.insert((e.owner, e.segment), e);
             }
-            self.propose();
         }
     }
 
@@ -121,7 +129,6 @@ impl SyncNode {
         if let Role::Leader(l) = &mut self.role {
             l.stored = stored;
         }
-        self.propose();
     }
 
     /// Queue an operator abandon for the next entry; a floor already in place changes nothing.
@@ -140,7 +147,6 @@ impl SyncNode {
         if let Role::Leader(l) = &mut self.role {
             let below = l.abandons.entry(a.owner).or_insert(0);
             *below = (*below).max(a.below);
-            self.propose();
         }
     }
 
@@ -308,7 +314,7 @@ impl SyncNode {
     }
 
     /// Batch every ready pending OVER into one entry, if the pipeline has room.
-    pub(super) fn propose(&mut self) {
+    fn propose(&mut self) {
         let uncommitted = self.last_index() - self.commit;
         let Role::Leader(l) = &self.role else {
             return;
@@ -531,7 +537,6 @@ impl SyncNode {
         }
         if ok {
             self.advance_commit();
-            self.propose();
         }
         if resend {
             self.send_draft(peer);
@@ -558,7 +563,6 @@ impl SyncNode {
         if new_commit > self.commit {
             self.commit = new_commit;
             self.apply_committed();
-            self.propose();
         }
     }
 

@@ -133,7 +133,6 @@ impl SyncNode {
         *n = (*n).max(m + 1);
         let more = *n <= last;
         self.advance_commit();
-        self.propose();
         if more {
             self.send_draft(peer);
         }

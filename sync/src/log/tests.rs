@@ -17,6 +17,15 @@ fn over(owner: u64, segment: u64, count: u32, prev: Option<u64>) -> Msg {
     })
 }
 
+/// One shell step of one message. A leader's step ends with its tick, where it proposes;
+/// the tests tick followers themselves (a tick may start an election or fetch a gap).
+pub(super) fn step(n: &mut SyncNode, now: Micros, from: NodeId, msg: Msg) {
+    n.handle_message(now, from, msg);
+    if n.is_leader() {
+        n.handle_tick(now);
+    }
+}
+
 /// Three nodes, every write durable at once, messages delivered in order.
 struct Cluster {
     nodes: Vec<SyncNode>,
@@ -72,7 +81,12 @@ impl Cluster {
                 queue.push_back((to, from, reply));
                 continue;
             }
-            self.nodes[to as usize].handle_message(self.now, NodeId::Sync(from), msg);
+            step(
+                &mut self.nodes[to as usize],
+                self.now,
+                NodeId::Sync(from),
+                msg,
+            );
         }
     }
 
@@ -240,8 +254,18 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
     let mut c = Cluster::new();
     let l = c.tick_until_leader();
     // The successor arrives first; it waits for its predecessor.
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 2, 3, Some(1)));
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 2, None));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 2, 3, Some(1)),
+    );
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 1, 2, None),
+    );
     c.run();
     let resolved: Vec<Resolution> = c
         .outside
@@ -275,7 +299,12 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
     c.run();
     let f = (l + 1) % 3;
     c.outside.clear();
-    c.nodes[f as usize].handle_message(c.now, NodeId::Entry(7), over(7, 2, 3, Some(1)));
+    step(
+        &mut c.nodes[f as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 2, 3, Some(1)),
+    );
     c.run();
     assert_eq!(
         c.outside,
@@ -294,8 +323,18 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
 fn restarted_cluster_recomputes_the_same_ids_from_disk() {
     let mut c = Cluster::new();
     let l = c.tick_until_leader();
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 4, None));
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(8), over(8, 1, 1, None));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 1, 4, None),
+    );
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(8),
+        over(8, 1, 1, None),
+    );
     c.run();
     let before = c.nodes[l as usize]
         .machine()
@@ -307,7 +346,12 @@ fn restarted_cluster_recomputes_the_same_ids_from_disk() {
         .collect();
     let l2 = c.tick_until_leader();
     c.run();
-    c.nodes[l2 as usize].handle_message(c.now, NodeId::Entry(8), over(8, 2, 1, Some(1)));
+    step(
+        &mut c.nodes[l2 as usize],
+        c.now,
+        NodeId::Entry(8),
+        over(8, 2, 1, Some(1)),
+    );
     c.run();
     let after = c.nodes[l2 as usize]
         .machine()
@@ -322,7 +366,12 @@ fn a_minority_leader_cannot_commit() {
     let l = c.tick_until_leader();
     let others: Vec<u32> = (0..3).filter(|i| *i != l).collect();
     c.down.extend(others.iter().copied());
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 1, None));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 1, 1, None),
+    );
     c.run();
     assert!(c.nodes[l as usize].machine().resolution(7, 1).is_none());
     // The majority side elects its own leader and orders a different segment first.
@@ -330,7 +379,12 @@ fn a_minority_leader_cannot_commit() {
     c.down.insert(l);
     let l2 = c.tick_until_leader();
     assert_ne!(l2, l);
-    c.nodes[l2 as usize].handle_message(c.now, NodeId::Entry(8), over(8, 1, 1, None));
+    step(
+        &mut c.nodes[l2 as usize],
+        c.now,
+        NodeId::Entry(8),
+        over(8, 1, 1, None),
+    );
     c.run();
     let r = c.nodes[l2 as usize].machine().resolution(8, 1);
     assert_eq!(r.map(|r| r.base), Some(PermanentId(1)));
@@ -351,15 +405,35 @@ fn abandon(owner: u64, below: u64) -> Msg {
 fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     let mut c = Cluster::new();
     let l = c.tick_until_leader();
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 2, None));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 1, 2, None),
+    );
     c.run();
     // Only the operator may ask; an entry's (or anyone else's) Abandon is ignored.
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(8), abandon(7, 10));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(8),
+        abandon(7, 10),
+    );
     c.run();
     assert_eq!(c.nodes[l as usize].machine().operator_floor(7), 0);
     c.outside.clear();
-    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 10));
-    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 10));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Operator,
+        abandon(7, 10),
+    );
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Operator,
+        abandon(7, 10),
+    );
     c.run();
     let log = c.nodes[l as usize].log().to_vec();
     let entries_with_abandons = log.iter().filter(|e| !e.abandons.is_empty()).count();
@@ -385,8 +459,18 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     assert_eq!(told, vec![notice]);
     // A committed floor: a later duplicate appends nothing.
     let len = c.nodes[l as usize].log().len();
-    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 10));
-    c.nodes[l as usize].handle_message(c.now, NodeId::Operator, abandon(7, 4));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Operator,
+        abandon(7, 10),
+    );
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Operator,
+        abandon(7, 4),
+    );
     c.run();
     assert_eq!(c.nodes[l as usize].log().len(), len);
     // Every node applied it; a follower answers the catch-up poll with it.
@@ -395,7 +479,8 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     c.nodes[l as usize].handle_tick(c.now);
     c.run();
     c.outside.clear();
-    c.nodes[f as usize].handle_message(
+    step(
+        &mut c.nodes[f as usize],
         c.now,
         NodeId::Ndb(1),
         Msg::FetchResolved {
@@ -417,8 +502,18 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     );
     // An OVER below the floor is answered with the floor; the elected one keeps its range.
     c.outside.clear();
-    c.nodes[f as usize].handle_message(c.now, NodeId::Entry(7), over(7, 4, 1, None));
-    c.nodes[f as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 2, None));
+    step(
+        &mut c.nodes[f as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 4, 1, None),
+    );
+    step(
+        &mut c.nodes[f as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 1, 2, None),
+    );
     c.run();
     assert_eq!(
         c.outside,
@@ -448,7 +543,12 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
         ]
     );
     // The returning entry's first segment at the floor is elected.
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 10, 1, None));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 10, 1, None),
+    );
     c.run();
     let r = c.nodes[l as usize].machine().resolution(7, 10);
     assert_eq!(r.map(|r| r.base), Some(PermanentId(3)));
@@ -464,7 +564,12 @@ fn small_snapshots(id: u32, threshold: u64) -> SyncConfig {
 fn order_segments(c: &mut Cluster, leader: u32, from: u64, n: u64) {
     for s in from..from + n {
         let prev = s.checked_sub(1).filter(|p| *p > 0);
-        c.nodes[leader as usize].handle_message(c.now, NodeId::Entry(7), over(7, s, 2, prev));
+        step(
+            &mut c.nodes[leader as usize],
+            c.now,
+            NodeId::Entry(7),
+            over(7, s, 2, prev),
+        );
         c.run();
     }
     // A heartbeat carries the final commit index to the followers.
@@ -495,7 +600,12 @@ fn a_resolution_written_in_an_earlier_step_goes_ahead_of_this_steps_append() {
     let l = c.tick_until_leader();
     let f = (0..3).find(|i| *i != l).unwrap_or(0);
     // Step 1: the leader appends segment 1 and drafts it; its write completes.
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 1, 1, None));
+    step(
+        &mut c.nodes[l as usize],
+        c.now,
+        NodeId::Entry(7),
+        over(7, 1, 1, None),
+    );
     let mut drafts = Vec::new();
     for a in c.nodes[l as usize].take_actions() {
         match a {
@@ -509,7 +619,7 @@ fn a_resolution_written_in_an_earlier_step_goes_ahead_of_this_steps_append() {
     }
     // The follower stores it and acks.
     for d in drafts {
-        c.nodes[f as usize].handle_message(c.now, NodeId::Sync(l), d);
+        step(&mut c.nodes[f as usize], c.now, NodeId::Sync(l), d);
     }
     let acks: Vec<Msg> = c.nodes[f as usize]
         .take_actions()
@@ -521,10 +631,12 @@ fn a_resolution_written_in_an_earlier_step_goes_ahead_of_this_steps_append() {
         .collect();
     // Step 2: a new Over (appended, not yet written) is handled before the ack that commits
     // segment 1. The Resolved of segment 1 needs no write of this step.
-    c.nodes[l as usize].handle_message(c.now, NodeId::Entry(7), over(7, 2, 1, Some(1)));
+    let leader = &mut c.nodes[l as usize];
+    leader.handle_message(c.now, NodeId::Entry(7), over(7, 2, 1, Some(1)));
     for ack in acks {
-        c.nodes[l as usize].handle_message(c.now, NodeId::Sync(f), ack);
+        leader.handle_message(c.now, NodeId::Sync(f), ack);
     }
+    leader.handle_tick(c.now);
     let actions = c.nodes[l as usize].take_actions();
     let (resolved, persist) = resolved_and_persist(&actions);
     assert!(persist.is_some(), "segment 2 is appended: {actions:?}");
@@ -550,7 +662,7 @@ fn a_resolution_of_an_entry_written_in_the_same_step_waits_for_that_write() {
         n.handle_tick(now);
         let _ = n.take_actions();
     }
-    n.handle_message(now, NodeId::Entry(7), over(7, 1, 1, None));
+    step(&mut n, now, NodeId::Entry(7), over(7, 1, 1, None));
     let actions = n.take_actions();
     let (resolved, persist) = resolved_and_persist(&actions);
     assert!(resolved.is_some() && persist.is_some(), "{actions:?}");
@@ -591,18 +703,18 @@ fn a_quorum_of_distinct_ndbs_stored_reports_stands_for_the_entrys_over() {
     // A follower ignores reports; at the leader, one ndb twice is still one.
     let f = (l + 1) % 3;
     for ndb in 0..3 {
-        c.nodes[f].handle_message(c.now, NodeId::Ndb(ndb), Msg::Stored(e));
+        step(&mut c.nodes[f], c.now, NodeId::Ndb(ndb), Msg::Stored(e));
     }
-    c.nodes[l].handle_message(c.now, NodeId::Ndb(0), Msg::Stored(e));
-    c.nodes[l].handle_message(c.now, NodeId::Ndb(0), Msg::Stored(e));
+    step(&mut c.nodes[l], c.now, NodeId::Ndb(0), Msg::Stored(e));
+    step(&mut c.nodes[l], c.now, NodeId::Ndb(0), Msg::Stored(e));
     c.run();
     assert!(resolved(&c).is_empty());
     // A second ndb reporting another count does not add up with the first.
     let other = Elect { count: 3, ..e };
-    c.nodes[l].handle_message(c.now, NodeId::Ndb(1), Msg::Stored(other));
+    step(&mut c.nodes[l], c.now, NodeId::Ndb(1), Msg::Stored(other));
     c.run();
     assert!(resolved(&c).is_empty());
-    c.nodes[l].handle_message(c.now, NodeId::Ndb(2), Msg::Stored(e));
+    step(&mut c.nodes[l], c.now, NodeId::Ndb(2), Msg::Stored(e));
     c.run();
     assert_eq!(
         resolved(&c),
@@ -615,7 +727,7 @@ fn a_quorum_of_distinct_ndbs_stored_reports_stands_for_the_entrys_over() {
     );
     // A late report (and the entry's own Over) of an ordered segment orders nothing again.
     c.outside.clear();
-    c.nodes[l].handle_message(c.now, NodeId::Ndb(1), Msg::Stored(e));
+    step(&mut c.nodes[l], c.now, NodeId::Ndb(1), Msg::Stored(e));
     c.run();
     assert!(resolved(&c).is_empty());
 }

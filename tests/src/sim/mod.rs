@@ -396,7 +396,11 @@ impl World {
                 }
                 let before = self.snapshot_index(to);
                 let gap_before = self.archive_gap(to);
-                self.drive(to, |r| r.message(now, from, msg));
+                // As in the shell, every step ends with a tick (a sync leader proposes there).
+                self.drive(to, |r| {
+                    r.message(now, from, msg);
+                    r.tick(now);
+                });
                 if install && self.snapshot_index(to) > before {
                     self.stats.installs += 1;
                     if self.archive_gap(to) != gap_before {

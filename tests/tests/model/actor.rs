@@ -340,7 +340,14 @@ impl Actor for Node {
     fn on_msg(&self, _id: Id, state: &mut Cow<State>, src: Id, msg: Msg, o: &mut Out<Self>) {
         let from = to_node(src);
         self.step(state.to_mut(), o, false, |core| match core {
-            Core::Sync { node, now, .. } => node.handle_message(*now, from, msg),
+            Core::Sync { node, now, .. } => {
+                node.handle_message(*now, from, msg);
+                // The shell ends every step with a tick, where a leader proposes. A follower's
+                // tick at the same instant does nothing, and some never stand (see Retry).
+                if node.is_leader() {
+                    node.handle_tick(*now);
+                }
+            }
             Core::Ndb { node, now, .. } => node.handle_message(*now, from, msg),
             Core::Entry(st) => st.core.handle_message(st.now, from, msg),
         });
@@ -545,6 +552,8 @@ pub fn elected_cluster(
         if round == 6 {
             if let Some(a) = abandon {
                 nodes[0].handle_message(now, NodeId::Operator, Msg::Abandon(a));
+                // The step's end, where the leader proposes it.
+                nodes[0].handle_tick(now);
                 continue;
             }
         }
