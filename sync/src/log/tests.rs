@@ -90,6 +90,11 @@ impl Cluster {
         }
     }
 
+    /// One step of node `i` on `msg` from `from`, at the cluster's time.
+    fn deliver(&mut self, i: u32, from: NodeId, msg: Msg) {
+        step(&mut self.nodes[i as usize], self.now, from, msg);
+    }
+
     fn tick_until_leader(&mut self) -> u32 {
         for _ in 0..200 {
             self.now += 10_000;
@@ -254,18 +259,8 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
     let mut c = Cluster::new();
     let l = c.tick_until_leader();
     // The successor arrives first; it waits for its predecessor.
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 2, 3, Some(1)),
-    );
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 1, 2, None),
-    );
+    c.deliver(l, NodeId::Entry(7), over(7, 2, 3, Some(1)));
+    c.deliver(l, NodeId::Entry(7), over(7, 1, 2, None));
     c.run();
     let resolved: Vec<Resolution> = c
         .outside
@@ -299,12 +294,7 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
     c.run();
     let f = (l + 1) % 3;
     c.outside.clear();
-    step(
-        &mut c.nodes[f as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 2, 3, Some(1)),
-    );
+    c.deliver(f, NodeId::Entry(7), over(7, 2, 3, Some(1)));
     c.run();
     assert_eq!(
         c.outside,
@@ -323,18 +313,8 @@ fn cluster_orders_overs_in_chain_order_and_answers_duplicates() {
 fn restarted_cluster_recomputes_the_same_ids_from_disk() {
     let mut c = Cluster::new();
     let l = c.tick_until_leader();
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 1, 4, None),
-    );
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(8),
-        over(8, 1, 1, None),
-    );
+    c.deliver(l, NodeId::Entry(7), over(7, 1, 4, None));
+    c.deliver(l, NodeId::Entry(8), over(8, 1, 1, None));
     c.run();
     let before = c.nodes[l as usize]
         .machine()
@@ -346,12 +326,7 @@ fn restarted_cluster_recomputes_the_same_ids_from_disk() {
         .collect();
     let l2 = c.tick_until_leader();
     c.run();
-    step(
-        &mut c.nodes[l2 as usize],
-        c.now,
-        NodeId::Entry(8),
-        over(8, 2, 1, Some(1)),
-    );
+    c.deliver(l2, NodeId::Entry(8), over(8, 2, 1, Some(1)));
     c.run();
     let after = c.nodes[l2 as usize]
         .machine()
@@ -366,12 +341,7 @@ fn a_minority_leader_cannot_commit() {
     let l = c.tick_until_leader();
     let others: Vec<u32> = (0..3).filter(|i| *i != l).collect();
     c.down.extend(others.iter().copied());
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 1, 1, None),
-    );
+    c.deliver(l, NodeId::Entry(7), over(7, 1, 1, None));
     c.run();
     assert!(c.nodes[l as usize].machine().resolution(7, 1).is_none());
     // The majority side elects its own leader and orders a different segment first.
@@ -379,12 +349,7 @@ fn a_minority_leader_cannot_commit() {
     c.down.insert(l);
     let l2 = c.tick_until_leader();
     assert_ne!(l2, l);
-    step(
-        &mut c.nodes[l2 as usize],
-        c.now,
-        NodeId::Entry(8),
-        over(8, 1, 1, None),
-    );
+    c.deliver(l2, NodeId::Entry(8), over(8, 1, 1, None));
     c.run();
     let r = c.nodes[l2 as usize].machine().resolution(8, 1);
     assert_eq!(r.map(|r| r.base), Some(PermanentId(1)));
@@ -405,35 +370,15 @@ fn abandon(owner: u64, below: u64) -> Msg {
 fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     let mut c = Cluster::new();
     let l = c.tick_until_leader();
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 1, 2, None),
-    );
+    c.deliver(l, NodeId::Entry(7), over(7, 1, 2, None));
     c.run();
     // Only the operator may ask; an entry's (or anyone else's) Abandon is ignored.
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(8),
-        abandon(7, 10),
-    );
+    c.deliver(l, NodeId::Entry(8), abandon(7, 10));
     c.run();
     assert_eq!(c.nodes[l as usize].machine().operator_floor(7), 0);
     c.outside.clear();
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Operator,
-        abandon(7, 10),
-    );
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Operator,
-        abandon(7, 10),
-    );
+    c.deliver(l, NodeId::Operator, abandon(7, 10));
+    c.deliver(l, NodeId::Operator, abandon(7, 10));
     c.run();
     let log = c.nodes[l as usize].log().to_vec();
     let entries_with_abandons = log.iter().filter(|e| !e.abandons.is_empty()).count();
@@ -459,18 +404,8 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     assert_eq!(told, vec![notice]);
     // A committed floor: a later duplicate appends nothing.
     let len = c.nodes[l as usize].log().len();
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Operator,
-        abandon(7, 10),
-    );
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Operator,
-        abandon(7, 4),
-    );
+    c.deliver(l, NodeId::Operator, abandon(7, 10));
+    c.deliver(l, NodeId::Operator, abandon(7, 4));
     c.run();
     assert_eq!(c.nodes[l as usize].log().len(), len);
     // Every node applied it; a follower answers the catch-up poll with it.
@@ -479,9 +414,8 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     c.nodes[l as usize].handle_tick(c.now);
     c.run();
     c.outside.clear();
-    step(
-        &mut c.nodes[f as usize],
-        c.now,
+    c.deliver(
+        f,
         NodeId::Ndb(1),
         Msg::FetchResolved {
             from: PermanentId(3),
@@ -502,18 +436,8 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
     );
     // An OVER below the floor is answered with the floor; the elected one keeps its range.
     c.outside.clear();
-    step(
-        &mut c.nodes[f as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 4, 1, None),
-    );
-    step(
-        &mut c.nodes[f as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 1, 2, None),
-    );
+    c.deliver(f, NodeId::Entry(7), over(7, 4, 1, None));
+    c.deliver(f, NodeId::Entry(7), over(7, 1, 2, None));
     c.run();
     assert_eq!(
         c.outside,
@@ -543,12 +467,7 @@ fn an_operator_abandon_is_committed_once_and_told_to_ndbs_in_id_order() {
         ]
     );
     // The returning entry's first segment at the floor is elected.
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 10, 1, None),
-    );
+    c.deliver(l, NodeId::Entry(7), over(7, 10, 1, None));
     c.run();
     let r = c.nodes[l as usize].machine().resolution(7, 10);
     assert_eq!(r.map(|r| r.base), Some(PermanentId(3)));
@@ -564,12 +483,7 @@ fn small_snapshots(id: u32, threshold: u64) -> SyncConfig {
 fn order_segments(c: &mut Cluster, leader: u32, from: u64, n: u64) {
     for s in from..from + n {
         let prev = s.checked_sub(1).filter(|p| *p > 0);
-        step(
-            &mut c.nodes[leader as usize],
-            c.now,
-            NodeId::Entry(7),
-            over(7, s, 2, prev),
-        );
+        c.deliver(leader, NodeId::Entry(7), over(7, s, 2, prev));
         c.run();
     }
     // A heartbeat carries the final commit index to the followers.
@@ -600,12 +514,7 @@ fn a_resolution_written_in_an_earlier_step_goes_ahead_of_this_steps_append() {
     let l = c.tick_until_leader();
     let f = (0..3).find(|i| *i != l).unwrap_or(0);
     // Step 1: the leader appends segment 1 and drafts it; its write completes.
-    step(
-        &mut c.nodes[l as usize],
-        c.now,
-        NodeId::Entry(7),
-        over(7, 1, 1, None),
-    );
+    c.deliver(l, NodeId::Entry(7), over(7, 1, 1, None));
     let mut drafts = Vec::new();
     for a in c.nodes[l as usize].take_actions() {
         match a {
@@ -619,7 +528,7 @@ fn a_resolution_written_in_an_earlier_step_goes_ahead_of_this_steps_append() {
     }
     // The follower stores it and acks.
     for d in drafts {
-        step(&mut c.nodes[f as usize], c.now, NodeId::Sync(l), d);
+        c.deliver(f, NodeId::Sync(l), d);
     }
     let acks: Vec<Msg> = c.nodes[f as usize]
         .take_actions()
@@ -682,7 +591,7 @@ fn a_quorum_of_distinct_ndbs_stored_reports_stands_for_the_entrys_over() {
             SyncNode::recover(k, SyncDisk::default(), 0)
         })
         .collect();
-    let l = c.tick_until_leader() as usize;
+    let l = c.tick_until_leader();
     c.outside.clear();
     let e = Elect {
         owner: 7,
@@ -703,18 +612,18 @@ fn a_quorum_of_distinct_ndbs_stored_reports_stands_for_the_entrys_over() {
     // A follower ignores reports; at the leader, one ndb twice is still one.
     let f = (l + 1) % 3;
     for ndb in 0..3 {
-        step(&mut c.nodes[f], c.now, NodeId::Ndb(ndb), Msg::Stored(e));
+        c.deliver(f, NodeId::Ndb(ndb), Msg::Stored(e));
     }
-    step(&mut c.nodes[l], c.now, NodeId::Ndb(0), Msg::Stored(e));
-    step(&mut c.nodes[l], c.now, NodeId::Ndb(0), Msg::Stored(e));
+    c.deliver(l, NodeId::Ndb(0), Msg::Stored(e));
+    c.deliver(l, NodeId::Ndb(0), Msg::Stored(e));
     c.run();
     assert!(resolved(&c).is_empty());
     // A second ndb reporting another count does not add up with the first.
     let other = Elect { count: 3, ..e };
-    step(&mut c.nodes[l], c.now, NodeId::Ndb(1), Msg::Stored(other));
+    c.deliver(l, NodeId::Ndb(1), Msg::Stored(other));
     c.run();
     assert!(resolved(&c).is_empty());
-    step(&mut c.nodes[l], c.now, NodeId::Ndb(2), Msg::Stored(e));
+    c.deliver(l, NodeId::Ndb(2), Msg::Stored(e));
     c.run();
     assert_eq!(
         resolved(&c),
@@ -727,7 +636,7 @@ fn a_quorum_of_distinct_ndbs_stored_reports_stands_for_the_entrys_over() {
     );
     // A late report (and the entry's own Over) of an ordered segment orders nothing again.
     c.outside.clear();
-    step(&mut c.nodes[l], c.now, NodeId::Ndb(1), Msg::Stored(e));
+    c.deliver(l, NodeId::Ndb(1), Msg::Stored(e));
     c.run();
     assert!(resolved(&c).is_empty());
 }
