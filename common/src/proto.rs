@@ -360,7 +360,9 @@ pub trait Core {
     type Write;
     /// Feed one message from a peer.
     fn handle_message(&mut self, now: Micros, from: NodeId, msg: Msg);
-    /// Let timers fire; cheap when nothing is due.
+    /// Let timers fire; cheap when nothing is due. A shell calls it after every batch of
+    /// messages as well as at [`Core::poll_timeout`]: it ends a step, and a core may leave
+    /// work for it that a whole batch should share (the sync leader's proposal).
     fn handle_tick(&mut self, now: Micros);
     /// Return when [`Core::handle_tick`] should next be called.
     fn poll_timeout(&self) -> Micros;
