@@ -27,7 +27,7 @@ fn ask(c: &mut Cluster, i: u32, from: NodeId, msg: Msg) -> Vec<Msg> {
     if let Some(reply) = answer_from_archive(node, &msg, || disk.clone()) {
         return vec![reply];
     }
-    step(&mut c.nodes[i as usize], c.now, from, msg);
+    c.deliver(i, from, msg);
     let mut replies = Vec::new();
     for a in c.nodes[i as usize].take_actions() {
         match a {

@@ -81,12 +81,7 @@ impl Cluster {
                 queue.push_back((to, from, reply));
                 continue;
             }
-            step(
-                &mut self.nodes[to as usize],
-                self.now,
-                NodeId::Sync(from),
-                msg,
-            );
+            self.deliver(to, NodeId::Sync(from), msg);
         }
     }
 
