@@ -30,7 +30,7 @@ use ordo_common::quic::metrics::Metrics;
 use ordo_common::quic::node::{Clock, Every};
 use ordo_common::quic::{load_identity, Mesh};
 use ordo_common::{PermanentId, StoredMessage};
-use ordo_ndb::{CommitBatch, Store};
+use ordo_ndb::Store;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::{HashMap, VecDeque};
@@ -56,8 +56,13 @@ const DELIVERY_QUEUE: usize = 8;
 /// wait at most this long (plus a log round trip) to be adopted.
 const NOTICE_POLL_US: u64 = 1_000_000;
 
-/// A batch of delivered records, in id order.
-type Delivered = Vec<(PermanentId, Arc<StoredMessage>)>;
+/// A batch of delivered records, in id order: decoded for the router, and the bytes they
+/// came as for the local store (so they are not encoded a second time).
+#[derive(Default)]
+struct Delivered {
+    messages: Vec<(PermanentId, Arc<StoredMessage>)>,
+    bodies: Vec<Bytes>,
+}
 
 /// A publisher's reply and when its publish was accepted.
 type Reply = (oneshot::Sender<Result<PermanentId, PublishError>>, Instant);
@@ -356,7 +361,7 @@ impl ShellTask {
     }
 
     async fn run_actions(&mut self) -> anyhow::Result<()> {
-        let mut delivered: Delivered = Vec::new();
+        let mut delivered = Delivered::default();
         // Actions run in order and a write is awaited in place, so whatever
         // follows a Persist runs after it is durable (the Persist rule).
         for action in self.core.take_actions() {
@@ -377,7 +382,10 @@ impl ShellTask {
                 }
                 Action::Send { to, msg } => self.mesh.send(to, msg),
                 Action::Deliver { id, body } => match rmp_serde::from_slice(&body) {
-                    Ok(message) => delivered.push((id, Arc::new(message))),
+                    Ok(message) => {
+                        delivered.messages.push((id, Arc::new(message)));
+                        delivered.bodies.push(body);
+                    }
                     Err(e) => tracing::error!(id = id.0, error = %e, "undecodable record; skipped"),
                 },
                 Action::Ack { seq, id, .. } => {
@@ -391,7 +399,7 @@ impl ShellTask {
                 }
             }
         }
-        if !delivered.is_empty() {
+        if !delivered.messages.is_empty() {
             self.queue_delivery(delivered)?;
         }
         for notice in self.core.take_abandon_notices() {
@@ -461,17 +469,17 @@ async fn deliver(
     router: Arc<Router>,
     mut batches: mpsc::Receiver<Delivered>,
 ) -> Result<(), String> {
-    while let Some(messages) = batches.recv().await {
-        let batch = CommitBatch {
-            messages,
-            meta: Vec::new(),
-        };
+    while let Some(Delivered { messages, bodies }) = batches.recv().await {
         let store = store.clone();
-        let written =
-            tokio::task::spawn_blocking(move || store.commit_unsynced(&batch).map(|()| batch))
-                .await;
+        let ids: Vec<PermanentId> = messages.iter().map(|(id, _)| *id).collect();
+        let written = tokio::task::spawn_blocking(move || {
+            let records: Vec<(PermanentId, &[u8])> =
+                ids.into_iter().zip(bodies.iter().map(|b| &b[..])).collect();
+            store.cache_encoded(&records)
+        })
+        .await;
         match written {
-            Ok(Ok(batch)) => router.dispatch(&batch.messages),
+            Ok(Ok(())) => router.dispatch(&messages),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "entry storage failed; no further deliveries");
                 return Err(e.to_string());
