@@ -111,19 +111,20 @@ impl Store {
     ///
     /// After any failure the store is poisoned and refuses every later commit.
     pub fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
-        self.write(batch, true)
-    }
-
-    /// Write a batch atomically without waiting for an fsync: for data another
-    /// node holds durably (an entry's cache of the permanent log).
-    pub fn commit_unsynced(&self, batch: &CommitBatch) -> Result<(), StoreError> {
-        self.write(batch, false)
+        let mut wb = WriteBatch::default();
+        for (id, message) in &batch.messages {
+            wb.put_cf(self.cf(CF_PERM), id.0.to_be_bytes(), encode_record(message));
+        }
+        for (key, value) in &batch.meta {
+            wb.put_cf(self.cf(CF_META), key.as_bytes(), value);
+        }
+        self.write_batch(wb, true)
     }
 
     /// Write messages given as their msgpack encoding (the bytes a `StoredMessage` travels
-    /// as between nodes) without waiting for an fsync: an entry's cache of the permanent log.
-    /// The caller has decoded each body once already; they are stored as they are, not
-    /// encoded again.
+    /// as between nodes) atomically, without waiting for an fsync: for data another node
+    /// holds durably (an entry's cache of the permanent log). The caller has decoded each
+    /// body once already; they are stored as they are, not encoded again.
     pub fn cache_encoded(&self, records: &[(PermanentId, &[u8])]) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
         let mut value = Vec::new();
@@ -134,17 +135,6 @@ impl Store {
             wb.put_cf(self.cf(CF_PERM), id.0.to_be_bytes(), &value);
         }
         self.write_batch(wb, false)
-    }
-
-    fn write(&self, batch: &CommitBatch, sync: bool) -> Result<(), StoreError> {
-        let mut wb = WriteBatch::default();
-        for (id, message) in &batch.messages {
-            wb.put_cf(self.cf(CF_PERM), id.0.to_be_bytes(), encode_record(message));
-        }
-        for (key, value) in &batch.meta {
-            wb.put_cf(self.cf(CF_META), key.as_bytes(), value);
-        }
-        self.write_batch(wb, sync)
     }
 
     /// Tell whether an earlier write failed.
@@ -193,7 +183,7 @@ impl Store {
     /// drops all but the `keep` newest snapshots (at least this one).
     ///
     /// Correctness: the write is synced, and syncing RocksDB's WAL makes every
-    /// earlier write durable too, the unsynced ones of [`Store::commit_unsynced`]
+    /// earlier write durable too, the unsynced ones of [`Store::cache_encoded`]
     /// included. So once this returns, every message written before it, which
     /// covers every id up to `at` for a caller that dispatches only what it
     /// wrote, survives a crash, and the snapshot never names lost messages.
