@@ -471,15 +471,15 @@ async fn deliver(
 ) -> Result<(), String> {
     while let Some(Delivered { messages, bodies }) = batches.recv().await {
         let store = store.clone();
-        let ids: Vec<PermanentId> = messages.iter().map(|(id, _)| *id).collect();
         let written = tokio::task::spawn_blocking(move || {
-            let records: Vec<(PermanentId, &[u8])> =
-                ids.into_iter().zip(bodies.iter().map(|b| &b[..])).collect();
-            store.cache_encoded(&records)
+            let ids = messages.iter().map(|(id, _)| *id);
+            store
+                .cache_encoded(ids.zip(bodies.iter().map(|b| &b[..])))
+                .map(|()| messages)
         })
         .await;
         match written {
-            Ok(Ok(())) => router.dispatch(&messages),
+            Ok(Ok(messages)) => router.dispatch(&messages),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "entry storage failed; no further deliveries");
                 return Err(e.to_string());

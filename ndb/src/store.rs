@@ -125,7 +125,10 @@ impl Store {
     /// as between nodes) atomically, without waiting for an fsync: for data another node
     /// holds durably (an entry's cache of the permanent log). The caller has decoded each
     /// body once already; they are stored as they are, not encoded again.
-    pub fn cache_encoded(&self, records: &[(PermanentId, &[u8])]) -> Result<(), StoreError> {
+    pub fn cache_encoded<'a>(
+        &self,
+        records: impl IntoIterator<Item = (PermanentId, &'a [u8])>,
+    ) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
         let mut value = Vec::new();
         for (id, body) in records {
@@ -327,7 +330,7 @@ mod tests {
             .enumerate()
             .map(|(i, b)| (PermanentId(7 + i as u64), b.as_slice()))
             .collect();
-        store.cache_encoded(&records).expect("cache");
+        store.cache_encoded(records).expect("cache");
         let read = store
             .read_range(PermanentId(6), PermanentId(8), 10)
             .expect("read");
