@@ -341,6 +341,18 @@ impl Broker {
         }
     }
 
+    /// Name and pid of each of its processes (none for the in-process sink).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        match &self.running {
+            Running::Sink(_) => Vec::new(),
+            Running::Processes(p) => p
+                .guards
+                .iter()
+                .filter_map(|g| Some((g.name.clone(), g.child.id()?)))
+                .collect(),
+        }
+    }
+
     /// Whether every broker process is still alive (the sink always is).
     pub fn check_alive(&mut self) -> Result<()> {
         if let Running::Processes(processes) = &mut self.running {

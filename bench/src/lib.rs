@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Modules: [`cli`] arguments, `broker` child processes and the in-process `sink`, `cluster` the
-//! multi-process Ordo cluster, `wire` MQTT
+//! multi-process Ordo cluster, `cpu` what the broker's processes used, `wire` MQTT
 //! framing, `client` publisher/subscriber connections, `phase` one measured phase, `report`
 //! the table.
 
@@ -20,6 +20,7 @@ pub mod cli;
 mod broker;
 mod client;
 mod cluster;
+mod cpu;
 mod phase;
 mod report;
 mod sink;
@@ -147,6 +148,7 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
         window: args.window,
         duration,
         rate: None,
+        processes: broker.pids(),
     };
     // Handshakes, sending and draining are each bounded; this is the backstop.
     let limit = duration * 3 + Duration::from_secs(60);
@@ -167,6 +169,9 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
             peak.deliver_rate.map_or("-".into(), |r| format!("{r:.0}")),
             args.paced_rate.unwrap_or(sustained / 2.0)
         );
+        if let Some(cpu) = &peak.cpu {
+            eprintln!("  peak cpu: {}", cpu.summary());
+        }
         out.peak = Some(peak);
         anyhow::ensure!(
             sustained > 0.0 || args.paced_rate.is_some(),
@@ -199,6 +204,9 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
             p(paced.ack_latency),
             p(paced.deliver_latency)
         );
+        if let Some(cpu) = &paced.cpu {
+            eprintln!("  paced cpu: {}", cpu.summary());
+        }
         out.paced = Some(paced);
         Ok(())
     }

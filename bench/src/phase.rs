@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::client::{self, histogram, PublisherPlan, PublisherReport, Shared, SubscriberReport};
+use crate::cpu;
 use crate::wire;
 
 /// How a phase loads the broker.
@@ -47,6 +48,8 @@ pub struct PhaseConfig {
     pub duration: Duration,
     /// Total offered rate in msg/s; `None` = flat out.
     pub rate: Option<f64>,
+    /// The broker's processes (name, pid), whose CPU is read over the measured window.
+    pub processes: Vec<(String, u32)>,
 }
 
 /// Latency percentiles in microseconds.
@@ -112,6 +115,8 @@ pub struct PhaseResult {
     pub foreign: u64,
     /// Connection errors.
     pub errors: Vec<String>,
+    /// CPU the broker's processes used in the measured window (Linux).
+    pub cpu: Option<crate::cpu::CpuUse>,
 }
 
 impl PhaseResult {
@@ -150,6 +155,7 @@ impl PhaseResult {
             "reordered": self.reordered,
             "foreign": self.foreign,
             "errors": self.errors,
+            "cpu": self.cpu.as_ref().map(crate::cpu::CpuUse::to_json),
         })
     }
 }
@@ -224,11 +230,14 @@ pub async fn run(
             sink.as_ref().map_or(0, |s| s.load(Ordering::Relaxed)),
         )
     };
+    let cpu_of = |procs: &[(String, u32)]| (!procs.is_empty()).then(|| cpu::snapshot(procs));
     tokio::time::sleep_until((start + warmup).into()).await;
     let a = snapshot(Instant::now());
+    let cpu_a = cpu_of(&cfg.processes);
     shared.recording.store(true, Ordering::Relaxed);
     tokio::time::sleep_until(deadline.into()).await;
     let b = snapshot(Instant::now());
+    let cpu_b = cpu_of(&cfg.processes);
     shared.recording.store(false, Ordering::Relaxed);
     let secs = (b.0 - a.0).as_secs_f64();
     let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
@@ -239,6 +248,7 @@ pub async fn run(
         ack_rate: (cfg.pub_qos == 1).then(|| rate(a.2, b.2)),
         deliver_rate: (cfg.subscribers > 0).then(|| rate(a.3, b.3)),
         sink_rate: sink.as_ref().map(|_| rate(a.4, b.4)),
+        cpu: cpu_a.zip(cpu_b).and_then(|(a, b)| cpu::since(&a, &b)),
         ..PhaseResult::default()
     };
 
@@ -388,6 +398,7 @@ mod tests {
             window: 16,
             duration: Duration::from_millis(300),
             rate: None,
+            processes: Vec::new(),
         };
         let r = run(&[sink.addr()], Some(sink.received()), &cfg)
             .await

@@ -287,6 +287,7 @@ pub fn table(all: &[BrokerRun], peers: &[Peer], args: &Args) -> String {
 
     ratio_table(&mut s, all, peers, qos);
     cluster_table(&mut s, all, peers, qos);
+    cpu_table(&mut s, all, peers);
 
     let errors: Vec<String> = all
         .iter()
@@ -393,6 +394,92 @@ fn cluster_table(s: &mut String, all: &[BrokerRun], peers: &[Peer], qos: u8) {
     }
 }
 
+/// CPU of each broker's processes in the measured windows, where /proc could tell.
+fn cpu_table(s: &mut String, all: &[BrokerRun], peers: &[Peer]) {
+    let cpu = |r: &BrokerRun, paced: bool| {
+        let phase = if paced {
+            r.paced.as_ref()
+        } else {
+            r.peak.as_ref()
+        };
+        phase.and_then(|p| p.cpu.clone())
+    };
+    let shown: Vec<Peer> = peers
+        .iter()
+        .copied()
+        .filter(|&p| all.iter().any(|r| r.peer == p && cpu(r, true).is_some()))
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\ncpu of the broker's processes in the measured windows (medians; from /proc, kernel \
+         threads not counted):\n\
+         waiting = its threads ready to run but without a core, on average; wake-up = mean wait \
+         for a core each time one ran"
+    );
+    let _ = writeln!(
+        s,
+        "{:<10} {:>10} {:>9} {:>11} {:>10} {:>8} {:>8} {:>7}  paced cores by role",
+        "broker",
+        "peak cores",
+        "paced/s",
+        "paced cores",
+        "per 10k/s",
+        "bench",
+        "waiting",
+        "wake-up"
+    );
+    for &peer in &shown {
+        let runs = runs_of(all, peer);
+        let med = |f: &dyn Fn(&BrokerRun) -> Option<f64>| {
+            median(runs.iter().filter_map(|r| f(r)).collect())
+        };
+        let fmt = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+        let paced_rate = med(&|r| r.paced.as_ref()?.offered_rate);
+        let per_10k = med(&|r| {
+            let rate = r.paced.as_ref()?.offered_rate?;
+            (rate > 0.0).then(|| cpu(r, true).map(|c| c.cores / rate * 1e4))?
+        });
+        let roles: std::collections::BTreeSet<String> = runs
+            .iter()
+            .filter_map(|r| cpu(r, true))
+            .flat_map(|c| c.by_role.into_iter().map(|(role, _)| role))
+            .collect();
+        let by_role: Vec<String> = roles
+            .iter()
+            .filter_map(|role| {
+                let v = med(&|r| {
+                    cpu(r, true)?
+                        .by_role
+                        .into_iter()
+                        .find(|(x, _)| x == role)
+                        .map(|(_, c)| c)
+                })?;
+                Some(format!("{role} {v:.2}"))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<10} {:>10} {:>9} {:>11} {:>10} {:>8} {:>8} {:>7}  {}",
+            peer.to_string(),
+            fmt(med(&|r| cpu(r, false).map(|c| c.cores)), 2),
+            paced_rate.map_or("-".into(), rate),
+            fmt(med(&|r| cpu(r, true).map(|c| c.cores)), 2),
+            fmt(per_10k, 3),
+            fmt(med(&|r| cpu(r, true).map(|c| c.bench_cores)), 2),
+            fmt(med(&|r| cpu(r, true).map(|c| c.waiting)), 1),
+            med(&|r| cpu(r, true).map(|c| c.wait_per_slice_us)).map_or("-".into(), micros),
+            if by_role.len() > 1 {
+                by_role.join(", ")
+            } else {
+                "-".into()
+            }
+        );
+    }
+}
+
 /// Everything, for `--json`.
 pub fn json(all: &[BrokerRun], peers: &[Peer], args: &Args) -> Value {
     let qos = args.qos;
@@ -490,6 +577,54 @@ mod tests {
             ]
         );
         assert!(ratio_pairs(&[Peer::Sink, Peer::Cluster2]).is_empty());
+    }
+
+    fn run_with_cpu(run: usize, paced_rate: f64, cores: f64, entry: f64) -> BrokerRun {
+        let cpu = crate::cpu::CpuUse {
+            cores,
+            by_role: vec![("entry".into(), entry), ("sync".into(), cores - entry)],
+            bench_cores: 0.1,
+            waiting: 2.0,
+            wait_per_slice_us: 150.0,
+        };
+        let paced = PhaseResult {
+            offered_rate: Some(paced_rate),
+            cpu: Some(cpu),
+            ..PhaseResult::default()
+        };
+        BrokerRun {
+            peer: Peer::Cluster1,
+            run,
+            sub_qos: 1,
+            subscribers: 2,
+            peak: Some(PhaseResult::default()),
+            paced: Some(paced),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_cpu_table_shows_medians_per_broker_and_role() {
+        let all = [
+            run_with_cpu(0, 10_000.0, 1.0, 0.4),
+            run_with_cpu(1, 20_000.0, 1.6, 0.6),
+            run_with_cpu(2, 30_000.0, 1.8, 0.9),
+        ];
+        let mut s = String::new();
+        cpu_table(&mut s, &all, &[Peer::Cluster1, Peer::Mosquitto]);
+        let row = s
+            .lines()
+            .find(|l| l.starts_with("cluster1"))
+            .expect("a row for the cluster");
+        // Medians: 20k msg/s, 1.60 cores, 0.800 cores per 10k/s (of 1.0, 0.8, 0.6), sync 0.90
+        // (of 0.6, 1.0, 0.9).
+        for want in ["20.0k", "1.60", "0.800", "150us", "entry 0.60", "sync 0.90"] {
+            assert!(row.contains(want), "{want} missing from {row:?}");
+        }
+        assert!(!s.contains("mosquitto"), "no row without figures: {s}");
+        let mut empty = String::new();
+        cpu_table(&mut empty, &all[..0], &[Peer::Cluster1]);
+        assert!(empty.is_empty());
     }
 
     #[test]
