@@ -89,11 +89,18 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
                 lag.set(node.known_end().0.saturating_sub(disk.next.0) as i64);
                 temp.set(disk.temp.len() as i64);
                 if heartbeat.due() {
-                let totals = beat_metrics.totals();
-                let (mean_commit_ms, errors) = totals.since(&last_totals);
-                last_totals = totals;
-                    tracing::info!(%me, revision = disk.next.0.saturating_sub(1),
-                    temp_segments = disk.temp.len(), mean_commit_ms = format!("{mean_commit_ms:.2}"), errors, "heartbeat");
+                    let totals = beat_metrics.totals();
+                    let (mean_commit_ms, errors) = totals.since(&last_totals);
+                    last_totals = totals;
+                    let mean_commit_ms = format!("{mean_commit_ms:.2}");
+                    tracing::info!(
+                        %me,
+                        revision = disk.next.0.saturating_sub(1),
+                        temp_segments = disk.temp.len(),
+                        mean_commit_ms,
+                        errors,
+                        "heartbeat"
+                    );
                 }
             },
         },

@@ -11,7 +11,7 @@
 use crate::log::{answer_from_archive, SyncConfig, SyncNode, SyncWrite};
 use crate::store::{SyncStore, SyncStoreError};
 use ordo_common::cluster::ClusterSpec;
-use ordo_common::proto::NodeId;
+use ordo_common::proto::{Msg, NodeId};
 use ordo_common::quic::metrics::Metrics;
 use ordo_common::quic::node::{serve, Durable, Every, Hooks, RunError};
 use std::net::SocketAddr;
@@ -98,6 +98,58 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
     let mut last_totals = metrics.totals();
     let beat_metrics = metrics.clone();
     let mut leader = false;
+    let archive = store.clone();
+    let shortcut =
+        |node: &SyncNode, _: NodeId, msg: &Msg| answer_from_archive(node, msg, || archive.clone());
+    let observe = |node: &SyncNode| {
+        term.set(node.term() as i64);
+        is_leader.set(i64::from(node.is_leader()));
+        commit.set(node.commit_index() as i64);
+        next_id.set(node.machine().next_id().0 as i64);
+        log_len.set(node.log().len() as i64);
+        in_memory.set(node.resolutions_in_memory() as i64);
+        gap_ids.set(
+            node.archive_gap()
+                .map_or(0, |(f, t)| t.0.saturating_sub(f.0)) as i64,
+        );
+        if node.snapshot_index() != snapshot_seen {
+            snapshot_seen = node.snapshot_index();
+            tracing::info!(
+                %me,
+                index = snapshot_seen,
+                applied = node.applied_index(),
+                log_len = node.log().len(),
+                "snapshot taken or installed"
+            );
+        }
+        snapshot_index.set(snapshot_seen as i64);
+        let applied = node.machine().notice_count();
+        for n in node.machine().notices_from(notices, usize::MAX) {
+            tracing::info!(%me, owner = n.owner, below = n.below, at = n.at.0, "abandon applied");
+        }
+        notices = applied;
+        abandons.set(applied as i64);
+        if node.is_leader() != leader {
+            leader = node.is_leader();
+            tracing::info!(%me, term = node.term(), leader, "role changed");
+        }
+        if heartbeat.due() {
+            let totals = beat_metrics.totals();
+            let (mean_commit_ms, errors) = totals.since(&last_totals);
+            last_totals = totals;
+            let mean_commit_ms = format!("{mean_commit_ms:.2}");
+            tracing::info!(
+                %me,
+                term = node.term(),
+                leader = node.is_leader(),
+                commit = node.commit_index(),
+                revision = node.machine().next_id().0.saturating_sub(1),
+                mean_commit_ms,
+                errors,
+                "heartbeat"
+            );
+        }
+    };
     serve(
         &opts.spec,
         me,
@@ -105,42 +157,7 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
         Arc::new(store.clone()),
         shutdown,
         &metrics,
-        Hooks {
-            shortcut: |node: &SyncNode, _, msg: &_| answer_from_archive(node, msg, || store.clone()),
-            observe: |node: &SyncNode| {
-            term.set(node.term() as i64);
-            is_leader.set(i64::from(node.is_leader()));
-            commit.set(node.commit_index() as i64);
-            next_id.set(node.machine().next_id().0 as i64);
-            log_len.set(node.log().len() as i64);
-            in_memory.set(node.resolutions_in_memory() as i64);
-            gap_ids.set(node.archive_gap().map_or(0, |(f, t)| t.0.saturating_sub(f.0)) as i64);
-            if node.snapshot_index() != snapshot_seen {
-                snapshot_seen = node.snapshot_index();
-                tracing::info!(%me, index = snapshot_seen, applied = node.applied_index(),
-                    log_len = node.log().len(), "snapshot taken or installed");
-            }
-            snapshot_index.set(snapshot_seen as i64);
-            let applied = node.machine().notice_count();
-            for n in node.machine().notices_from(notices, usize::MAX) {
-                tracing::info!(%me, owner = n.owner, below = n.below, at = n.at.0, "abandon applied");
-            }
-            notices = applied;
-            abandons.set(applied as i64);
-            if node.is_leader() != leader {
-                leader = node.is_leader();
-                tracing::info!(%me, term = node.term(), leader, "role changed");
-            }
-            if heartbeat.due() {
-                let totals = beat_metrics.totals();
-                let (mean_commit_ms, errors) = totals.since(&last_totals);
-                last_totals = totals;
-                tracing::info!(%me, term = node.term(), leader = node.is_leader(),
-                    commit = node.commit_index(), revision = node.machine().next_id().0.saturating_sub(1),
-                    mean_commit_ms = format!("{mean_commit_ms:.2}"), errors, "heartbeat");
-            }
-        },
-        },
+        Hooks { shortcut, observe },
     )
     .await
 }
