@@ -43,7 +43,11 @@ pub fn parse_schedstat(line: &str) -> Option<Times> {
     })
 }
 
-/// Add every thread's counters of `pid` and of its descendants to `out`.
+/// Most generations of descendants followed (a launcher and its child need two).
+const MAX_DEPTH: usize = 4;
+
+/// Add every thread's counters of `pid` to `out`, and of its descendants up to `MAX_DEPTH`
+/// generations below `depth`.
 fn threads_of(pid: u32, out: &mut Threads, depth: usize) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return;
@@ -59,7 +63,7 @@ fn threads_of(pid: u32, out: &mut Threads, depth: usize) {
         {
             out.insert((pid, tid), t);
         }
-        if depth < 4 {
+        if depth < MAX_DEPTH {
             let children = std::fs::read_to_string(dir.join("children")).unwrap_or_default();
             for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
                 threads_of(child, out, depth + 1);
@@ -90,8 +94,9 @@ pub fn snapshot(procs: &[(String, u32)]) -> Snapshot {
             (name.clone(), threads)
         })
         .collect();
+    // The generator's own threads only: its children are the brokers.
     let mut bench = BTreeMap::new();
-    threads_of(std::process::id(), &mut bench, 4);
+    threads_of(std::process::id(), &mut bench, MAX_DEPTH);
     Snapshot {
         at: Instant::now(),
         procs,
