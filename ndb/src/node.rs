@@ -11,8 +11,8 @@ use crate::StoreError;
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::NodeId;
 use ordo_common::proto::{Msg, NodeId as Node};
-use ordo_common::quic::metrics::Metrics;
-use ordo_common::quic::node::{serve, Durable, Every, Hooks, RunError};
+use ordo_common::quic::metrics::{Heartbeat, Metrics};
+use ordo_common::quic::node::{serve, Durable, Hooks, RunError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,9 +71,7 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
         "Resolved ids heard of but not yet applied here (replication lag)",
     );
     let temp = metrics.gauge("temp_segments", "Segments held in temporary history");
-    let mut heartbeat = Every::new(Duration::from_secs(10));
-    let mut last_totals = metrics.totals();
-    let beat_metrics = metrics.clone();
+    let mut heartbeat = Heartbeat::new(&metrics, Duration::from_secs(10));
     serve(
         &opts.spec,
         me,
@@ -88,11 +86,7 @@ pub async fn run(opts: NdbOptions, shutdown: watch::Receiver<bool>) -> Result<()
                 next_id.set(disk.next.0 as i64);
                 lag.set(node.known_end().0.saturating_sub(disk.next.0) as i64);
                 temp.set(disk.temp.len() as i64);
-                if heartbeat.due() {
-                    let totals = beat_metrics.totals();
-                    let (mean_commit_ms, errors) = totals.since(&last_totals);
-                    last_totals = totals;
-                    let mean_commit_ms = format!("{mean_commit_ms:.2}");
+                if let Some((mean_commit_ms, errors)) = heartbeat.due() {
                     tracing::info!(
                         %me,
                         revision = disk.next.0.saturating_sub(1),

@@ -12,8 +12,8 @@ use crate::log::{answer_from_archive, SyncConfig, SyncNode, SyncWrite};
 use crate::store::{SyncStore, SyncStoreError};
 use ordo_common::cluster::ClusterSpec;
 use ordo_common::proto::{Msg, NodeId};
-use ordo_common::quic::metrics::Metrics;
-use ordo_common::quic::node::{serve, Durable, Every, Hooks, RunError};
+use ordo_common::quic::metrics::{Heartbeat, Metrics};
+use ordo_common::quic::node::{serve, Durable, Hooks, RunError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -94,9 +94,7 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
     let mut snapshot_seen = snapshot_at;
     let abandons = metrics.gauge("abandons", "Operator abandons applied (floors raised)");
     let mut notices = 0;
-    let mut heartbeat = Every::new(Duration::from_secs(10));
-    let mut last_totals = metrics.totals();
-    let beat_metrics = metrics.clone();
+    let mut heartbeat = Heartbeat::new(&metrics, Duration::from_secs(10));
     let mut leader = false;
     let archive = store.clone();
     let shortcut =
@@ -133,11 +131,7 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
             leader = node.is_leader();
             tracing::info!(%me, term = node.term(), leader, "role changed");
         }
-        if heartbeat.due() {
-            let totals = beat_metrics.totals();
-            let (mean_commit_ms, errors) = totals.since(&last_totals);
-            last_totals = totals;
-            let mean_commit_ms = format!("{mean_commit_ms:.2}");
+        if let Some((mean_commit_ms, errors)) = heartbeat.due() {
             tracing::info!(
                 %me,
                 term = node.term(),

@@ -187,6 +187,36 @@ impl Metrics {
     }
 }
 
+/// Paces a storing node's heartbeat line and says what it reports since the last one.
+pub struct Heartbeat {
+    every: super::node::Every,
+    metrics: Metrics,
+    last: Totals,
+}
+
+impl Heartbeat {
+    /// A heartbeat every `every` over `metrics`' totals, the first after `every`.
+    pub fn new(metrics: &Metrics, every: std::time::Duration) -> Heartbeat {
+        Heartbeat {
+            every: super::node::Every::new(every),
+            last: metrics.totals(),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// When a heartbeat is due: the mean commit time since the last one (milliseconds, two
+    /// decimals, as logged) and the errors since then.
+    pub fn due(&mut self) -> Option<(String, u64)> {
+        if !self.every.due() {
+            return None;
+        }
+        let totals = self.metrics.totals();
+        let (mean_commit_ms, errors) = totals.since(&self.last);
+        self.last = totals;
+        Some((format!("{mean_commit_ms:.2}"), errors))
+    }
+}
+
 /// Running totals behind a heartbeat line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -209,5 +239,25 @@ impl Totals {
             micros as f64 / commits as f64 / 1000.0
         };
         (mean_ms, self.errors.saturating_sub(earlier.errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_heartbeat_reports_the_mean_commit_since_the_last_one() {
+        let metrics = Metrics::new("test");
+        metrics.observe_persist(Duration::from_millis(9));
+        let mut beat = Heartbeat::new(&metrics, Duration::ZERO);
+        metrics.observe_persist(Duration::from_millis(1));
+        metrics.observe_persist(Duration::from_millis(3));
+        assert_eq!(beat.due(), Some(("2.00".to_string(), 0)));
+        metrics.storage_errors.inc();
+        assert_eq!(beat.due(), Some(("0.00".to_string(), 1)));
+        let mut slow = Heartbeat::new(&metrics, Duration::from_secs(3600));
+        assert_eq!(slow.due(), None);
     }
 }
