@@ -185,14 +185,14 @@ pub fn since(before: &Snapshot, after: &Snapshot) -> Option<CpuUse> {
     }
     let mut total = Times::default();
     let mut roles: BTreeMap<String, f64> = BTreeMap::new();
+    let none = Threads::new();
     for (name, threads) in &after.procs {
         let old = before
             .procs
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, t)| t.clone())
-            .unwrap_or_default();
-        let d = delta(&old, threads);
+            .map_or(&none, |(_, t)| t);
+        let d = delta(old, threads);
         total.add(d);
         *roles.entry(role(name)).or_default() += d.run_ns as f64 / 1e9 / secs;
     }

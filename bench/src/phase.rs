@@ -116,7 +116,7 @@ pub struct PhaseResult {
     /// Connection errors.
     pub errors: Vec<String>,
     /// CPU the broker's processes used in the measured window (Linux).
-    pub cpu: Option<crate::cpu::CpuUse>,
+    pub cpu: Option<cpu::CpuUse>,
 }
 
 impl PhaseResult {
@@ -155,7 +155,7 @@ impl PhaseResult {
             "reordered": self.reordered,
             "foreign": self.foreign,
             "errors": self.errors,
-            "cpu": self.cpu.as_ref().map(crate::cpu::CpuUse::to_json),
+            "cpu": self.cpu.as_ref().map(cpu::CpuUse::to_json),
         })
     }
 }

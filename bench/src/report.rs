@@ -396,14 +396,10 @@ fn cluster_table(s: &mut String, all: &[BrokerRun], peers: &[Peer], qos: u8) {
 
 /// CPU of each broker's processes in the measured windows, where /proc could tell.
 fn cpu_table(s: &mut String, all: &[BrokerRun], peers: &[Peer]) {
-    let cpu = |r: &BrokerRun, paced: bool| {
-        let phase = if paced {
-            r.paced.as_ref()
-        } else {
-            r.peak.as_ref()
-        };
-        phase.and_then(|p| p.cpu.clone())
-    };
+    fn cpu(r: &BrokerRun, paced: bool) -> Option<&crate::cpu::CpuUse> {
+        let phase = if paced { &r.paced } else { &r.peak };
+        phase.as_ref()?.cpu.as_ref()
+    }
     let shown: Vec<Peer> = peers
         .iter()
         .copied()
@@ -445,7 +441,7 @@ fn cpu_table(s: &mut String, all: &[BrokerRun], peers: &[Peer]) {
         let roles: std::collections::BTreeSet<String> = runs
             .iter()
             .filter_map(|r| cpu(r, true))
-            .flat_map(|c| c.by_role.into_iter().map(|(role, _)| role))
+            .flat_map(|c| c.by_role.iter().map(|(role, _)| role.clone()))
             .collect();
         let by_role: Vec<String> = roles
             .iter()
@@ -453,9 +449,9 @@ fn cpu_table(s: &mut String, all: &[BrokerRun], peers: &[Peer]) {
                 let v = med(&|r| {
                     cpu(r, true)?
                         .by_role
-                        .into_iter()
+                        .iter()
                         .find(|(x, _)| x == role)
-                        .map(|(_, c)| c)
+                        .map(|(_, c)| *c)
                 })?;
                 Some(format!("{role} {v:.2}"))
             })
