@@ -32,6 +32,8 @@ use tokio::sync::mpsc;
 pub const MAX_FRAME: usize = 512 << 20;
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 16_384;
+/// Bytes of kernel buffer asked for each node socket, each way.
+pub(super) const SOCKET_BUFFER: usize = 4 << 20;
 /// Bytes of queued frames gathered into one stream write.
 const MAX_BATCH: usize = 256 << 10;
 
@@ -84,7 +86,14 @@ impl Mesh {
         server.transport_config(transport.clone());
         let mut client = client_config(identity)?;
         client.transport_config(transport);
-        let mut endpoint = quinn::Endpoint::server(server, bind).map_err(QuicError::Bind)?;
+        let socket = bind_socket(bind).map_err(QuicError::Bind)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(QuicError::Bind)?;
         endpoint.set_default_client_config(client);
         let stats = Arc::new(MeshStats::default());
         let mut queues = BTreeMap::new();
@@ -144,6 +153,37 @@ impl Mesh {
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
     }
+}
+
+/// Bind the node's UDP socket with room for bursts in its kernel buffers.
+///
+/// A `Begin` of a large segment is a burst of full datagrams to every ndb, and several
+/// entries burst at once; Linux's default receive buffer (208 KiB, about 90 such datagrams)
+/// overflowed on the ndbs under load, and each drop stalls a QUIC stream until the loss is
+/// repaired (docs/performance.md, nineteenth day). The kernel caps the request at
+/// `net.core.rmem_max` / `wmem_max`; a smaller grant is logged, not fatal.
+pub(super) fn bind_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
+        ("send", socket.set_send_buffer_size(SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not enlarge the UDP {what} buffer");
+        }
+    }
+    socket.bind(&bind.into())?;
+    // Linux reports twice what it granted (the doubling covers its bookkeeping).
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    if granted < SOCKET_BUFFER {
+        tracing::info!(
+            granted,
+            wanted = SOCKET_BUFFER,
+            "UDP receive buffer smaller than wanted; raise net.core.rmem_max to absorb bursts"
+        );
+    }
+    Ok(socket.into())
 }
 
 fn transport() -> quinn::TransportConfig {

@@ -353,3 +353,23 @@ fn frames_of_one_batch_decode_in_order() {
     }
     assert!(rest.is_empty());
 }
+
+#[test]
+fn a_node_socket_gets_the_buffers_the_kernel_allows() {
+    let socket = mesh::bind_socket("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let socket = socket2::SockRef::from(&socket);
+    for (limit, granted) in [
+        ("rmem_max", socket.recv_buffer_size().expect("rcvbuf")),
+        ("wmem_max", socket.send_buffer_size().expect("sndbuf")),
+    ] {
+        // Linux grants min(asked, limit) and reports twice that; elsewhere, skip.
+        let Ok(max) = std::fs::read_to_string(format!("/proc/sys/net/core/{limit}")) else {
+            return;
+        };
+        let max: usize = max.trim().parse().expect("a number");
+        assert!(
+            granted >= mesh::SOCKET_BUFFER.min(max),
+            "{limit} {max}: granted {granted}"
+        );
+    }
+}
