@@ -35,6 +35,8 @@ pub struct Shared {
     pub epoch: Instant,
     /// Latencies are recorded only while this is set (after warm-up, before the deadline).
     pub recording: AtomicBool,
+    /// When recording started, ns since `epoch`: second 0 of the per-second ack histograms.
+    pub recording_from_ns: AtomicU64,
     /// PUBLISHes written by all publishers.
     pub sent: AtomicU64,
     /// PUBACKs received by all publishers.
@@ -51,11 +53,19 @@ impl Shared {
         Self {
             epoch,
             recording: AtomicBool::new(false),
+            recording_from_ns: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Start recording latencies; the per-second histograms count from now.
+    pub fn start_recording(&self) {
+        self.recording_from_ns
+            .store(self.now_ns(), Ordering::Relaxed);
+        self.recording.store(true, Ordering::Relaxed);
     }
 
     fn now_ns(&self) -> u64 {
@@ -66,6 +76,12 @@ impl Shared {
 /// New latency histogram in nanoseconds (1 ns .. 1 h, 3 significant digits).
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("constant bounds are valid")
+}
+
+/// New histogram for one second's acks in nanoseconds: 1 us .. 1 h, 2 significant digits,
+/// small enough (about 26 KB) to keep one per second per publisher.
+pub fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 3_600_000_000_000, 2).expect("constant bounds are valid")
 }
 
 /// What one publisher connection does.
@@ -102,6 +118,9 @@ pub struct PublisherReport {
     pub unacked: Vec<u64>,
     /// Publish -> PUBACK latency (ns).
     pub ack_latency: Histogram<u64>,
+    /// Publish -> PUBACK (ns) by the second of recording the message was sent in: where in
+    /// time the tail sits (a steady queue, or episodes).
+    pub ack_by_second: Vec<Histogram<u64>>,
     /// Why the connection ended early, if it did.
     pub error: Option<String>,
 }
@@ -166,6 +185,7 @@ pub async fn publish(mut conn: Conn, plan: PublisherPlan, shared: Arc<Shared>) -
         acked: 0,
         unacked: Vec::new(),
         ack_latency: histogram(),
+        ack_by_second: Vec::new(),
         error: None,
     };
     let mut inflight = InFlight::new();
@@ -266,6 +286,7 @@ fn handle_acks(
 ) -> Result<()> {
     let now_ns = shared.now_ns();
     let recording = shared.recording.load(Ordering::Relaxed);
+    let from_ns = shared.recording_from_ns.load(Ordering::Relaxed);
     let mut acked = 0;
     while let Some(packet) = next_packet(&mut conn.buf)? {
         match packet {
@@ -273,9 +294,15 @@ fn handle_acks(
                 if let Some(sent_ns) = inflight.release(pkid) {
                     acked += 1;
                     if recording {
-                        report
-                            .ack_latency
-                            .saturating_record(now_ns.saturating_sub(sent_ns).max(1));
+                        let latency = now_ns.saturating_sub(sent_ns).max(1);
+                        report.ack_latency.saturating_record(latency);
+                        let second = (sent_ns.saturating_sub(from_ns) / 1_000_000_000) as usize;
+                        if report.ack_by_second.len() <= second {
+                            report
+                                .ack_by_second
+                                .resize_with(second + 1, second_histogram);
+                        }
+                        report.ack_by_second[second].saturating_record(latency);
                     }
                 }
             }

@@ -204,6 +204,14 @@ async fn bench_broker(peer: Peer, run: usize, args: &Args, programs: &Programs) 
             p(paced.ack_latency),
             p(paced.deliver_latency)
         );
+        if !paced.ack_p99_by_second_us.is_empty() {
+            let by_second: Vec<String> = paced
+                .ack_p99_by_second_us
+                .iter()
+                .map(|us| format!("{:.1}", us / 1e3))
+                .collect();
+            eprintln!("  paced ack p99 by second (ms): {}", by_second.join(" "));
+        }
         if let Some(cpu) = &paced.cpu {
             eprintln!("  paced cpu: {}", cpu.summary());
         }

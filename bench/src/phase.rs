@@ -97,6 +97,9 @@ pub struct PhaseResult {
     pub ack_latency: Option<Latency>,
     /// Publish -> delivery.
     pub deliver_latency: Option<Latency>,
+    /// 99th percentile publish -> PUBACK (us) of the messages sent in each second of the
+    /// measured window, in order.
+    pub ack_p99_by_second_us: Vec<f64>,
     /// Totals over the whole phase.
     pub sent: u64,
     /// PUBACKs received.
@@ -146,6 +149,7 @@ impl PhaseResult {
             "sink_rate": self.sink_rate,
             "ack_latency": self.ack_latency.map(Latency::to_json),
             "deliver_latency": self.deliver_latency.map(Latency::to_json),
+            "ack_p99_by_second_us": self.ack_p99_by_second_us,
             "sent": self.sent,
             "acked": self.acked,
             "unacked": self.unacked,
@@ -234,7 +238,7 @@ pub async fn run(
     tokio::time::sleep_until((start + warmup).into()).await;
     let a = snapshot(Instant::now());
     let cpu_a = cpu_of(&cfg.processes);
-    shared.recording.store(true, Ordering::Relaxed);
+    shared.start_recording();
     tokio::time::sleep_until(deadline.into()).await;
     let b = snapshot(Instant::now());
     let cpu_b = cpu_of(&cfg.processes);
@@ -303,8 +307,32 @@ pub async fn run(
         result.lost += lost(&pub_reports, s);
     }
     result.ack_latency = Latency::of(&ack_hist);
+    result.ack_p99_by_second_us = p99_by_second(&pub_reports);
     result.deliver_latency = Latency::of(&deliver_hist);
     Ok(result)
+}
+
+/// The 99th percentile (us) of each second's acks over every publisher; a second without
+/// acks (none sent in it was acked while recording) reads 0.
+fn p99_by_second(pubs: &[PublisherReport]) -> Vec<f64> {
+    let seconds = pubs
+        .iter()
+        .map(|p| p.ack_by_second.len())
+        .max()
+        .unwrap_or(0);
+    (0..seconds)
+        .map(|i| {
+            let mut merged = client::second_histogram();
+            for h in pubs.iter().filter_map(|p| p.ack_by_second.get(i)) {
+                merged.add(h).ok();
+            }
+            if merged.is_empty() {
+                0.0
+            } else {
+                merged.value_at_quantile(0.99) as f64 / 1e3
+            }
+        })
+        .collect()
 }
 
 /// Messages subscriber `s` should have received (sent and not left un-PUBACKed) but did not.
@@ -345,6 +373,7 @@ mod tests {
             acked: sent - unacked.len() as u64,
             unacked,
             ack_latency: histogram(),
+            ack_by_second: Vec::new(),
             error: None,
         }
     }
@@ -384,6 +413,29 @@ mod tests {
         assert_eq!(lost(&pubs, &sub), 3);
     }
 
+    #[test]
+    fn the_p99_of_each_second_merges_every_publisher() {
+        let second = |ms: &[u64]| {
+            let mut h = client::second_histogram();
+            for &m in ms {
+                h.record(m * 1_000_000).expect("in range");
+            }
+            h
+        };
+        let mut a = publisher(0, 0, vec![]);
+        let mut b = publisher(1, 0, vec![]);
+        // Second 0: 98 fast acks at a, 2 slower at b (the 99th of 100); second 1: b met an
+        // episode; only b saw a third second.
+        a.ack_by_second = vec![second(&[2; 98]), second(&[3; 50])];
+        b.ack_by_second = vec![second(&[4; 2]), second(&[40; 50]), second(&[5])];
+        let p99: Vec<u64> = p99_by_second(&[a, b])
+            .into_iter()
+            .map(|us| (us / 1e3).round() as u64)
+            .collect();
+        assert_eq!(p99, [4, 40, 5]);
+        assert!(p99_by_second(&[]).is_empty());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_publish_is_acked_by_the_sink() {
         let sink = Sink::start().expect("sink starts");
@@ -408,5 +460,13 @@ mod tests {
         assert_eq!(r.acked, r.sent);
         assert_eq!(r.unacked, 0);
         assert_eq!(sink.received().load(Ordering::Relaxed), r.sent);
+        // 240 ms measured: every ack recorded falls in second 0.
+        assert_eq!(
+            r.ack_p99_by_second_us.len(),
+            1,
+            "{:?}",
+            r.ack_p99_by_second_us
+        );
+        assert!(r.ack_p99_by_second_us[0] > 0.0);
     }
 }
