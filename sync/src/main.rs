@@ -41,6 +41,18 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     max_inflight: u64,
+    /// Milliseconds without a word from a leader before a node stands for election (it waits
+    /// a random time between this and twice this). Above the longest fsync stall you expect:
+    /// a leader stuck in one sends no heartbeats, and each needless election stops ordering
+    /// for a moment.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "ORDO_SYNC_ELECTION_TIMEOUT_MS",
+        default_value_t = ordo_sync::log::DEFAULT_ELECTION_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(100..)
+    )]
+    election_timeout_ms: u64,
     /// Tokio worker threads: 1 (the default) runs the node on one thread, 0 uses one per core.
     #[arg(long, value_name = "N", env = "ORDO_NODE_THREADS", default_value_t = 1)]
     threads: usize,
@@ -110,6 +122,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             metrics: cli.metrics,
             resolution_window: cli.resolution_window,
             max_inflight: cli.max_inflight,
+            election_timeout: Duration::from_millis(cli.election_timeout_ms),
         },
         rx,
     )

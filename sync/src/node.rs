@@ -35,6 +35,9 @@ pub struct SyncOptions {
     pub resolution_window: usize,
     /// Most uncommitted log entries the leader keeps in flight ([`SyncConfig::max_inflight`]).
     pub max_inflight: u64,
+    /// The shortest election timeout; each wait is drawn from `[this, 2 * this)`
+    /// ([`SyncConfig::election_timeout`]).
+    pub election_timeout: Duration,
 }
 
 impl Durable<SyncWrite> for SyncStore {
@@ -67,6 +70,9 @@ pub async fn run(opts: SyncOptions, shutdown: watch::Receiver<bool>) -> Result<(
     );
     cfg.resolution_window = opts.resolution_window.max(1);
     cfg.max_inflight = opts.max_inflight.max(1);
+    // Above the heartbeat, or a follower would stand between two of them.
+    let election = (opts.election_timeout.as_micros() as u64).max(2 * cfg.heartbeat);
+    cfg.election_timeout = (election, 2 * election);
     let metrics = Metrics::new("sync");
     if let Some(addr) = opts.metrics {
         metrics

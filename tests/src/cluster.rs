@@ -73,6 +73,9 @@ pub fn spawn_sync(spec: &ClusterSpec, id: u32, root: &Path) -> InProcess {
         metrics: None,
         resolution_window: ordo_sync::log::DEFAULT_RESOLUTION_WINDOW,
         max_inflight: ordo_sync::log::DEFAULT_MAX_INFLIGHT,
+        election_timeout: std::time::Duration::from_millis(
+            ordo_sync::log::DEFAULT_ELECTION_TIMEOUT_MS,
+        ),
     };
     let task = tokio::spawn(async move {
         if let Err(e) = ordo_sync::node::run(opts, rx).await {

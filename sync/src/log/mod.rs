@@ -36,6 +36,15 @@ use ordo_common::PermanentId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// A running node's election timeout, in milliseconds: it stands for leader after a random
+/// time in `[T, 2T)` without hearing from one. A leader blocked in a slow fsync sends
+/// nothing meanwhile, and on a shared disk every node's fsyncs stalled together for 0.2-0.4 s
+/// now and then; with 150-300 ms such stalls deposed healthy leaders (three elections in one
+/// 30 s run), and each change held acks back for up to 0.8 s (docs/performance.md, nineteenth
+/// day). etcd and Kafka's KRaft default to 1 s as well. [`SyncConfig::new`] keeps a shorter one, for the
+/// simulator's and tests' virtual time.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
+
 /// Default of [`SyncConfig::resolution_window`]: about 3.5 MB of resolutions in memory.
 pub const DEFAULT_RESOLUTION_WINDOW: usize = 100_000;
 /// Default [`SyncConfig::max_inflight`].
@@ -83,7 +92,9 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
-    /// Return a configuration with the default timings for node `id`.
+    /// Return a configuration for node `id` with the defaults, and an election timeout of
+    /// 150-300 ms (virtual time in the simulator and tests; a running node sets its own,
+    /// [`DEFAULT_ELECTION_TIMEOUT_MS`]).
     pub fn new(id: u32, peers: Vec<u32>, ndbs: Vec<u32>, entries: Vec<u64>, seed: u64) -> Self {
         SyncConfig {
             id,
