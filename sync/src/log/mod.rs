@@ -37,11 +37,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A running node's election timeout, in milliseconds: it stands for leader after a random
-/// time in `[T, 2T)` without hearing from one. A leader blocked in a slow fsync sends
-/// nothing meanwhile, and on a shared disk every node's fsyncs stalled together for 0.2-0.4 s
-/// now and then; with 150-300 ms such stalls deposed healthy leaders (three elections in one
-/// 30 s run), and each change held acks back for up to 0.8 s (docs/performance.md, nineteenth
-/// day). etcd and Kafka's KRaft default to 1 s as well. [`SyncConfig::new`] keeps a shorter one, for the
+/// time in `[T, 2T)` without hearing from one. A leader blocked in a slow fsync sends nothing
+/// meanwhile, and on a shared disk every node's fsyncs stalled together for 0.2-0.4 s now and
+/// then; with 150-300 ms such stalls deposed healthy leaders (three elections in one 30 s run),
+/// and each change held acks back for up to 0.8 s (docs/performance.md, nineteenth day). etcd
+/// and Kafka's KRaft default to 1 s as well. [`SyncConfig::new`] keeps a shorter one, for the
 /// simulator's and tests' virtual time.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
 
