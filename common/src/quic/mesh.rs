@@ -174,8 +174,10 @@ pub(super) fn bind_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSock
         }
     }
     socket.bind(&bind.into())?;
-    // Linux reports twice what it granted (the doubling covers its bookkeeping).
     let granted = socket.recv_buffer_size().unwrap_or(0);
+    // Linux reports twice what it granted (the doubling covers its bookkeeping).
+    #[cfg(target_os = "linux")]
+    let granted = granted / 2;
     if granted < SOCKET_BUFFER {
         tracing::info!(
             granted,
